@@ -1,0 +1,28 @@
+"""typedstore: typed serialization of large values, out of the database and back."""
+
+from __future__ import annotations
+
+from typedstore import errors
+from typedstore.codec import Buffer, Codec
+from typedstore.io import DataStoreIO
+from typedstore.options import Options, options
+from typedstore.reference import Reference
+from typedstore.registry import CodecRegistry, registry
+from typedstore.storage import LocalStorage, MemoryStorage, Storage
+
+__all__ = [
+    "Buffer",
+    "Codec",
+    "CodecRegistry",
+    "DataStoreIO",
+    "LocalStorage",
+    "MemoryStorage",
+    "Options",
+    "Reference",
+    "Storage",
+    "errors",
+    "options",
+    "registry",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,94 @@
+"""The ``npy`` codec: arrays safetensors cannot hold, as standard ``.npy`` files."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from typedstore.codec import Buffer
+from typedstore.errors import DecodeError, EncodeError
+
+__all__ = ["NpyCodec"]
+
+_MAGIC = b"\x93NUMPY"
+# numpy's own default cap on the header dict (``max_header_size``).
+_MAX_HEADER = 10_000
+
+
+class NpyCodec:
+    """Any ``np.ndarray`` without Python objects inside, in the ``.npy`` format.
+
+    Chosen for arrays safetensors cannot hold: complex128, structured, datetime64,
+    timedelta64, unicode and byte strings. Files are read with ``allow_pickle=False``
+    semantics: object dtypes are refused, and the header is validated against the data
+    length before anything is allocated. ``np.load`` reads what this codec writes.
+    """
+
+    name: ClassVar[str] = "npy"
+    version: ClassVar[int] = 1
+    types: ClassVar[tuple[type, ...]] = (np.ndarray,)
+
+    def accepts(self, value: object) -> bool:
+        """Exactly ``np.ndarray`` (not a subclass) whose dtype holds no Python objects."""
+        return type(value) is np.ndarray and not value.dtype.hasobject
+
+    def encode(self, value: npt.NDArray[Any]) -> Sequence[Buffer]:
+        """The ``.npy`` header, then the array's memory (copied only if not contiguous)."""
+        if value.dtype.hasobject:
+            raise EncodeError("codec 'npy' does not store object arrays")
+        if not (value.flags.c_contiguous or value.flags.f_contiguous):
+            value = np.ascontiguousarray(value)
+        header = io.BytesIO()
+        fields = np.lib.format.header_data_from_array_1_0(value)
+        try:
+            np.lib.format.write_array_header_1_0(header, fields)
+        except ValueError:
+            header = io.BytesIO()
+            np.lib.format.write_array_header_2_0(header, fields)
+        # A Fortran-ordered array is written in its own (column-major) memory order.
+        body = value.T if fields["fortran_order"] else value
+        if body.nbytes == 0:
+            return [header.getvalue()]
+        return [header.getvalue(), body.reshape(-1).view(np.uint8).data]
+
+    def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> npt.NDArray[Any]:
+        """A fresh array; DecodeError on any malformed or pickled content."""
+        view = memoryview(data)
+        if view.nbytes < 10 or bytes(view[:6]) != _MAGIC:
+            raise DecodeError("npy: not a .npy file (bad magic)")
+        header = io.BytesIO(bytes(view[: min(view.nbytes, 12 + _MAX_HEADER)]))
+        try:
+            major, minor = np.lib.format.read_magic(header)
+            if (major, minor) == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(
+                    header, max_header_size=_MAX_HEADER
+                )
+            elif (major, minor) == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(
+                    header, max_header_size=_MAX_HEADER
+                )
+            else:
+                raise DecodeError(f"npy: unsupported format version {major}.{minor}")
+        except (ValueError, SyntaxError, TypeError, EOFError) as exc:
+            raise DecodeError(f"npy: malformed header: {exc}") from exc
+        if dtype.hasobject:
+            raise DecodeError("npy: object arrays are refused (they would need pickle)")
+        start = header.tell()
+        expected = math.prod(shape) * dtype.itemsize
+        if view.nbytes - start != expected:
+            raise DecodeError(
+                f"npy: shape {shape} of {dtype} needs {expected} bytes, "
+                f"file holds {view.nbytes - start}"
+            )
+        out: npt.NDArray[Any] = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+        if expected:
+            flat = out.T if fortran else out
+            flat.reshape(-1).view(np.uint8)[:] = np.frombuffer(
+                view, dtype=np.uint8, count=expected, offset=start
+            )
+        return out

@@ -1,0 +1,258 @@
+"""The ``safetensors`` codec: numpy arrays as standard safetensors files.
+
+The byte layout is the safetensors format: an 8-byte little-endian header length ``N``,
+``N`` bytes of JSON header (padded with spaces to a multiple of 8), then the tensor data.
+:func:`encode_tensors` and :func:`read_header` are the shared building blocks for every
+typedstore format built on safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+import numpy.typing as npt
+
+from typedstore import _strictjson
+from typedstore.codec import Buffer
+from typedstore.errors import DecodeError, EncodeError
+
+__all__ = [
+    "MAX_HEADER_SIZE",
+    "SafetensorsCodec",
+    "TensorEntry",
+    "decode_tensor",
+    "encode_tensors",
+    "read_header",
+    "supports_dtype",
+]
+
+#: The official parser's cap on the JSON header (100 MB).
+MAX_HEADER_SIZE = 100_000_000
+_MAX_NDIM = 64
+_METADATA = "__metadata__"
+_KIND = "typedstore.kind"
+_SINGLE_NAME = "data"
+
+_DTYPES: Mapping[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "U8": np.dtype("<u1"),
+    "I8": np.dtype("<i1"),
+    "U16": np.dtype("<u2"),
+    "I16": np.dtype("<i2"),
+    "U32": np.dtype("<u4"),
+    "I32": np.dtype("<i4"),
+    "U64": np.dtype("<u8"),
+    "I64": np.dtype("<i8"),
+    "F16": np.dtype("<f2"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+    "C64": np.dtype("<c8"),
+}
+_NAMES: Mapping[np.dtype[Any], str] = {dtype: name for name, dtype in _DTYPES.items()}
+
+
+def _little(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
+
+
+def supports_dtype(dtype: np.dtype[Any]) -> bool:
+    """Whether safetensors can hold arrays of ``dtype`` (in either byte order)."""
+    return _little(dtype) in _NAMES
+
+
+@attrs.frozen
+class TensorEntry:
+    """One tensor in a safetensors file: dtype, shape and absolute byte range."""
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        """Length of the tensor's data."""
+        return self.end - self.start
+
+
+def encode_tensors(
+    tensors: Mapping[str, npt.NDArray[Any]], metadata: Mapping[str, str] | None = None
+) -> list[Buffer]:
+    """A safetensors file as buffers: the header, then each tensor's own memory.
+
+    Arrays that are C-contiguous and little-endian are not copied. Data is laid out
+    by decreasing item size, as the official library does, so every tensor is aligned.
+    """
+    prepared: dict[str, npt.NDArray[Any]] = {}
+    for name, array in tensors.items():
+        if name == _METADATA:
+            raise EncodeError(f"tensor name {_METADATA!r} is reserved")
+        dtype = _little(array.dtype)
+        if dtype not in _NAMES:
+            raise EncodeError(f"safetensors cannot hold dtype {array.dtype} (tensor {name!r})")
+        prepared[name] = np.ascontiguousarray(array, dtype=dtype)
+    header: dict[str, Any] = {}
+    if metadata:
+        header[_METADATA] = dict(metadata)
+    offsets: dict[str, tuple[int, int]] = {}
+    chunks: list[Buffer] = []
+    offset = 0
+    for name in sorted(prepared, key=lambda n: -prepared[n].dtype.itemsize):
+        array = prepared[name]
+        offsets[name] = (offset, offset + array.nbytes)
+        offset += array.nbytes
+        if array.nbytes:
+            chunks.append(array.reshape(-1).view(np.uint8).data)
+    for name, array in prepared.items():
+        header[name] = {
+            "dtype": _NAMES[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": list(offsets[name]),
+        }
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    raw += b" " * (-len(raw) % 8)
+    return [struct.pack("<Q", len(raw)) + raw, *chunks]
+
+
+def read_header(data: Buffer) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+    """Parse and validate a safetensors header; return its tensors and metadata.
+
+    Checks everything the official parser checks before any tensor is touched: header
+    size cap, strict JSON, known dtypes, dtype x shape = byte length, offsets in bounds,
+    contiguous, non-overlapping and exactly covering the data. Raises DecodeError.
+    """
+    view = memoryview(data)
+    total = view.nbytes
+    if total < 8:
+        raise DecodeError(f"safetensors: {total} bytes is too short for a header")
+    (size,) = struct.unpack("<Q", view[:8])
+    if size > MAX_HEADER_SIZE:
+        raise DecodeError(f"safetensors: header of {size} bytes exceeds {MAX_HEADER_SIZE}")
+    if 8 + size > total:
+        raise DecodeError(f"safetensors: header of {size} bytes runs past the end ({total})")
+    try:
+        parsed = _strictjson.loads(bytes(view[8 : 8 + size]))
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(f"safetensors: header is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise DecodeError("safetensors: header is not a JSON object")
+    metadata = parsed.pop(_METADATA, {})
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise DecodeError("safetensors: __metadata__ must map strings to strings")
+    base = 8 + size
+    entries = {name: _entry(name, info, base) for name, info in parsed.items()}
+    position = base
+    for entry in sorted(entries.values(), key=lambda e: (e.start, e.end)):
+        if entry.start != position:
+            raise DecodeError(
+                f"safetensors: tensor {entry.name!r} does not start where the previous "
+                "one ends (gap or overlap)"
+            )
+        position = entry.end
+    if position != total:
+        raise DecodeError(
+            f"safetensors: tensors cover {position - base} bytes, file holds {total - base}"
+        )
+    return entries, metadata
+
+
+def _entry(name: str, info: Any, base: int) -> TensorEntry:
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        raise DecodeError(
+            f"safetensors: tensor {name!r} must have exactly dtype, shape and data_offsets"
+        )
+    dtype = _DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
+    if dtype is None:
+        raise DecodeError(f"safetensors: tensor {name!r} has unsupported dtype {info['dtype']!r}")
+    shape = info["shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) > _MAX_NDIM
+        or not all(type(d) is int and d >= 0 for d in shape)
+    ):
+        raise DecodeError(f"safetensors: tensor {name!r} has an invalid shape")
+    offsets = info["data_offsets"]
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(type(o) is int and o >= 0 for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise DecodeError(f"safetensors: tensor {name!r} has invalid data_offsets")
+    if offsets[1] - offsets[0] != math.prod(shape) * dtype.itemsize:
+        raise DecodeError(
+            f"safetensors: tensor {name!r}: shape {shape} of {info['dtype']} needs "
+            f"{math.prod(shape) * dtype.itemsize} bytes, offsets give {offsets[1] - offsets[0]}"
+        )
+    return TensorEntry(name, dtype, tuple(shape), base + offsets[0], base + offsets[1])
+
+
+def decode_tensor(data: Buffer, entry: TensorEntry) -> npt.NDArray[Any]:
+    """A fresh, writable array holding one tensor of a validated file."""
+    out = np.empty(entry.shape, dtype=entry.dtype)
+    if entry.nbytes:
+        out.reshape(-1).view(np.uint8)[:] = np.frombuffer(
+            memoryview(data), dtype=np.uint8, count=entry.nbytes, offset=entry.start
+        )
+    return out
+
+
+class SafetensorsCodec:
+    """``np.ndarray`` and ``dict[str, np.ndarray]`` as standard safetensors files.
+
+    Serves exactly ``np.ndarray`` (not subclasses such as masked arrays) of the dtypes
+    safetensors defines: bool, (u)int8-64, float16/32/64 and complex64; any layout and
+    byte order. A single array is stored as the tensor ``data`` with metadata
+    ``typedstore.kind = ndarray``; a dict as one tensor per key. Files written by other
+    tools decode to a dict, or to their single array when ``np.ndarray`` is expected.
+    """
+
+    name: ClassVar[str] = "safetensors"
+    version: ClassVar[int] = 1
+    types: ClassVar[tuple[type, ...]] = (np.ndarray, dict)
+
+    def accepts(self, value: object) -> bool:
+        """An ndarray of a supported dtype, or a non-empty dict of them with str keys."""
+        if type(value) is np.ndarray:
+            return supports_dtype(value.dtype)
+        if type(value) is dict:
+            return bool(value) and all(
+                type(k) is str
+                and k != _METADATA
+                and type(v) is np.ndarray
+                and supports_dtype(v.dtype)
+                for k, v in value.items()
+            )
+        return False
+
+    def encode(self, value: npt.NDArray[Any] | dict[str, npt.NDArray[Any]]) -> Sequence[Buffer]:
+        """Header plus each array's memory (copied only to fix layout or byte order)."""
+        if isinstance(value, np.ndarray):
+            return encode_tensors({_SINGLE_NAME: value}, {_KIND: "ndarray"})
+        return encode_tensors(value, {_KIND: "dict"})
+
+    def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
+        """Fresh arrays: one array or a dict of them (see the class docstring)."""
+        entries, metadata = read_header(data)
+        single = metadata.get(_KIND) == "ndarray" or (
+            expected_type is not None
+            and issubclass(expected_type, np.ndarray)
+            and metadata.get(_KIND) != "dict"
+        )
+        if single:
+            if len(entries) != 1:
+                raise DecodeError(
+                    f"safetensors: expected one array, the file holds {len(entries)} tensors"
+                )
+            (entry,) = entries.values()
+            return decode_tensor(data, entry)
+        return {name: decode_tensor(data, entry) for name, entry in entries.items()}

@@ -1,0 +1,104 @@
+"""Exceptions raised by typedstore.
+
+Every exception derives from :class:`TypedStoreError`; most also derive from the builtin
+exception a caller would catch without knowing typedstore::
+
+    TypedStoreError
+    ├── UnknownOptionError (KeyError)        an option name that does not exist
+    ├── OptionValueError (ValueError)        a value of the wrong type for an option
+    ├── RegistrationError (ValueError)       a codec name taken, a priority clash, a bad name
+    ├── UnknownCodecError (LookupError)      a codec name the registry does not know
+    ├── NoCodecError (TypeError)             no registered codec accepts a value
+    ├── EncodeError (ValueError)             a codec failed to encode a value
+    ├── DecodeError (ValueError)             stored bytes are malformed for their codec
+    │   └── UnsafeDataError                  a pickle names a class that is not allowed
+    ├── TypeMismatchError (TypeError)        a decoded value is not of the expected type
+    ├── InvalidReferenceError (ValueError)   a malformed ``datastore://`` reference
+    │   └── InvalidKeyError                  a storage key that breaks the key rules
+    ├── NotFoundError (FileNotFoundError)    no object is stored under a key
+    └── StorageError (OSError)               the storage failed to write, read or delete
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DecodeError",
+    "EncodeError",
+    "InvalidKeyError",
+    "InvalidReferenceError",
+    "NoCodecError",
+    "NotFoundError",
+    "OptionValueError",
+    "PluginWarning",
+    "RegistrationError",
+    "StorageError",
+    "TypeMismatchError",
+    "TypedStoreError",
+    "UnknownCodecError",
+    "UnknownOptionError",
+    "UnsafeDataError",
+]
+
+
+class TypedStoreError(Exception):
+    """Root of all typedstore exceptions."""
+
+
+class UnknownOptionError(TypedStoreError, KeyError):
+    """An option name that is not in the option tree."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its argument; the message reads better plain.
+        return str(self.args[0]) if self.args else ""
+
+
+class OptionValueError(TypedStoreError, ValueError):
+    """An option value of the wrong type or out of range."""
+
+
+class RegistrationError(TypedStoreError, ValueError):
+    """A codec cannot be registered: bad name, taken name or priority clash."""
+
+
+class UnknownCodecError(TypedStoreError, LookupError):
+    """A codec name that the registry does not know."""
+
+
+class NoCodecError(TypedStoreError, TypeError):
+    """No registered codec accepts a value."""
+
+
+class EncodeError(TypedStoreError, ValueError):
+    """A codec failed to encode a value."""
+
+
+class DecodeError(TypedStoreError, ValueError):
+    """Stored bytes are malformed for the codec that should read them."""
+
+
+class UnsafeDataError(DecodeError):
+    """Stored data asks to build something that is not allowed (pickle allow-list)."""
+
+
+class TypeMismatchError(TypedStoreError, TypeError):
+    """A decoded value is not an instance of the expected type."""
+
+
+class InvalidReferenceError(TypedStoreError, ValueError):
+    """A ``datastore://`` reference that does not follow the reference rules."""
+
+
+class InvalidKeyError(InvalidReferenceError):
+    """A storage key that breaks the key rules (traversal, bad characters, length)."""
+
+
+class NotFoundError(TypedStoreError, FileNotFoundError):
+    """No object is stored under a key."""
+
+
+class StorageError(TypedStoreError, OSError):
+    """The storage failed to write, read or delete."""
+
+
+class PluginWarning(UserWarning):
+    """A codec plugin from the ``typedstore.codecs`` entry point group failed to load."""

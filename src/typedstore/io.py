@@ -1,0 +1,176 @@
+"""DataStoreIO: write, serialize, read and delete single stored objects."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, overload
+
+from typedstore.codec import Buffer, Codec
+from typedstore.errors import (
+    DecodeError,
+    EncodeError,
+    InvalidKeyError,
+    NoCodecError,
+    TypedStoreError,
+    TypeMismatchError,
+    UnknownCodecError,
+)
+from typedstore.keys import check_key, new_object_key
+from typedstore.options import options
+from typedstore.reference import Reference
+from typedstore.registry import CodecRegistry, registry
+from typedstore.storage import Storage, storage_for_url
+
+__all__ = ["DEFAULT_PREFIX", "DataStoreIO", "current_storage"]
+
+T = TypeVar("T")
+
+#: The prefix used when neither the call nor option ``datastore.relative_path_prefix``
+#: names one.
+DEFAULT_PREFIX = "default"
+
+
+def current_storage() -> Storage:
+    """The storage named by option ``datastore.url`` (with ``datastore.fsync``)."""
+    return storage_for_url(options.get("datastore.url"), fsync=options.get("datastore.fsync"))
+
+
+def _prefix(relative_path_prefix: str | None) -> str:
+    if relative_path_prefix is None:
+        relative_path_prefix = options.get("datastore.relative_path_prefix") or DEFAULT_PREFIX
+    return check_key(relative_path_prefix, what="relative_path_prefix")
+
+
+class DataStoreIO:
+    """One stored object, addressed by its reference.
+
+    Create one from a reference URL to read it, or with :meth:`write` /
+    :meth:`serialize_write` to store a value. Objects live in the storage named by option
+    ``datastore.url``; references are relative to it, so a store can be moved.
+    """
+
+    __slots__ = ("_reference",)
+
+    def __init__(self, url: str | Reference) -> None:
+        self._reference = url if isinstance(url, Reference) else Reference.parse(url)
+
+    def __repr__(self) -> str:
+        return f"DataStoreIO({self.url!r})"
+
+    @property
+    def reference(self) -> Reference:
+        """The parsed reference."""
+        return self._reference
+
+    @property
+    def url(self) -> str:
+        """The reference URL, ``datastore:///<prefix>/<id>?codec=<name>``."""
+        return self._reference.url
+
+    @classmethod
+    def write(cls, data: Buffer, relative_path_prefix: str | None = None) -> DataStoreIO:
+        """Store bytes as they are (codec ``raw``) under a new key in the prefix."""
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise TypeError(
+                f"write() takes a bytes-like object, got {type(data).__name__}; "
+                "use serialize_write() for other values"
+            ) from None
+        codec = registry.get("raw")
+        return cls._store(codec, codec.encode(view), _prefix(relative_path_prefix))
+
+    @classmethod
+    def serialize_write(
+        cls,
+        obj: Any,
+        relative_path_prefix: str | None = None,
+        codec: str | Codec[Any] | None = None,
+    ) -> DataStoreIO:
+        """Encode ``obj`` with a codec and store it under a new key in the prefix.
+
+        ``codec`` is a registered codec's name or object; by default the registry picks
+        one by the value's type. Raises NoCodecError when the codec refuses the value (or
+        none accepts it), EncodeError when encoding fails.
+        """
+        chosen = _resolve_codec(obj, codec, registry)
+        prefix = _prefix(relative_path_prefix)
+        try:
+            chunks = chosen.encode(obj)
+        except TypedStoreError:
+            raise
+        except Exception as exc:
+            raise EncodeError(
+                f"codec {chosen.name!r} failed to encode a {type(obj).__qualname__}: {exc}"
+            ) from exc
+        return cls._store(chosen, chunks, prefix)
+
+    @classmethod
+    def _store(cls, codec: Codec[Any], chunks: Any, prefix: str) -> DataStoreIO:
+        key = new_object_key(prefix)
+        current_storage().write(key, chunks)
+        return cls(Reference(key=key, codec=codec.name))
+
+    def read(self) -> bytes:
+        """The stored bytes, whatever the codec."""
+        return current_storage().read(self._reference.key)
+
+    @overload
+    def read_deserialize(self, expected_type: type[T]) -> T: ...
+    @overload
+    def read_deserialize(self, expected_type: None = None) -> Any: ...
+
+    def read_deserialize(self, expected_type: type[Any] | None = None) -> Any:
+        """Read and decode the object with the codec its reference names.
+
+        Raises UnknownCodecError for a codec that is not registered, DecodeError for
+        malformed data (UnsafeDataError for a refused pickle), NotFoundError for a missing
+        object, and TypeMismatchError when the value is not an ``expected_type``.
+        """
+        ref = self._reference
+        codec = registry.get(ref.codec)
+        with current_storage().open_view(ref.key) as view:
+            try:
+                value = codec.decode(view, expected_type)
+            except DecodeError as exc:
+                raise type(exc)(f"{ref}: {exc}") from exc
+            except TypedStoreError:
+                raise
+            except Exception as exc:
+                raise DecodeError(f"{ref}: codec {ref.codec!r} failed to decode: {exc}") from exc
+        if expected_type is not None and not isinstance(value, expected_type):
+            raise TypeMismatchError(
+                f"{ref}: expected {expected_type.__qualname__}, "
+                f"codec {ref.codec!r} decoded a {type(value).__qualname__}"
+            )
+        return value
+
+    @staticmethod
+    def delete(relative_path_prefix: str) -> int:
+        """Remove every object under the prefix (or the single object with that key).
+
+        Returns how many objects were removed. An empty prefix is refused.
+        """
+        try:
+            prefix = check_key(relative_path_prefix, what="relative_path_prefix")
+        except InvalidKeyError as exc:
+            raise InvalidKeyError(f"refusing to delete: {exc}") from None
+        return current_storage().delete(prefix)
+
+
+def _resolve_codec(obj: Any, codec: str | Codec[Any] | None, reg: CodecRegistry) -> Codec[Any]:
+    if codec is None:
+        return reg.for_value(obj)
+    if isinstance(codec, str):
+        chosen = reg.get(codec)
+    else:
+        chosen = reg.get(codec.name)
+        if chosen is not codec:
+            raise UnknownCodecError(
+                f"codec {codec.name!r} is not the one registered under that name; "
+                "register it first so that its objects can be read back"
+            )
+    if not chosen.accepts(obj):
+        raise NoCodecError(
+            f"codec {chosen.name!r} does not accept a value of type {type(obj).__qualname__}"
+        )
+    return chosen

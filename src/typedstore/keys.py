@@ -1,0 +1,49 @@
+"""Storage keys: the path of an object relative to the store root.
+
+A key is one or more segments of ``[A-Za-z0-9._-]`` joined by ``/``. No segment is ``.``
+or ``..``, none is empty, there is no leading or trailing slash, and the whole key is at
+most :data:`MAX_KEY_LENGTH` bytes. Every storage checks keys with :func:`check_key`, so a
+key can never name anything outside the root, whatever reference it came from.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from typedstore.errors import InvalidKeyError
+
+__all__ = ["MAX_KEY_LENGTH", "check_key", "new_object_key"]
+
+MAX_KEY_LENGTH = 1024
+_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_key(key: object, *, what: str = "key") -> str:
+    """Return ``key`` if it follows the key rules, else raise InvalidKeyError."""
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"{what} must be a str, got {type(key).__name__}")
+    if not key:
+        raise InvalidKeyError(f"{what} is empty")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKeyError(f"{what} is longer than {MAX_KEY_LENGTH} characters")
+    for segment in key.split("/"):
+        if not segment:
+            raise InvalidKeyError(f"{what} {key!r} has an empty segment or a leading slash")
+        if segment in (".", ".."):
+            raise InvalidKeyError(f"{what} {key!r} has a {segment!r} segment")
+        if _SEGMENT.fullmatch(segment) is None:
+            raise InvalidKeyError(
+                f"{what} {key!r}: segments may hold only letters, digits, '.', '_' and '-'"
+            )
+    return key
+
+
+def is_valid_segment(name: str) -> bool:
+    """Whether ``name`` can be one segment of a key (temporary files never can)."""
+    return name not in (".", "..") and _SEGMENT.fullmatch(name) is not None
+
+
+def new_object_key(prefix: str) -> str:
+    """A fresh, unique key under ``prefix`` (a random uuid4 as object id)."""
+    return check_key(f"{check_key(prefix, what='prefix')}/{uuid.uuid4().hex}")

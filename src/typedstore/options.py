@@ -1,0 +1,151 @@
+"""Options: a tree of dotted names with process-wide values and per-context overrides."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from typedstore.errors import OptionValueError, UnknownOptionError
+
+__all__ = ["Options", "options"]
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError("expected a non-empty string")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else _str(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("expected True or False")
+    return value
+
+
+def _patterns(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, list | tuple | frozenset | set):
+        raise TypeError("expected a sequence of glob patterns")
+    if not all(isinstance(p, str) and p for p in value):
+        raise TypeError("expected non-empty strings")
+    return tuple(value)
+
+
+@attrs.frozen
+class _Spec:
+    default: Any
+    check: Callable[[Any], Any]
+    doc: str
+
+
+_SPECS: Mapping[str, _Spec] = MappingProxyType(
+    {
+        "datastore.url": _Spec(
+            "typedstore.datastore",
+            _str,
+            "Root of the datastore: a directory path or a file:// URL "
+            "(relative paths are resolved against the current directory), or memory://NAME.",
+        ),
+        "datastore.relative_path_prefix": _Spec(
+            None, _opt_str, "Prefix used when a write names none (None means 'default')."
+        ),
+        "datastore.fsync": _Spec(
+            False, _bool, "fsync each object and its directory so writes survive power loss."
+        ),
+        "codecs.pickle.allow": _Spec(
+            (), _patterns, "Extra classes the pickle codec may build: globs over module.qualname."
+        ),
+        "codecs.pickle.unrestricted": _Spec(
+            False, _bool, "Load any pickle: only for stores whose every writer you trust."
+        ),
+    }
+)
+
+_overrides: ContextVar[Mapping[str, Any]] = ContextVar(
+    "typedstore_option_overrides", default=MappingProxyType({})
+)
+
+
+class Options:
+    """Named settings with dotted keys.
+
+    ``set`` changes a value for the whole process; ``ctx`` overrides values only inside a
+    ``with`` block and only for the current thread or asyncio task (it uses contextvars).
+    Unknown keys raise :class:`~typedstore.errors.UnknownOptionError`, values of the wrong
+    type :class:`~typedstore.errors.OptionValueError`.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def keys(self) -> list[str]:
+        """All option keys."""
+        return sorted(_SPECS)
+
+    def describe(self, key: str) -> str:
+        """One-line documentation of an option."""
+        return self._spec(key).doc
+
+    def get(self, key: str) -> Any:
+        """Value of option ``key`` in the current context."""
+        spec = self._spec(key)
+        overrides = _overrides.get()
+        if key in overrides:
+            return overrides[key]
+        return self._values.get(key, spec.default)
+
+    def set(self, key: str, value: Any) -> None:
+        """Set option ``key`` for the whole process."""
+        checked = self._check(key, value)
+        with self._lock:
+            self._values[key] = checked
+
+    def reset(self, key: str | None = None) -> None:
+        """Restore ``key`` (or every option when None) to its default."""
+        with self._lock:
+            if key is None:
+                self._values.clear()
+            else:
+                self._spec(key)
+                self._values.pop(key, None)
+
+    @contextlib.contextmanager
+    def ctx(self, values: Mapping[str, Any]) -> Iterator[None]:
+        """Override options inside a ``with`` block, for this thread or task only."""
+        checked = {key: self._check(key, value) for key, value in values.items()}
+        token = _overrides.set(MappingProxyType({**_overrides.get(), **checked}))
+        try:
+            yield
+        finally:
+            _overrides.reset(token)
+
+    def _spec(self, key: str) -> _Spec:
+        try:
+            return _SPECS[key]
+        except (KeyError, TypeError):
+            raise UnknownOptionError(
+                f"unknown option {key!r}; known options: {', '.join(sorted(_SPECS))}"
+            ) from None
+
+    def _check(self, key: str, value: Any) -> Any:
+        spec = self._spec(key)
+        try:
+            return spec.check(value)
+        except TypeError as exc:
+            raise OptionValueError(f"option {key!r}: {exc}, got {value!r}") from None
+
+
+#: The process-wide options.
+options = Options()

@@ -1,0 +1,245 @@
+"""The codec registry: which codec serves which value, and codecs by name."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+from types import MappingProxyType
+from typing import Any, TypeVar, overload
+
+import attrs
+
+from typedstore.codec import Codec, check_codec_name
+from typedstore.codecs import JsonCodec, NpyCodec, PickleCodec, RawCodec, SafetensorsCodec
+from typedstore.errors import NoCodecError, PluginWarning, RegistrationError, UnknownCodecError
+
+__all__ = ["ENTRY_POINT_GROUP", "CodecRegistry", "registry"]
+
+#: Entry point group through which other packages contribute codecs.
+ENTRY_POINT_GROUP = "typedstore.codecs"
+
+_C = TypeVar("_C", bound=Codec[Any])
+
+
+@attrs.frozen
+class _Entry:
+    codec: Codec[Any]
+    priority: int
+    source: str
+
+
+def _type_name(cls: type) -> str:
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class CodecRegistry:
+    """Codecs by name and by the types they serve.
+
+    Choosing a codec for a value walks the value's MRO from the most specific class; at
+    the first class that has codecs, the codecs are tried by decreasing priority and the
+    first whose ``accepts(value)`` is true wins; if none accepts, the walk goes on to the
+    next class. ``object`` is served by the pickle fallback in the default registry.
+    The candidate list per type is cached (weakly keyed by type) and rebuilt after
+    every registration.
+
+    Codecs exposed in the entry point group ``typedstore.codecs`` (an instance, or a
+    class called without arguments; an optional integer ``priority`` attribute) are
+    loaded at the first lookup when ``load_plugins`` is true.
+    """
+
+    def __init__(self, *, load_plugins: bool = True) -> None:
+        self._lock = threading.RLock()
+        self._by_name: dict[str, _Entry] = {}
+        self._by_type: dict[type, list[_Entry]] = {}
+        self._cache: weakref.WeakKeyDictionary[type, tuple[_Entry, ...]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._plugins_pending = load_plugins
+
+    @overload
+    def register(self, codec: type[_C], *, priority: int = 0) -> type[_C]: ...
+    @overload
+    def register(self, codec: _C, *, priority: int = 0) -> _C: ...
+    @overload
+    def register(
+        self, codec: None = None, *, priority: int = 0
+    ) -> Callable[[type[_C]], type[_C]]: ...
+
+    def register(
+        self, codec: Any = None, *, priority: int = 0
+    ) -> Any:
+        """Register a codec instance, or a codec class (instantiated without arguments).
+
+        Works as a plain call, as ``@registry.register`` on a codec class, or as
+        ``@registry.register(priority=5)``. Returns what it was given.
+
+        Raises RegistrationError for an invalid or taken name, for a priority equal to
+        that of a codec already registered for one of the same exact types, or for an
+        object that does not implement the Codec protocol.
+        """
+        if codec is None:
+            return lambda cls: self.register(cls, priority=priority)
+        instance = codec() if isinstance(codec, type) else codec
+        self._add(instance, priority, "user")
+        return codec
+
+    def _add(self, codec: object, priority: object, source: str) -> None:
+        if not isinstance(codec, Codec):
+            raise RegistrationError(
+                f"{codec!r} is not a codec: it needs name, version, types, accepts, "
+                "encode and decode"
+            )
+        name = check_codec_name(codec.name)
+        version: object = codec.version
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise RegistrationError(f"codec {name!r}: version must be a positive int")
+        types: object = codec.types
+        if not isinstance(types, tuple) or not types or not all(isinstance(t, type) for t in types):
+            raise RegistrationError(f"codec {name!r}: types must be a non-empty tuple of types")
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            raise RegistrationError(f"codec {name!r}: priority must be an int")
+        entry = _Entry(codec, priority, source)
+        with self._lock:
+            if name in self._by_name:
+                raise RegistrationError(
+                    f"a codec named {name!r} is already registered "
+                    f"({self._by_name[name].source})"
+                )
+            for cls in types:
+                for other in self._by_type.get(cls, ()):
+                    if other.priority == priority:
+                        raise RegistrationError(
+                            f"codecs {other.codec.name!r} and {name!r} would both serve "
+                            f"{_type_name(cls)} at priority {priority}; give one another priority"
+                        )
+            self._by_name[name] = entry
+            for cls in types:
+                entries = self._by_type.setdefault(cls, [])
+                entries.append(entry)
+                entries.sort(key=lambda e: -e.priority)
+            self._cache.clear()
+
+    def get(self, name: str) -> Codec[Any]:
+        """The codec registered under ``name``; raise UnknownCodecError if none."""
+        self._load_plugins()
+        try:
+            return self._by_name[name].codec
+        except (KeyError, TypeError):
+            raise UnknownCodecError(
+                f"unknown codec {name!r}; registered codecs: {', '.join(self.names())}"
+            ) from None
+
+    def names(self) -> list[str]:
+        """Names of all registered codecs, sorted."""
+        self._load_plugins()
+        return sorted(self._by_name)
+
+    @property
+    def codecs(self) -> Mapping[str, Codec[Any]]:
+        """A read-only view of the registered codecs by name."""
+        self._load_plugins()
+        return MappingProxyType({name: e.codec for name, e in self._by_name.items()})
+
+    def priority(self, name: str) -> int:
+        """The priority the codec ``name`` was registered with."""
+        self.get(name)
+        return self._by_name[name].priority
+
+    def source(self, name: str) -> str:
+        """Where the codec ``name`` came from: 'built-in', 'user' or 'plugin <entry point>'."""
+        self.get(name)
+        return self._by_name[name].source
+
+    def for_value(self, value: object) -> Codec[Any]:
+        """The codec that serves ``value`` (see the class docstring for the order).
+
+        Raises NoCodecError when no registered codec accepts it.
+        """
+        if self._plugins_pending:
+            self._load_plugins()
+        cls = type(value)
+        try:
+            entries = self._cache[cls]
+        except KeyError:
+            entries = self._candidates(cls)
+        for entry in entries:
+            if entry.codec.accepts(value):
+                return entry.codec
+        raise NoCodecError(
+            f"no registered codec accepts a value of type {_type_name(cls)}; "
+            f"registry.explain(value) tells which were tried"
+        )
+
+    def explain(self, value: object) -> str:
+        """Human-readable account of the codec choice for ``value``."""
+        self._load_plugins()
+        cls = type(value)
+        lines = [f"codec choice for a value of type {_type_name(cls)}:"]
+        chosen: Codec[Any] | None = None
+        for base in cls.__mro__:
+            entries = self._by_type.get(base, [])
+            if not entries:
+                lines.append(f"  {_type_name(base)}: no codecs registered")
+                continue
+            lines.append(f"  {_type_name(base)}:")
+            for entry in entries:
+                label = f"    {entry.codec.name} (priority {entry.priority}, {entry.source})"
+                if chosen is not None:
+                    lines.append(f"{label}: not tried, {chosen.name!r} already chosen")
+                elif entry.codec.accepts(value):
+                    chosen = entry.codec
+                    lines.append(f"{label}: accepts the value -> chosen")
+                else:
+                    lines.append(f"{label}: refuses the value")
+        lines.append(
+            f"result: {chosen.name!r}" if chosen is not None else "result: no codec accepts it"
+        )
+        return "\n".join(lines)
+
+    def _candidates(self, cls: type) -> tuple[_Entry, ...]:
+        with self._lock:
+            entries = tuple(e for base in cls.__mro__ for e in self._by_type.get(base, ()))
+            self._cache[cls] = entries
+        return entries
+
+    def _load_plugins(self) -> None:
+        with self._lock:
+            if not self._plugins_pending:
+                return
+            self._plugins_pending = False  # set first: a plugin may look codecs up
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                try:
+                    loaded = ep.load()
+                    codec = loaded() if isinstance(loaded, type) else loaded
+                    priority = getattr(codec, "priority", 0)
+                    self._add(codec, priority, f"plugin {ep.value}")
+                except Exception as exc:
+                    # One broken plugin must not make every store unreadable.
+                    warnings.warn(
+                        f"typedstore codec plugin {ep.name!r} ({ep.value}) was not "
+                        f"registered: {exc}",
+                        PluginWarning,
+                        stacklevel=3,
+                    )
+
+
+def _default_registry() -> CodecRegistry:
+    reg = CodecRegistry()
+    for codec, priority in (
+        (RawCodec(), 0),
+        (SafetensorsCodec(), 10),
+        (NpyCodec(), 0),
+        (JsonCodec(), 0),
+        (PickleCodec(), 0),
+    ):
+        reg._add(codec, priority, "built-in")
+    return reg
+
+
+#: The default registry, with the built-in codecs.
+registry = _default_registry()

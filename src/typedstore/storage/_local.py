@@ -1,0 +1,258 @@
+"""Storage in a local directory: atomic writes, memory-mapped reads."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from typedstore.codec import Buffer, byte_view
+from typedstore.errors import InvalidKeyError, NotFoundError, StorageError
+from typedstore.keys import check_key, is_valid_segment
+
+__all__ = ["LocalStorage"]
+
+# Temporary names start with "~", which no key segment may hold: a temp file can never
+# be mistaken for an object, whatever its name.
+_TEMP_PREFIX = "~tmp-"
+# Below this size a plain read beats the cost of setting up and tearing down a map.
+_MMAP_MIN = 1 << 20
+# Reserving the blocks up front lets ext4 skip delayed-allocation work on large writes.
+_PREALLOCATE_MIN = 1 << 20
+
+
+class LocalStorage:
+    """Objects as files under a root directory.
+
+    Writes go to a temporary file in the target directory and are renamed into place, so
+    a reader sees a whole object or none. With ``fsync=True`` the file and its directory
+    are flushed to disk before ``write`` returns, so the object survives power loss.
+    Every path is checked to stay inside the root after symlinks are resolved.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        self._root = Path(root).absolute()
+        self._fsync = fsync
+        self._real_root: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        """The root directory (absolute)."""
+        return self._root
+
+    @property
+    def url(self) -> str:
+        """The root directory as a ``file://`` URL."""
+        return self._root.as_uri()
+
+    @property
+    def fsync(self) -> bool:
+        """Whether writes are flushed to disk before they return."""
+        return self._fsync
+
+    def write(self, key: str, chunks: Sequence[Buffer]) -> int:
+        """Store the concatenation of ``chunks`` under ``key`` atomically; return its size."""
+        path = self._path(key)
+        views = [byte_view(chunk) for chunk in chunks]
+        total = sum(view.nbytes for view in views)
+        try:
+            parent = self._make_dirs(path.parent)
+            target = parent / path.name
+            if target.is_dir():
+                raise StorageError(f"cannot write {key!r}: a directory is in the way")
+            tmp = parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except StorageError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"cannot write {key!r} under {self.url}: {exc}") from exc
+        try:
+            try:
+                if total >= _PREALLOCATE_MIN:
+                    _preallocate(fd, total)
+                for view in views:
+                    _write_all(fd, view)
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot write {key!r} under {self.url}: {exc}") from exc
+            raise
+        if self._fsync:
+            try:
+                _fsync_dir(parent)
+            except OSError as exc:
+                raise StorageError(f"cannot flush directory of {key!r}: {exc}") from exc
+        return total
+
+    def read(self, key: str) -> bytes:
+        """The whole object under ``key``."""
+        path = self._existing(key)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                return f.readall()
+        except OSError as exc:
+            raise self._read_error(key, exc) from exc
+
+    @contextlib.contextmanager
+    def open_view(self, key: str) -> Iterator[memoryview]:
+        """A read-only view of the object; memory-mapped for large files."""
+        path = self._existing(key)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                if size < _MMAP_MIN:
+                    view = memoryview(f.readall())
+                    mapped = None
+                else:
+                    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    view = memoryview(mapped)
+        except OSError as exc:
+            raise self._read_error(key, exc) from exc
+        try:
+            yield view
+        finally:
+            if mapped is not None:
+                try:
+                    view.release()
+                    mapped.close()
+                except BufferError:
+                    # Something still exports the map (a zero-copy result): the map is
+                    # closed when the last such result is garbage collected.
+                    pass
+
+    def size(self, key: str) -> int:
+        """Size in bytes of the object under ``key``."""
+        try:
+            st = self._existing(key).stat()
+        except OSError as exc:
+            raise self._read_error(key, exc) from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise NotFoundError(f"no object under key {key!r} in {self.url}")
+        return st.st_size
+
+    def exists(self, key: str) -> bool:
+        """Whether an object (a regular file) is stored under ``key``."""
+        try:
+            return self._existing(key).is_file()
+        except NotFoundError:
+            return False
+
+    def list(self, prefix: str | None = None) -> Iterator[str]:
+        """Keys of the objects under ``prefix``, sorted; temporary files are skipped."""
+        base = self._root if prefix is None else self._path(prefix, what="prefix")
+        try:
+            real = self._contained(base)
+        except NotFoundError:
+            return iter(())
+        if real.is_file():
+            return iter([] if prefix is None else [prefix])
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(real):
+            dirnames[:] = [d for d in dirnames if is_valid_segment(d)]
+            rel = Path(dirpath).relative_to(real).parts
+            for name in filenames:
+                if is_valid_segment(name):
+                    found.append("/".join([*([] if prefix is None else [prefix]), *rel, name]))
+        return iter(sorted(found))
+
+    def delete(self, prefix: str) -> int:
+        """Remove the object ``prefix`` or the whole subtree under it; return the count.
+
+        Deleting ``exp1`` never touches ``exp10``: only the path ``<root>/exp1`` and what is
+        under it are removed.
+        """
+        path = self._path(prefix, what="prefix")
+        self._contained(path.parent)
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StorageError(f"cannot delete {prefix!r}: {exc}") from exc
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                count = sum(1 for _ in self.list(prefix))
+                shutil.rmtree(path)
+                return count
+            path.unlink()
+            return 1
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StorageError(f"cannot delete {prefix!r} under {self.url}: {exc}") from exc
+
+    def _path(self, key: str, *, what: str = "key") -> Path:
+        return self._root.joinpath(*check_key(key, what=what).split("/"))
+
+    def _root_real(self) -> Path:
+        if self._real_root is None:
+            real = self._root.resolve()
+            if not real.is_dir():
+                return real  # not created yet: do not cache a guess
+            self._real_root = real
+        return self._real_root
+
+    def _contained(self, path: Path) -> Path:
+        """``path`` with symlinks resolved, checked to be inside the root."""
+        real = path.resolve()
+        root = self._root_real()
+        if real != root and not real.is_relative_to(root):
+            raise InvalidKeyError(f"{path} resolves outside the store root {root}")
+        return real
+
+    def _existing(self, key: str) -> Path:
+        path = self._path(key)
+        real = self._contained(path)
+        if not real.exists():
+            raise NotFoundError(f"no object under key {key!r} in {self.url}")
+        return real
+
+    def _make_dirs(self, directory: Path) -> Path:
+        # Check before creating anything, so a symlinked directory cannot make us create
+        # folders outside the root; check again after, in case the tree changed meanwhile.
+        self._contained(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        return self._contained(directory)
+
+    def _read_error(self, key: str, exc: OSError) -> Exception:
+        if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
+            return NotFoundError(f"no object under key {key!r} in {self.url}")
+        return StorageError(f"cannot read {key!r} under {self.url}: {exc}")
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    # os.write may write less than asked (Linux caps one call near 2 GiB).
+    while view.nbytes:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _preallocate(fd: int, size: int) -> None:
+    if not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        # Filesystems without support just skip the optimisation; ENOSPC is real.
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

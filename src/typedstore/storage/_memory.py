@@ -1,0 +1,82 @@
+"""In-memory storage, for tests and short-lived data."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+
+from typedstore.codec import Buffer, byte_view
+from typedstore.errors import NotFoundError, StorageError
+from typedstore.keys import check_key
+
+__all__ = ["MemoryStorage"]
+
+
+class MemoryStorage:
+    """A storage that keeps objects in a dict; keys behave as paths, as on disk."""
+
+    def __init__(self, name: str = "") -> None:
+        self._name = name
+        self._objects: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        """``memory://<name>``."""
+        return f"memory://{self._name}"
+
+    def write(self, key: str, chunks: Sequence[Buffer]) -> int:
+        """Store the concatenation of ``chunks`` under ``key``."""
+        check_key(key)
+        data = b"".join(byte_view(chunk) for chunk in chunks)
+        with self._lock:
+            segments = key.split("/")
+            for i in range(1, len(segments)):
+                if "/".join(segments[:i]) in self._objects:
+                    raise StorageError(f"cannot write {key!r}: a parent is an object")
+            if any(k.startswith(key + "/") for k in self._objects):
+                raise StorageError(f"cannot write {key!r}: it is a prefix of other objects")
+            self._objects[key] = data
+        return len(data)
+
+    def read(self, key: str) -> bytes:
+        """The object under ``key``."""
+        check_key(key)
+        try:
+            return self._objects[key]
+        except KeyError:
+            raise NotFoundError(f"no object under key {key!r} in {self.url}") from None
+
+    def open_view(self, key: str) -> AbstractContextManager[memoryview]:
+        """A read-only view of the object."""
+        return nullcontext(memoryview(self.read(key)))
+
+    def size(self, key: str) -> int:
+        """Size of the object under ``key``."""
+        return len(self.read(key))
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds an object."""
+        return check_key(key) in self._objects
+
+    def list(self, prefix: str | None = None) -> Iterator[str]:
+        """Keys under ``prefix``, sorted."""
+        if prefix is not None:
+            check_key(prefix, what="prefix")
+        with self._lock:
+            keys = sorted(self._objects)
+        return iter([k for k in keys if prefix is None or _under(k, prefix)])
+
+    def delete(self, prefix: str) -> int:
+        """Remove ``prefix`` and everything under it."""
+        check_key(prefix, what="prefix")
+        with self._lock:
+            doomed = [k for k in self._objects if _under(k, prefix)]
+            for k in doomed:
+                del self._objects[k]
+        return len(doomed)
+
+
+def _under(key: str, prefix: str) -> bool:
+    return key == prefix or key.startswith(prefix + "/")
