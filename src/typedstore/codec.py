@@ -63,9 +63,7 @@ class Codec(Protocol[T]):
 def check_codec_name(name: object) -> str:
     """Return ``name`` if it is a valid codec name, else raise RegistrationError."""
     if not isinstance(name, str) or NAME_PATTERN.fullmatch(name) is None:
-        raise RegistrationError(
-            f"invalid codec name {name!r}: use 1-64 characters of [a-z0-9_.-]"
-        )
+        raise RegistrationError(f"invalid codec name {name!r}: use 1-64 characters of [a-z0-9_.-]")
     return name
 
 
@@ -75,8 +73,8 @@ def byte_view(data: Buffer) -> memoryview:
     Raises ValueError if ``data`` is not C-contiguous.
     """
     view = memoryview(data)
-    if view.format == "B" and view.ndim == 1:
-        return view
     if not view.c_contiguous:
         raise ValueError("buffer is not C-contiguous")
+    if view.format == "B" and view.ndim == 1:
+        return view
     return view.cast("B")

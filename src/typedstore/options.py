@@ -90,7 +90,7 @@ class Options:
         self._values: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def keys(self) -> list[str]:
+    def names(self) -> list[str]:
         """All option keys."""
         return sorted(_SPECS)
 

@@ -44,9 +44,7 @@ class Reference:
 
     key: str = attrs.field()
     codec: str = attrs.field()
-    params: Mapping[str, str] = attrs.field(
-        factory=dict, converter=_frozen_params, hash=False
-    )
+    params: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_params, hash=False)
 
     @key.validator
     def _check_key(self, _: Any, value: str) -> None:
@@ -74,9 +72,7 @@ class Reference:
         if len(url) > _MAX_URL_LENGTH:
             raise InvalidReferenceError(f"reference longer than {_MAX_URL_LENGTH} characters")
         if not url.startswith(_PREFIX):
-            raise InvalidReferenceError(
-                f"reference {url[:100]!r} does not start with {_PREFIX!r}"
-            )
+            raise InvalidReferenceError(f"reference {url[:100]!r} does not start with {_PREFIX!r}")
         if not url.isascii() or not url.isprintable() or "#" in url:
             raise InvalidReferenceError(f"reference {url[:100]!r} has forbidden characters")
         path, sep, query = url[len(_PREFIX) :].partition("?")

@@ -70,9 +70,7 @@ class CodecRegistry:
         self, codec: None = None, *, priority: int = 0
     ) -> Callable[[type[_C]], type[_C]]: ...
 
-    def register(
-        self, codec: Any = None, *, priority: int = 0
-    ) -> Any:
+    def register(self, codec: Any = None, *, priority: int = 0) -> Any:
         """Register a codec instance, or a codec class (instantiated without arguments).
 
         Works as a plain call, as ``@registry.register`` on a codec class, or as
@@ -107,8 +105,7 @@ class CodecRegistry:
         with self._lock:
             if name in self._by_name:
                 raise RegistrationError(
-                    f"a codec named {name!r} is already registered "
-                    f"({self._by_name[name].source})"
+                    f"a codec named {name!r} is already registered ({self._by_name[name].source})"
                 )
             for cls in types:
                 for other in self._by_type.get(cls, ()):

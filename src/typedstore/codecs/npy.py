@@ -16,8 +16,9 @@ from typedstore.errors import DecodeError, EncodeError
 __all__ = ["NpyCodec"]
 
 _MAGIC = b"\x93NUMPY"
-# numpy's own default cap on the header dict (``max_header_size``).
-_MAX_HEADER = 10_000
+# numpy's own default cap (10 kB) is too small for wide structured dtypes; this bound
+# still keeps ``ast.literal_eval`` of a hostile header cheap.
+_MAX_HEADER = 1 << 20
 
 
 class NpyCodec:
@@ -42,7 +43,7 @@ class NpyCodec:
         if value.dtype.hasobject:
             raise EncodeError("codec 'npy' does not store object arrays")
         if not (value.flags.c_contiguous or value.flags.f_contiguous):
-            value = np.ascontiguousarray(value)
+            value = np.asarray(value, order="C")
         header = io.BytesIO()
         fields = np.lib.format.header_data_from_array_1_0(value)
         try:
@@ -50,6 +51,8 @@ class NpyCodec:
         except ValueError:
             header = io.BytesIO()
             np.lib.format.write_array_header_2_0(header, fields)
+        if header.tell() > _MAX_HEADER:
+            raise EncodeError(f"npy: the dtype's header exceeds {_MAX_HEADER} bytes")
         # A Fortran-ordered array is written in its own (column-major) memory order.
         body = value.T if fields["fortran_order"] else value
         if body.nbytes == 0:

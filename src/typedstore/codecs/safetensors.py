@@ -97,7 +97,7 @@ def encode_tensors(
         dtype = _little(array.dtype)
         if dtype not in _NAMES:
             raise EncodeError(f"safetensors cannot hold dtype {array.dtype} (tensor {name!r})")
-        prepared[name] = np.ascontiguousarray(array, dtype=dtype)
+        prepared[name] = np.asarray(array, dtype=dtype, order="C")
     header: dict[str, Any] = {}
     if metadata:
         header[_METADATA] = dict(metadata)

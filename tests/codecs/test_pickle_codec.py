@@ -1,0 +1,281 @@
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime
+import decimal
+import fractions
+import os
+import pathlib
+import pickle
+import struct
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import typedstore as ts
+from helpers import Point, round_trip
+from typedstore.codecs import PickleCodec
+from typedstore.codecs.pickle import BUILTIN_ALLOWED, is_allowed
+from typedstore.errors import DecodeError, EncodeError, UnsafeDataError
+
+codec = PickleCodec()
+
+ALLOWED_VALUES: list[Any] = [
+    (1, "a", None),
+    {1, 2},
+    frozenset({"x"}),
+    {(1, 2): [3.5, 2j]},
+    datetime.datetime(2024, 5, 6, 7, 8, 9, 10, tzinfo=datetime.UTC),
+    datetime.date(2024, 1, 1),
+    datetime.time(1, 2),
+    datetime.timedelta(days=3),
+    datetime.timezone(datetime.timedelta(hours=2)),
+    decimal.Decimal("1.25"),
+    fractions.Fraction(3, 7),
+    uuid.UUID(int=7),
+    collections.OrderedDict(a=1),
+    collections.defaultdict(list, {"a": [1]}),
+    collections.deque([1, 2], maxlen=5),
+    collections.Counter("hello"),
+    pathlib.PurePosixPath("a/b"),
+    pathlib.Path("x/y"),
+    np.float32(1.5),
+    np.int64(-3),
+    np.datetime64("2020-01-01"),
+    np.dtype("f4"),
+    np.dtype([("a", "i4"), ("b", "U2")]),
+    np.arange(10).reshape(2, 5),
+    np.asfortranarray(np.ones((3, 2))),
+    np.array([1, "x", None], dtype=object),
+    np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]),
+    slice(1, 2),
+    [1, [2, [3]]],
+]
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray):
+        return type(a) is type(b) and a.dtype == b.dtype and np.array_equal(a, b)
+    return type(a) is type(b) and bool(a == b)
+
+
+@pytest.mark.parametrize("value", ALLOWED_VALUES, ids=lambda v: type(v).__name__)
+def test_allowed_values_round_trip(value: Any) -> None:
+    assert same(round_trip(codec, value), value)
+
+
+def test_masked_arrays_round_trip_with_their_mask() -> None:
+    value = np.ma.masked_array([1.0, 2.0, 3.0], mask=[False, True, False], fill_value=-1)
+    got = round_trip(codec, value)
+    assert type(got) is np.ma.MaskedArray
+    assert got.mask.tolist() == [False, True, False]
+    assert got.fill_value == -1
+    assert round_trip(codec, np.ma.masked) is np.ma.masked
+
+
+def test_defaultdict_factory_survives() -> None:
+    got = round_trip(codec, collections.defaultdict(list))
+    got["new"].append(1)
+    assert got == {"new": [1]}
+
+
+def test_user_class_is_refused_with_a_helpful_message() -> None:
+    data = pickle.dumps(Point(1, 2), protocol=5)
+    with pytest.raises(UnsafeDataError, match=r"helpers\.Point.*codecs\.pickle\.allow"):
+        codec.decode(data)
+
+
+def test_user_class_loads_once_allowed() -> None:
+    data = pickle.dumps([Point(1, 2)], protocol=5)
+    with ts.options.ctx({"codecs.pickle.allow": ["helpers.*"]}):
+        assert codec.decode(data) == [Point(1, 2)]
+    with ts.options.ctx({"codecs.pickle.allow": ["helpers.Point"]}):
+        assert codec.decode(data) == [Point(1, 2)]
+    with ts.options.ctx({"codecs.pickle.unrestricted": True}):
+        assert codec.decode(data) == [Point(1, 2)]
+
+
+def test_encode_failure_is_an_encode_error() -> None:
+    with pytest.raises(EncodeError, match="pickle"):
+        codec.encode(lambda: 1)
+
+
+def test_protocol_5() -> None:
+    (data,) = codec.encode({"a": 1})
+    assert bytes(data)[:2] == b"\x80\x05"
+
+
+# --- Malicious pickles -----------------------------------------------------------------
+
+
+class Reduce:
+    """Pickles as a call of ``func(*args)``, the classic way into a pickle loader."""
+
+    def __init__(self, func: Callable[..., Any], *args: Any) -> None:
+        self.func = func
+        self.args = args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (self.func, self.args)
+
+
+def unicode(text: str) -> bytes:
+    raw = text.encode()
+    return b"\x8c" + bytes([len(raw)]) + raw
+
+
+def call(module: str, name: str, *args: Any) -> bytes:
+    """A protocol-4 pickle calling ``module.name(*args)``; dotted names are allowed there."""
+    arguments = pickle.dumps(args, protocol=2)[2:-1]
+    return b"\x80\x04" + unicode(module) + unicode(name) + b"\x93" + arguments + b"R."
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Path:
+    return tmp_path / "pwned"
+
+
+def malicious(marker: Path) -> dict[str, bytes]:
+    shell = f"touch {marker}"
+    code = f"open({str(marker)!r}, 'w').close()"
+    inner = pickle.dumps(Reduce(os.system, shell))
+    return {
+        "os.system": pickle.dumps(Reduce(os.system, shell)),
+        "subprocess": pickle.dumps(Reduce(subprocess.call, ["touch", str(marker)])),
+        "eval": pickle.dumps(Reduce(eval, f"__import__('os').system({shell!r})")),
+        "exec": pickle.dumps(Reduce(exec, code)),
+        "compile": call("builtins", "compile", code, "x", "exec"),
+        "nested pickle.loads": pickle.dumps(Reduce(pickle.loads, inner)),
+        "getattr": call("builtins", "getattr", "x", "upper"),
+        "dotted os": call("pathlib", "os.system", shell),
+        "dotted through our module": call("typedstore.codecs.pickle", "pickle.loads", inner),
+        "dotted through an allowed class": call("collections", "OrderedDict.__class__"),
+        "import": call("builtins", "__import__", "os"),
+        "importlib": call("importlib", "import_module", "os"),
+        "open": call("builtins", "open", str(marker), "w"),
+        "numpy runstring": call("numpy.testing._private.utils", "runstring", code, {}),
+        "numpy load": call("numpy", "load", str(marker)),
+        "sys.exit": call("sys", "exit", 3),
+        "type": call("builtins", "type", "X", (), {}),
+        "functools.partial": call("functools", "partial", 1),
+        "operator.attrgetter": call("operator", "attrgetter", "system"),
+        "copyreg.__newobj__": call("copyreg", "__newobj__", 1),
+        "persistent id": b"\x80\x04\x8c\x01xQ.",
+    }
+
+
+MALICIOUS_NAMES = sorted(malicious(Path("m")))
+
+
+@pytest.mark.parametrize("name", MALICIOUS_NAMES)
+def test_malicious_pickles_are_refused_and_nothing_runs(name: str, marker: Path) -> None:
+    with pytest.raises(UnsafeDataError):
+        codec.decode(malicious(marker)[name])
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", MALICIOUS_NAMES)
+def test_broad_allow_patterns_do_not_open_dangerous_names(name: str, marker: Path) -> None:
+    patterns = ["numpy.*", "collections.*", "pathlib.*", "typedstore.*"]
+    with ts.options.ctx({"codecs.pickle.allow": patterns}), pytest.raises(UnsafeDataError):
+        codec.decode(malicious(marker)[name])
+    assert not marker.exists()
+
+
+def test_dotted_names_cannot_escape_an_allowed_module(marker: Path) -> None:
+    # glob imports os, so "glob.os.system" matches the pattern "glob.*" by name alone.
+    with (
+        ts.options.ctx({"codecs.pickle.allow": ["glob.*"]}),
+        pytest.raises(UnsafeDataError, match="not a class"),
+    ):
+        codec.decode(call("glob", "os.system", f"touch {marker}"))
+    assert not marker.exists()
+
+
+def test_forbidden_names_win_over_patterns() -> None:
+    for name in (
+        "numpy.testing._private.utils.runstring",
+        "os.system",
+        "builtins.eval",
+        "numpy.load",
+        "numpy.lib.npyio.load",
+        "subprocess.Popen",
+    ):
+        assert not is_allowed(name, ["*"])
+    assert is_allowed("numpy.ndarray")
+    assert "builtins.eval" not in BUILTIN_ALLOWED
+
+
+ALLOCATION_BOMBS = {
+    "ndarray called directly": call("numpy", "ndarray", (10**12,), "u1"),
+    "reconstruct with a shape": call(
+        "numpy._core.multiarray", "_reconstruct", np.ndarray, (10**12,), b"b"
+    ),
+    "masked reconstruct with a shape": call(
+        "numpy.ma.core", "_mareconstruct", np.ma.MaskedArray, np.ndarray, (10**12,), b"b"
+    ),
+    "fraction with an exponent": call("fractions", "Fraction", "1e999999999"),
+    "bytes of a size": call("builtins", "bytes", 10**12),
+    "range": call("builtins", "range", 10**12),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALLOCATION_BOMBS))
+def test_allocation_bombs_are_refused(name: str) -> None:
+    with pytest.raises(UnsafeDataError):
+        codec.decode(ALLOCATION_BOMBS[name])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\x80\x05",
+        pickle.dumps([1, 2, 3])[:-3],
+        pickle.dumps(1) + b"extra",
+        struct.pack("<Q", 2) + b"{}",
+        b"garbage",
+    ],
+)
+def test_malformed(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        codec.decode(data)
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_give_only_decode_errors(data: bytes) -> None:
+    for candidate in (data, b"\x80\x05" + data):
+        with contextlib.suppress(DecodeError):
+            codec.decode(candidate)
+
+
+def test_nothing_runs_in_a_fresh_process(tmp_path: Path) -> None:
+    # The whole chain in a clean interpreter: decode through DataStoreIO, check no effect.
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(Reduce(os.system, f"touch {marker}"))
+    store = tmp_path / "store"
+    (store / "p").mkdir(parents=True)
+    (store / "p" / "evil").write_bytes(payload)
+    script = f"""
+import typedstore as ts
+ts.options.set("datastore.url", {str(store)!r})
+try:
+    ts.DataStoreIO("datastore:///p/evil?codec=pickle").read_deserialize()
+except ts.errors.UnsafeDataError as exc:
+    print("refused:", exc)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert "refused:" in out
+    assert "posix.system" in out
+    assert not marker.exists()

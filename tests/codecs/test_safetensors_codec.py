@@ -1,0 +1,209 @@
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import safetensors.numpy
+from hypothesis import given
+from hypothesis import strategies as st
+
+from helpers import SAFETENSORS_DTYPES, any_arrays, join, round_trip
+from typedstore.codecs import SafetensorsCodec
+from typedstore.codecs.safetensors import MAX_HEADER_SIZE, read_header
+from typedstore.errors import DecodeError
+
+codec = SafetensorsCodec()
+
+
+def assert_same_array(got: Any, want: np.ndarray[Any, Any]) -> None:
+    assert type(got) is np.ndarray
+    assert got.shape == want.shape
+    assert got.dtype == want.dtype.newbyteorder("=") or got.dtype == want.dtype
+    assert np.array_equal(got, want, equal_nan=want.dtype.kind in "fc")
+    assert got.flags.writeable
+    assert got.flags.c_contiguous
+
+
+@given(any_arrays(SAFETENSORS_DTYPES))
+def test_round_trip_every_dtype_shape_and_layout(array: np.ndarray[Any, Any]) -> None:
+    assert codec.accepts(array)
+    assert_same_array(round_trip(codec, array), array)
+    assert_same_array(round_trip(codec, array, np.ndarray), array)
+
+
+@given(st.dictionaries(st.text(min_size=1), any_arrays(SAFETENSORS_DTYPES), min_size=1, max_size=5))
+def test_round_trip_dicts(arrays: dict[str, np.ndarray[Any, Any]]) -> None:
+    got = round_trip(codec, arrays)
+    assert type(got) is dict
+    assert list(got) == list(arrays)
+    for name, array in arrays.items():
+        assert_same_array(got[name], array)
+
+
+@given(any_arrays(SAFETENSORS_DTYPES))
+def test_official_library_reads_what_we_write(array: np.ndarray[Any, Any]) -> None:
+    loaded = safetensors.numpy.load(join(codec.encode(array)))
+    assert list(loaded) == ["data"]
+    assert np.array_equal(loaded["data"], array, equal_nan=True)
+    assert loaded["data"].shape == array.shape
+
+
+@given(st.dictionaries(st.text(min_size=1), any_arrays(SAFETENSORS_DTYPES), min_size=1, max_size=4))
+def test_we_read_what_the_official_library_writes(arrays: dict[str, np.ndarray[Any, Any]]) -> None:
+    contiguous = {k: np.asarray(v, order="C") for k, v in arrays.items()}
+    data = safetensors.numpy.save(contiguous, metadata={"producer": "other tool"})
+    got = codec.decode(memoryview(data))
+    assert set(got) == set(arrays)
+    for name, array in arrays.items():
+        assert_same_array(got[name], array)
+
+
+def test_official_file_with_one_tensor_decodes_to_the_array_when_asked(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    safetensors.numpy.save_file({"weight": np.eye(3, dtype=np.float32)}, path)
+    data = path.read_bytes()
+    assert_same_array(codec.decode(data, np.ndarray), np.eye(3, dtype=np.float32))
+    assert list(codec.decode(data)) == ["weight"]
+
+
+def test_header_is_aligned_and_data_ordered_by_alignment() -> None:
+    chunks = codec.encode({"a": np.zeros(3, np.uint8), "b": np.zeros(2, np.float64)})
+    data = join(chunks)
+    (size,) = struct.unpack("<Q", data[:8])
+    assert size % 8 == 0
+    entries, metadata = read_header(data)
+    assert entries["b"].start == 8 + size  # the float64 tensor comes first: aligned
+    assert metadata == {"typedstore.kind": "dict"}
+
+
+def test_large_contiguous_arrays_are_not_copied() -> None:
+    array = np.ones((256, 256), np.float32)
+    _, body = codec.encode(array)
+    assert np.shares_memory(np.frombuffer(memoryview(body), np.uint8), array)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.ma.masked_array([1.0, 2.0], mask=[False, True]),
+        np.zeros(2, np.complex128),
+        np.array(["a"]),
+        np.array([1], dtype=object),
+        np.zeros(2, dtype=[("a", "i4")]),
+        np.zeros(2, dtype="datetime64[s]"),
+        {},
+        {"a": np.zeros(2), 1: np.zeros(2)},
+        {"a": np.zeros(2), "b": [1]},
+        {"__metadata__": np.zeros(2)},
+        [np.zeros(2)],
+    ],
+    ids=repr,
+)
+def test_refuses(value: Any) -> None:
+    assert not codec.accepts(value)
+
+
+def make(header: dict[str, Any], body: bytes = b"", *, size: int | None = None) -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw) if size is None else size) + raw + body
+
+
+GOOD_ENTRY = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+
+MALFORMED = {
+    "empty": b"",
+    "short": b"\x01\x00",
+    "pickle": pickle.dumps({"a": 1}),
+    "npy": b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }",
+    "random": bytes(range(256)) * 4,
+    "size past end": make({"a": GOOD_ENTRY}, b"\0" * 8, size=10_000),
+    "size over cap": struct.pack("<Q", MAX_HEADER_SIZE + 1) + b"{}",
+    "huge size": struct.pack("<Q", 2**63) + b"{}",
+    "not json": struct.pack("<Q", 4) + b"{{{{",
+    "not utf-8": struct.pack("<Q", 4) + b'{"\xff"',
+    "json list": make([], b""),  # type: ignore[arg-type]
+    "duplicate key": struct.pack("<Q", 2 * len(json.dumps({"a": GOOD_ENTRY})))
+    + (json.dumps({"a": GOOD_ENTRY})[:-1] + ", " + json.dumps({"a": GOOD_ENTRY})[1:]).encode()
+    + b"\0" * 8,
+    "unknown dtype": make({"a": {**GOOD_ENTRY, "dtype": "F128"}}, b"\0" * 8),
+    "bf16 unsupported": make(
+        {"a": {**GOOD_ENTRY, "dtype": "BF16", "data_offsets": [0, 4]}}, b"\0" * 4
+    ),
+    "missing field": make({"a": {"dtype": "F32", "shape": [2]}}, b"\0" * 8),
+    "extra field": make({"a": {**GOOD_ENTRY, "x": 1}}, b"\0" * 8),
+    "negative dim": make({"a": {**GOOD_ENTRY, "shape": [-2]}}, b"\0" * 8),
+    "float dim": make({"a": {**GOOD_ENTRY, "shape": [2.0]}}, b"\0" * 8),
+    "bool dim": make({"a": {**GOOD_ENTRY, "shape": [True, 2]}}, b"\0" * 8),
+    "shape lies (too big)": make({"a": {**GOOD_ENTRY, "shape": [10**12]}}, b"\0" * 8),
+    "shape lies (too small)": make({"a": {**GOOD_ENTRY, "shape": [1]}}, b"\0" * 8),
+    "offsets reversed": make({"a": {**GOOD_ENTRY, "data_offsets": [8, 0]}}, b"\0" * 8),
+    "offsets past end": make({"a": {**GOOD_ENTRY, "data_offsets": [8, 16]}}, b"\0" * 16),
+    "gap": make({"a": {**GOOD_ENTRY, "data_offsets": [4, 12]}}, b"\0" * 12),
+    "trailing bytes": make({"a": GOOD_ENTRY}, b"\0" * 12),
+    "truncated data": make({"a": GOOD_ENTRY}, b"\0" * 4),
+    "overlap": make({"a": GOOD_ENTRY, "b": GOOD_ENTRY}, b"\0" * 16),
+    "bad metadata": make({"__metadata__": {"k": 1}, "a": GOOD_ENTRY}, b"\0" * 8),
+    "metadata not dict": make({"__metadata__": [], "a": GOOD_ENTRY}, b"\0" * 8),
+    "entry not dict": make({"a": [1, 2]}, b""),
+    "nan in header": struct.pack("<Q", 3) + b"NaN",
+    "too many dims": make({"a": {"dtype": "U8", "shape": [1] * 65, "data_offsets": [0, 1]}}, b"\0"),
+    "single but two": make(
+        {"__metadata__": {"typedstore.kind": "ndarray"}, "a": GOOD_ENTRY,
+         "b": {**GOOD_ENTRY, "data_offsets": [8, 16]}},
+        b"\0" * 16,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed(name: str) -> None:
+    with pytest.raises(DecodeError):
+        codec.decode(memoryview(MALFORMED[name]))
+
+
+def official_accepts(data: bytes) -> bool:
+    try:
+        safetensors.numpy.load(data)
+    except Exception:
+        return False
+    return True
+
+
+# Cases where we are deliberately stricter than the official parser.
+STRICTER = {"duplicate key", "extra field", "single but two"}
+
+
+@pytest.mark.parametrize("name", sorted(set(MALFORMED) - STRICTER))
+def test_official_parser_also_refuses(name: str) -> None:
+    # Checks the cases above against the reference implementation.
+    assert not official_accepts(MALFORMED[name])
+
+
+@given(st.data())
+def test_at_least_as_strict_as_the_official_parser(data: st.DataObject) -> None:
+    arrays: dict[str, np.ndarray[Any, Any]] = {
+        "w": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "b": np.array([1, 2], dtype=np.int64),
+        "m": np.array([True]),
+    }
+    original = bytearray(join(codec.encode(arrays)))
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(original) - 1))
+        original[position] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        del original[data.draw(st.integers(0, len(original))) :]
+    mutated = bytes(original)
+    try:
+        ours = codec.decode(memoryview(mutated))
+    except DecodeError:
+        return
+    assert official_accepts(mutated), "we accepted a file the official parser refuses"
+    theirs = safetensors.numpy.load(mutated)
+    assert set(ours) == set(theirs)
+    for name in ours:
+        assert np.array_equal(ours[name], theirs[name], equal_nan=True)

@@ -1,0 +1,36 @@
+"""Shared fixtures: every test gets its own store in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import typedstore as ts
+
+# Shared CI machines are noisy: no per-example deadline, fewer examples unless asked.
+settings.register_profile(
+    "default",
+    deadline=None,
+    max_examples=int(os.environ.get("TYPEDSTORE_EXAMPLES", "100")),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("default")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_options() -> Iterator[None]:
+    ts.options.reset()
+    yield
+    ts.options.reset()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Path]:
+    """A datastore root in a temporary directory, set as ``datastore.url``."""
+    root = tmp_path / "store"
+    with ts.options.ctx({"datastore.url": str(root)}):
+        yield root

@@ -1,0 +1,68 @@
+"""Helpers shared by the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from typedstore.codec import Buffer, Codec, byte_view
+
+#: dtypes safetensors defines and numpy has, in both byte orders where that matters.
+SAFETENSORS_DTYPES = [
+    "?", "u1", "i1", "<u2", ">u2", "<i2", ">i2", "<u4", ">u4", "<i4", ">i4", "<u8", ">u8",
+    "<i8", ">i8", "<f2", ">f2", "<f4", ">f4", "<f8", ">f8", "<c8", ">c8",
+]  # fmt: skip
+
+
+def join(chunks: Sequence[Buffer]) -> bytes:
+    """The stored object a codec's buffers make."""
+    return b"".join(byte_view(c) for c in chunks)
+
+
+def round_trip(codec: Codec[Any], value: Any, expected_type: type[Any] | None = None) -> Any:
+    """Encode then decode through a read-only view, as storages hand data to codecs."""
+    data = join(codec.encode(value))
+    return codec.decode(memoryview(data), expected_type)
+
+
+def files_under(path: Path) -> list[str]:
+    """All regular files under ``path``, relative, sorted."""
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+
+
+def layouts(array: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+    """The same values in other memory layouts: Fortran order, strided, reversed."""
+    out = [array, np.asfortranarray(array)]
+    if array.ndim >= 1 and array.shape[0] > 1:
+        out.append(array[::-1])
+    if array.ndim >= 2:
+        out.append(array.T)
+    return out
+
+
+@st.composite
+def any_arrays(draw: st.DrawFn, dtypes: Sequence[str]) -> np.ndarray[Any, Any]:
+    """Arrays of the given dtypes, of many shapes (0-d and empty included) and layouts."""
+    dtype = np.dtype(draw(st.sampled_from(dtypes)))
+    shape = draw(hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5))
+    array: np.ndarray[Any, Any] = draw(hnp.arrays(dtype, shape))
+    return draw(st.sampled_from(layouts(array)))
+
+
+class Point:
+    """A user class: not on the pickle allow-list until the user allows it."""
+
+    def __init__(self, x: int, y: int) -> None:
+        self.x = x
+        self.y = y
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and (self.x, self.y) == (other.x, other.y)
+
+    def __hash__(self) -> int:
+        return hash((self.x, self.y))

@@ -1,0 +1,193 @@
+"""What only the local directory storage does: atomicity, containment, memory maps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from typedstore.errors import InvalidKeyError, NotFoundError, StorageError
+from typedstore.storage import LocalStorage, storage_for_url
+
+
+def test_files_land_under_the_root(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "root")
+    storage.write("exp/obj", [b"abc"])
+    assert (tmp_path / "root" / "exp" / "obj").read_bytes() == b"abc"
+    assert sorted(os.listdir(tmp_path / "root" / "exp")) == ["obj"]
+
+
+def test_disk_full_mid_write_leaves_no_trace(tmp_path: Path) -> None:
+    # ENOSPC on the second os.write call, in a subprocess so the patch cannot leak.
+    script = f"""
+import errno, os
+real_write = os.write
+calls = []
+def failing(fd, data):
+    calls.append(1)
+    if len(calls) == 2:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return real_write(fd, data)
+from typedstore.storage import LocalStorage
+from typedstore.errors import StorageError
+s = LocalStorage({str(tmp_path)!r})
+s.write("p/x", [b"old"])
+os.write = failing
+calls.clear()
+try:
+    s.write("p/x", [b"new-", b"data"])
+except StorageError as exc:
+    print("StorageError", exc)
+os.write = real_write
+print(s.read("p/x"), sorted(os.listdir({str(tmp_path / "p")!r})))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert "StorageError" in out
+    assert "No space left" in out
+    assert out.strip().endswith("b'old' ['x']")
+
+
+def test_a_failed_write_keeps_the_previous_object(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.write("p/x", [b"old"])
+
+    def chunks() -> list[memoryview]:
+        # The second chunk is not C-contiguous: the write fails before anything is replaced.
+        return [memoryview(b"new"), np.arange(10, dtype=np.uint8)[::2].data]
+
+    with pytest.raises(ValueError, match="contiguous"):
+        storage.write("p/x", chunks())
+    assert storage.read("p/x") == b"old"
+    assert sorted(os.listdir(tmp_path / "p")) == ["x"]
+
+
+def test_temp_files_are_not_listed_or_readable(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.write("p/x", [b"x"])
+    (tmp_path / "p" / "~tmp-123").write_bytes(b"partial")
+    assert list(storage.list()) == ["p/x"]
+    with pytest.raises(InvalidKeyError):
+        storage.read("p/~tmp-123")
+
+
+def test_symlink_escape_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link").symlink_to(outside)
+    (root / "filelink").symlink_to(outside / "secret")
+    storage = LocalStorage(root)
+    with pytest.raises(InvalidKeyError, match="outside"):
+        storage.read("link/secret")
+    with pytest.raises(InvalidKeyError):
+        storage.read("filelink")
+    with pytest.raises(InvalidKeyError):
+        storage.write("link/new", [b"x"])
+    with pytest.raises(InvalidKeyError):
+        storage.write("link/deeper/new", [b"x"])
+    with pytest.raises(InvalidKeyError):
+        storage.delete("link/secret")
+    assert sorted(os.listdir(outside)) == ["secret"]
+    assert (outside / "secret").read_bytes() == b"secret"
+
+
+def test_delete_of_a_symlinked_prefix_removes_only_the_link(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"x")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link").symlink_to(outside)
+    LocalStorage(root).delete("link")
+    assert not (root / "link").exists()
+    assert (outside / "keep").read_bytes() == b"x"
+
+
+def test_symlinks_inside_the_root_are_followed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    storage = LocalStorage(root)
+    storage.write("real/a", [b"x"])
+    (root / "alias").symlink_to(root / "real")
+    assert storage.read("alias/a") == b"x"
+
+
+def test_large_objects_are_memory_mapped(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    array = np.arange(1 << 19, dtype=np.float32)  # 2 MiB
+    storage.write("p/big", [array.data])
+    with storage.open_view("p/big") as view:
+        assert view.readonly
+        mapped = np.frombuffer(view, dtype=np.float32)
+        assert np.array_equal(mapped, array)
+        assert not mapped.flags.writeable
+        del mapped
+
+
+def test_a_view_kept_past_the_block_stays_valid(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.write("p/big", [np.ones(1 << 19, dtype=np.float32).data])
+    with storage.open_view("p/big") as view:
+        kept = np.frombuffer(view, dtype=np.float32)
+    assert kept.sum() == 1 << 19
+
+
+def test_directory_key_is_not_found(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.write("p/a/b", [b"x"])
+    with pytest.raises(NotFoundError):
+        storage.read("p/a")
+    with pytest.raises(NotFoundError):
+        storage.size("p/a")
+    with pytest.raises(StorageError):
+        storage.write("p/a", [b"y"])
+
+
+def test_storage_for_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    local = storage_for_url("rel/store")
+    assert isinstance(local, LocalStorage)
+    assert local.root == tmp_path / "rel" / "store"
+    from_file_url = storage_for_url((tmp_path / "x").as_uri())
+    assert isinstance(from_file_url, LocalStorage)
+    assert from_file_url.root == tmp_path / "x"
+    assert storage_for_url("rel/store") is local
+    assert storage_for_url("rel/store", fsync=True) is not local
+    assert storage_for_url("memory://a") is storage_for_url("memory://a")
+    assert storage_for_url("memory://a") is not storage_for_url("memory://b")
+    with pytest.raises(StorageError, match="unsupported scheme"):
+        storage_for_url("ftp://host/x")
+    with pytest.raises(StorageError):
+        storage_for_url("file://otherhost/x")
+
+
+def test_fsync_failure_is_an_error(tmp_path: Path) -> None:
+    # A real fsync failure needs a failing disk; run the write in a subprocess whose
+    # os.fsync fails as a dying disk would, and check the error and the cleanup.
+    script = f"""
+import errno, os, sys
+def failing(fd):
+    raise OSError(errno.EIO, "Input/output error")
+os.fsync = failing
+from typedstore.storage import LocalStorage
+from typedstore.errors import StorageError
+s = LocalStorage({str(tmp_path)!r}, fsync=True)
+try:
+    s.write("p/x", [b"data"])
+except StorageError as exc:
+    print("StorageError", exc)
+print(sorted(os.listdir({str(tmp_path / "p")!r})))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout
+    assert "StorageError" in out
+    assert "Input/output error" in out
+    assert out.strip().endswith("[]")
