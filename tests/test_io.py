@@ -1,0 +1,254 @@
+from __future__ import annotations
+
+import re
+import shutil
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import typedstore as ts
+from helpers import files_under
+from typedstore.codecs import JsonCodec
+from typedstore.errors import (
+    DecodeError,
+    InvalidKeyError,
+    InvalidReferenceError,
+    NoCodecError,
+    NotFoundError,
+    TypeMismatchError,
+    UnknownCodecError,
+    UnsafeDataError,
+)
+
+URL = re.compile(r"datastore:///exp-42/[0-9a-f]{32}\?codec=([a-z0-9_.-]+)")
+
+
+def test_write_and_read_bytes(store: Path) -> None:
+    io = ts.DataStoreIO.write(b"11111", relative_path_prefix="exp-42")
+    match = URL.fullmatch(io.url)
+    assert match is not None
+    assert match.group(1) == "raw"
+    assert ts.DataStoreIO(io.url).read() == b"11111"
+    assert ts.DataStoreIO(io.url).read_deserialize(bytes) == b"11111"
+    assert (store / io.reference.key).read_bytes() == b"11111"
+    assert files_under(store) == [io.reference.key]
+
+
+def test_write_takes_any_buffer(store: Path) -> None:
+    array = np.arange(10, dtype=np.int32)
+    io = ts.DataStoreIO.write(array.data, "exp-42")
+    assert io.read() == array.tobytes()
+    with pytest.raises(TypeError, match="serialize_write"):
+        ts.DataStoreIO.write("text", "exp-42")  # type: ignore[arg-type]
+
+
+def test_design_example(store: Path) -> None:
+    url = ts.DataStoreIO.serialize_write(
+        np.ones((1024, 1024), np.float32), relative_path_prefix="exp-42", codec="safetensors"
+    ).url
+    assert URL.fullmatch(url) is not None
+    assert url.endswith("?codec=safetensors")
+    arr = ts.DataStoreIO(url).read_deserialize(expected_type=np.ndarray)
+    assert arr.shape == (1024, 1024)
+    assert arr.dtype == np.float32
+    assert float(arr.sum()) == 1024 * 1024
+    assert ts.DataStoreIO.delete("exp-42") == 1
+    assert files_under(store) == []
+
+
+VALUES: list[tuple[Any, str]] = [
+    (np.arange(12.0).reshape(3, 4), "safetensors"),
+    ({"w": np.zeros((2, 2), np.float16), "b": np.ones(2, np.int8)}, "safetensors"),
+    (np.array([1 + 2j, 3j]), "npy"),
+    (np.array(["x", "yz"]), "npy"),
+    ({"lr": 0.1, "layers": [1, 2], "name": "m"}, "json"),
+    ("text", "json"),
+    ((1, 2.5, "x"), "pickle"),
+    (np.ma.masked_array([1, 2], mask=[True, False]), "pickle"),
+    (bytearray(b"abc"), "raw"),
+]
+
+
+@pytest.mark.parametrize(("value", "codec"), VALUES, ids=[c for _, c in VALUES])
+def test_serialize_round_trip(store: Path, value: Any, codec: str) -> None:
+    io = ts.DataStoreIO.serialize_write(value, "exp-42")
+    assert io.reference.codec == codec
+    back = ts.DataStoreIO(io.url).read_deserialize()
+    if isinstance(value, dict) and codec == "safetensors":
+        assert back.keys() == value.keys()
+        assert all(np.array_equal(back[k], value[k]) for k in value)
+    elif isinstance(value, np.ndarray):
+        assert type(back) is type(value)
+        assert np.array_equal(back, value)
+    elif isinstance(value, bytearray):
+        assert back == bytes(value)
+    else:
+        assert back == value
+        assert type(back) is type(value)
+
+
+def test_explicit_codec_by_name_and_object(store: Path) -> None:
+    array = np.arange(4.0)
+    assert ts.DataStoreIO.serialize_write(array, "p", codec="npy").reference.codec == "npy"
+    npy = ts.registry.get("npy")
+    assert ts.DataStoreIO.serialize_write(array, "p", codec=npy).reference.codec == "npy"
+    with pytest.raises(UnknownCodecError, match="register it first"):
+        ts.DataStoreIO.serialize_write({"a": 1}, "p", codec=JsonCodec())
+    with pytest.raises(UnknownCodecError):
+        ts.DataStoreIO.serialize_write(array, "p", codec="nope")
+    with pytest.raises(NoCodecError, match="'safetensors' does not accept"):
+        ts.DataStoreIO.serialize_write("text", "p", codec="safetensors")
+    assert len(files_under(store)) == 2
+
+
+def test_prefix_defaults(store: Path) -> None:
+    assert ts.DataStoreIO.write(b"x").reference.key.startswith("default/")
+    with ts.options.ctx({"datastore.relative_path_prefix": "team/a"}):
+        assert ts.DataStoreIO.write(b"x").reference.key.startswith("team/a/")
+        assert ts.DataStoreIO.write(b"x", "mine").reference.key.startswith("mine/")
+
+
+@pytest.mark.parametrize("prefix", ["", "/abs", "../up", "a/../../b", "a\\b", ".", "a//b"])
+def test_bad_prefixes_are_refused(store: Path, prefix: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        ts.DataStoreIO.write(b"x", prefix)
+    with pytest.raises(InvalidKeyError):
+        ts.DataStoreIO.serialize_write([1], prefix)
+    assert not store.exists() or files_under(store) == []
+
+
+def test_delete(store: Path) -> None:
+    a = ts.DataStoreIO.write(b"a", "exp1")
+    ts.DataStoreIO.write(b"b", "exp1/sub")
+    c = ts.DataStoreIO.write(b"c", "exp10")
+    assert ts.DataStoreIO.delete("exp1") == 2
+    assert c.read() == b"c"
+    with pytest.raises(NotFoundError):
+        a.read()
+    for bad in ("", ".", "/", ".."):
+        with pytest.raises(InvalidKeyError, match="refusing to delete"):
+            ts.DataStoreIO.delete(bad)
+    assert c.read() == b"c"
+
+
+def test_delete_one_object_by_key(store: Path) -> None:
+    a = ts.DataStoreIO.write(b"a", "p")
+    b = ts.DataStoreIO.write(b"b", "p")
+    assert ts.DataStoreIO.delete(a.reference.key) == 1
+    assert b.read() == b"b"
+
+
+def test_type_mismatch(store: Path) -> None:
+    io = ts.DataStoreIO.serialize_write({"a": 1}, "p")
+    with pytest.raises(TypeMismatchError, match=r"expected ndarray.*'json' decoded a dict"):
+        io.read_deserialize(np.ndarray)
+    assert io.read_deserialize(dict) == {"a": 1}
+
+
+def test_missing_object(store: Path) -> None:
+    io = ts.DataStoreIO("datastore:///p/0123?codec=raw")
+    with pytest.raises(NotFoundError, match="p/0123"):
+        io.read()
+    with pytest.raises(FileNotFoundError):
+        io.read_deserialize()
+
+
+def test_unknown_codec_in_reference(store: Path) -> None:
+    key = ts.DataStoreIO.write(b"x", "p").reference.key
+    for codec in ("os.system", "builtins.eval", "nope"):
+        with pytest.raises(UnknownCodecError, match=repr(codec)):
+            ts.DataStoreIO(f"datastore:///{key}?codec={codec}").read_deserialize()
+
+
+def test_malformed_data_names_reference_and_codec(store: Path) -> None:
+    key = ts.DataStoreIO.serialize_write({"a": 1}, "p", codec="pickle").reference.key
+    url = f"datastore:///{key}?codec=safetensors"
+    with pytest.raises(DecodeError, match=re.escape(url)) as info:
+        ts.DataStoreIO(url).read_deserialize()
+    assert "safetensors" in str(info.value)
+    assert isinstance(info.value.__cause__, DecodeError)
+
+
+def test_unsafe_pickle_error_names_the_reference(store: Path) -> None:
+    import os
+    import pickle
+
+    class Evil:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, ("true",))
+
+    io = ts.DataStoreIO.write(pickle.dumps(Evil()), "p")
+    url = f"datastore:///{io.reference.key}?codec=pickle"
+    with pytest.raises(UnsafeDataError, match=re.escape(url)):
+        ts.DataStoreIO(url).read_deserialize()
+
+
+def test_hostile_references_read_nothing_outside_the_root(tmp_path: Path, store: Path) -> None:
+    (tmp_path / "secret").write_bytes(b"secret")
+    ts.DataStoreIO.write(b"x", "p")
+    for url in (
+        "datastore:///../secret?codec=raw",
+        "datastore:///p/../../secret?codec=raw",
+        "datastore:///%2e%2e/secret?codec=raw",
+        f"datastore:///{tmp_path}/secret?codec=raw",
+        f"datastore:///{str(tmp_path).lstrip('/')}/secret?codec=raw",
+    ):
+        with pytest.raises((InvalidReferenceError, NotFoundError)):
+            ts.DataStoreIO(url).read()
+
+
+def test_store_can_be_moved(tmp_path: Path, store: Path) -> None:
+    url = ts.DataStoreIO.serialize_write(np.arange(5), "exp").url
+    moved = tmp_path / "elsewhere"
+    shutil.move(store, moved)
+    with ts.options.ctx({"datastore.url": moved.as_uri()}):
+        assert np.array_equal(ts.DataStoreIO(url).read_deserialize(np.ndarray), np.arange(5))
+
+
+def test_memory_storage() -> None:
+    with ts.options.ctx({"datastore.url": "memory://io-test"}):
+        io = ts.DataStoreIO.serialize_write([1, 2], "p")
+        assert ts.DataStoreIO(io.url).read_deserialize(list) == [1, 2]
+        assert ts.DataStoreIO.delete("p") == 1
+
+
+def test_fsync_option(store: Path) -> None:
+    with ts.options.ctx({"datastore.fsync": True}):
+        io = ts.DataStoreIO.serialize_write(np.zeros(10), "p")
+    assert ts.DataStoreIO(io.url).read_deserialize(np.ndarray).shape == (10,)
+
+
+def test_reference_object_and_repr(store: Path) -> None:
+    io = ts.DataStoreIO.write(b"x", "p")
+    same = ts.DataStoreIO(io.reference)
+    assert same.url == io.url
+    assert repr(io) == f"DataStoreIO({io.url!r})"
+    with pytest.raises(InvalidReferenceError):
+        ts.DataStoreIO("not a reference")
+
+
+def test_writing_a_large_array_makes_no_copy(store: Path) -> None:
+    array = np.ones((2048, 2048), np.float32)  # 16 MiB
+    tracemalloc.start()
+    try:
+        ts.DataStoreIO.serialize_write(array, "p")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < array.nbytes // 20
+
+
+def test_reading_a_large_array_allocates_only_the_result(store: Path) -> None:
+    array = np.ones((2048, 2048), np.float32)
+    io = ts.DataStoreIO.serialize_write(array, "p")
+    tracemalloc.start()
+    try:
+        back = io.read_deserialize(np.ndarray)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(back, array)
+    assert peak < array.nbytes * 1.05

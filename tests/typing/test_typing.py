@@ -1,0 +1,89 @@
+"""Static typing of the public API: the asserts here are checked by mypy over tests/,
+and ``test_misuse_is_rejected`` runs mypy on code that must not type-check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, assert_type
+
+import numpy as np
+import pytest
+
+import typedstore as ts
+
+
+def test_inferred_types(store: Path) -> None:
+    io = ts.DataStoreIO.serialize_write(np.zeros(3), "p", codec="safetensors")
+    assert_type(io, ts.DataStoreIO)
+    assert_type(io.url, str)
+    assert_type(io.reference, ts.Reference)
+    array = io.read_deserialize(expected_type=np.ndarray)
+    assert_type(array, np.ndarray[Any, Any])
+    anything = io.read_deserialize()
+    assert_type(anything, Any)
+    raw = ts.DataStoreIO.write(b"x", "p")
+    assert_type(raw.read(), bytes)
+    assert_type(raw.read_deserialize(bytes), bytes)
+    assert_type(ts.DataStoreIO.delete("p"), int)
+    assert_type(ts.registry.get("raw"), ts.Codec[Any])
+    assert_type(ts.Reference.parse(io.url), ts.Reference)
+    assert isinstance(array, np.ndarray)
+
+
+MISUSE = {
+    "expected type must be a type": (
+        'ts.DataStoreIO("datastore:///a/b?codec=raw").read_deserialize(expected_type=3)'
+    ),
+    "result is the expected type": (
+        'x: str = ts.DataStoreIO("datastore:///a/b?codec=raw").read_deserialize(bytes)'
+    ),
+    "write takes a buffer": 'ts.DataStoreIO.write("text")',
+    "prefix is a string": 'ts.DataStoreIO.write(b"x", relative_path_prefix=3)',
+    "codec is a name or a codec": "ts.DataStoreIO.serialize_write(1, codec=3)",
+    "register takes a codec": "ts.registry.register(object())",
+    "reference url is a string": "ts.DataStoreIO(3)",
+    "priority is keyword-only": "ts.registry.register(ts.registry.get('raw'), 1)",
+}
+
+
+CORRECT = (
+    "a: np.ndarray = ts.DataStoreIO('datastore:///a/b?codec=raw').read_deserialize(np.ndarray)"
+)
+
+
+@pytest.fixture(scope="module")
+def mypy_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """mypy's output per snippet, from one mypy run over all of them (it is slow to start)."""
+    from mypy import api
+
+    tmp = tmp_path_factory.mktemp("typing")
+    snippets = {**MISUSE, "correct": CORRECT}
+    files = {}
+    for i, (name, code) in enumerate(snippets.items()):
+        path = tmp / f"snippet_{i}.py"
+        path.write_text(f"import numpy as np\nimport typedstore as ts\n\n{code}\n")
+        files[name] = path
+    out, err, _ = api.run(
+        [
+            "--strict",
+            "--no-incremental",
+            "--cache-dir",
+            str(tmp / "cache"),
+            *map(str, files.values()),
+        ]
+    )
+    assert not err, err
+    return {
+        name: "\n".join(line for line in out.splitlines() if line.startswith(str(path)))
+        for name, path in files.items()
+    }
+
+
+@pytest.mark.parametrize("name", sorted(MISUSE))
+def test_misuse_is_rejected(name: str, mypy_report: dict[str, str]) -> None:
+    assert "error:" in mypy_report[name]
+
+
+def test_correct_snippet_passes(mypy_report: dict[str, str]) -> None:
+    # The harness itself must not reject everything.
+    assert mypy_report["correct"] == ""
