@@ -1,0 +1,208 @@
+"""Golden vectors: the frozen files every format version wrote, and their values.
+
+Run ``python tests/codecs/vectors.py write CODEC`` to write the vectors of a codec's
+current version (existing files are never overwritten); see ``codecs/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import decimal
+import hashlib
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import safetensors.numpy
+
+from typedstore.codec import byte_view
+from typedstore.registry import registry
+
+ROOT = Path(__file__).resolve().parents[2] / "codecs"
+
+
+@attrs.frozen
+class Case:
+    """A value to encode; what decoding gives when that differs (e.g. byte order); and,
+    where another tool writes the file, that tool's writer."""
+
+    value: Callable[[], Any]
+    writer: Callable[[Any], bytes] | None = None
+    decoded: Callable[[], Any] | None = None
+
+    def expected(self) -> Any:
+        """The value the vector must decode to."""
+        return (self.decoded or self.value)()
+
+
+def _official(value: Any) -> bytes:
+    return safetensors.numpy.save(value, metadata={"written_by": "safetensors"})
+
+
+#: codec -> format version -> case name -> case. A version's cases never change once
+#: its vectors are written; a new version adds a new entry.
+CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
+    "raw": {
+        1: {
+            "empty": Case(lambda: b""),
+            "ascii": Case(lambda: b"11111"),
+            "all-bytes": Case(lambda: bytes(range(256))),
+        }
+    },
+    "json": {
+        1: {
+            "null": Case(lambda: None),
+            "nested": Case(
+                lambda: {"lr": 0.001, "layers": [64, 32], "name": "mlp", "ok": True, "x": None}
+            ),
+            "unicode": Case(lambda: ["\u00e9t\u00e9", "\U0001f600", "\ud800"]),
+            "numbers": Case(lambda: [0, -1, 2**100, 1.5, -0.0, 1e-300]),
+        }
+    },
+    "safetensors": {
+        1: {
+            "f32-matrix": Case(lambda: np.arange(6, dtype=np.float32).reshape(2, 3)),
+            "bool": Case(lambda: np.array([True, False, True])),
+            "i64-scalar": Case(lambda: np.array(-7, dtype=np.int64)),
+            "f16-empty": Case(lambda: np.zeros((0, 3), dtype=np.float16)),
+            "c64": Case(lambda: np.array([1 + 2j, -3j], dtype=np.complex64)),
+            "big-endian-source": Case(
+                lambda: np.arange(4, dtype=">u4"), decoded=lambda: np.arange(4, dtype="<u4")
+            ),
+            "dict": Case(
+                lambda: {
+                    "weight": np.eye(3, dtype=np.float64),
+                    "bias": np.array([1, 2, 3], dtype=np.int8),
+                    "flag": np.array(True),
+                }
+            ),
+            "official-library": Case(
+                lambda: {"a": np.arange(3, dtype=np.uint16), "b": np.ones((2, 2), np.float32)},
+                writer=_official,
+                # Keys come back in the file's header order, which that library sorts.
+                decoded=lambda: {
+                    "b": np.ones((2, 2), np.float32),
+                    "a": np.arange(3, dtype=np.uint16),
+                },
+            ),
+        }
+    },
+    "npy": {
+        1: {
+            "c128": Case(lambda: np.array([1 + 2j, 3.5 - 1j])),
+            "structured": Case(
+                lambda: np.array([(1, 2.5, b"ab")], dtype=[("a", "<i4"), ("b", "<f8"), ("c", "S2")])
+            ),
+            "datetime": Case(lambda: np.array(["2024-01-02", "NaT"], dtype="datetime64[D]")),
+            "unicode": Case(lambda: np.array(["\u00e9", "xyz"])),
+            "fortran": Case(
+                lambda: np.asfortranarray(np.arange(6, dtype=np.complex128).reshape(2, 3))
+            ),
+        }
+    },
+    "pickle": {
+        1: {
+            "tuple": Case(lambda: (1, "two", 3.0, None)),
+            "datetime": Case(lambda: datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)),
+            "decimal": Case(lambda: decimal.Decimal("3.14159")),
+            "ordered-dict": Case(lambda: collections.OrderedDict([("b", 1), ("a", (2,))])),
+            "masked-array": Case(lambda: np.ma.masked_array([1.0, 2.0], mask=[False, True])),
+            "array": Case(lambda: np.arange(5, dtype=np.int16)),
+        }
+    },
+}
+
+
+def vector_path(codec: str, version: int, case: str) -> Path:
+    """Where the vector of one case lives."""
+    return ROOT / codec / "vectors" / f"v{version}" / f"{case}.bin"
+
+
+def sums_path(codec: str) -> Path:
+    """The checksum list of a codec's vectors."""
+    return ROOT / codec / "vectors" / "SHA256SUMS"
+
+
+def read_sums(codec: str) -> dict[str, str]:
+    """Relative vector path -> sha256, from a codec's SHA256SUMS."""
+    sums: dict[str, str] = {}
+    for line in sums_path(codec).read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        sums[name] = digest
+    return sums
+
+
+def encode(codec: str, case: Case) -> bytes:
+    """The bytes of a case as its writer (by default, the codec) produces them."""
+    value = case.value()
+    if case.writer is not None:
+        return case.writer(value)
+    return b"".join(byte_view(chunk) for chunk in registry.get(codec).encode(value))
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal values of the same types, arrays compared by dtype, shape, mask and content."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ma.MaskedArray):
+        return bool(
+            a.dtype == b.dtype
+            and np.array_equal(a.mask, b.mask)
+            and np.array_equal(a.filled(0), b.filled(0))
+        )
+    if isinstance(a, np.ndarray):
+        return bool(
+            a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.tobytes(order="A") == b.tobytes(order="A")
+            and a.flags.f_contiguous == b.flags.f_contiguous
+        )
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def write(codec: str) -> list[Path]:
+    """Write the missing vectors of ``codec``'s current version; return the new files."""
+    version = registry.get(codec).version
+    cases = CASES[codec].get(version)
+    if cases is None:
+        raise SystemExit(f"no cases for {codec} version {version}: add them to CASES first")
+    written = []
+    for name, case in cases.items():
+        path = vector_path(codec, version, name)
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(codec, case))
+        written.append(path)
+    base = ROOT / codec / "vectors"
+    lines = [
+        f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(base).as_posix()}"
+        for p in sorted(base.rglob("*.bin"))
+    ]
+    sums_path(codec).write_text("\n".join(lines) + "\n")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``write CODEC [CODEC ...]``."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["write"])
+    parser.add_argument("codecs", nargs="+", choices=sorted(CASES))
+    args = parser.parse_args(argv)
+    for codec in args.codecs:
+        for path in write(codec):
+            print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
