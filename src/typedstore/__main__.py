@@ -1,0 +1,7 @@
+"""``python -m typedstore``: the ``typedstore`` command."""
+
+import sys
+
+from typedstore.cli import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""The documentation's code runs: docs/examples/*.py and the README's Python blocks."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.py"))
+
+
+def run_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=False
+    )
+
+
+def test_there_are_examples() -> None:
+    assert len(EXAMPLES) >= 2
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(path: Path, tmp_path: Path) -> None:
+    result = run_python(path.read_text(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "datastore:///" in result.stdout
+
+
+def test_readme_python_blocks_run(tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    assert blocks
+    for block in blocks:
+        result = run_python(block, tmp_path)
+        assert result.returncode == 0, result.stderr
+
+
+def test_readme_quick_start_is_two_commands() -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Quick start", 1)[1].split("##", 1)[0]
+    (console,) = re.findall(r"```console\n(.*?)```", section, re.DOTALL)
+    commands = console.strip().splitlines()
+    assert len(commands) == 2
+    assert commands[0].endswith("typedstore demo")
+    assert commands[1].endswith("python -m pytest")
