@@ -47,9 +47,7 @@ def _demo(args: argparse.Namespace) -> int:
     ok = True
     for label, value, io in written:
         back = DataStoreIO(io.url).read_deserialize(type(value))
-        same = (
-            bool(np.array_equal(back, value)) if isinstance(value, np.ndarray) else back == value
-        )
+        same = bool(np.array_equal(back, value)) if isinstance(value, np.ndarray) else back == value
         ok = ok and same
         print(f"  {label:<6} {'ok ' if same else 'DIFFERENT'} {_describe(back)}")
     return 0 if ok else 1

@@ -62,6 +62,6 @@ def test_vector_decodes_to_its_value(codec: str, version: int, case: str) -> Non
 )
 def test_current_version_still_writes_the_same_bytes(codec: str, version: int, case: str) -> None:
     # pickle is left out: its bytes may differ between Python versions, not its meaning.
-    assert encode(codec, CASES[codec][version][case]) == vector_path(
-        codec, version, case
-    ).read_bytes()
+    assert (
+        encode(codec, CASES[codec][version][case]) == vector_path(codec, version, case).read_bytes()
+    )
