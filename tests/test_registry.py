@@ -151,7 +151,7 @@ def test_not_a_codec_is_refused() -> None:
     with pytest.raises(RegistrationError, match="version"):
         reg.register(bad_version)
     with pytest.raises(RegistrationError, match="types"):
-        reg.register(FakeCodec("t", ()))
+        reg.register(FakeCodec("t", [Base]))  # type: ignore[arg-type]
     with pytest.raises(RegistrationError, match="priority"):
         reg.register(FakeCodec("p", (Base,)), priority="1")  # type: ignore[call-overload]
 

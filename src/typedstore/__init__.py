@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typedstore import errors
 from typedstore.codec import Buffer, Codec
+from typedstore.datastore import DataStore
 from typedstore.io import DataStoreIO
 from typedstore.options import Options, options
 from typedstore.reference import Reference
@@ -14,6 +15,7 @@ __all__ = [
     "Buffer",
     "Codec",
     "CodecRegistry",
+    "DataStore",
     "DataStoreIO",
     "LocalStorage",
     "MemoryStorage",

@@ -8,9 +8,15 @@ from typing import Any
 __all__ = ["loads"]
 
 
-def loads(data: bytes | str) -> Any:
-    """Parse JSON strictly; raise ValueError (or RecursionError) when it is not."""
+def loads(data: bytes | str, *, allow_constants: bool = False) -> Any:
+    """Parse JSON strictly; raise ValueError (or RecursionError) when it is not.
+
+    ``allow_constants`` admits ``NaN``, ``Infinity`` and ``-Infinity``, the extension
+    Python's json module writes for non-finite floats.
+    """
     text = data.decode("utf-8") if isinstance(data, bytes) else data
+    if allow_constants:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
     return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
 
 

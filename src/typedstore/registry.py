@@ -13,7 +13,14 @@ from typing import Any, TypeVar, overload
 import attrs
 
 from typedstore.codec import Codec, check_codec_name
-from typedstore.codecs import JsonCodec, NpyCodec, PickleCodec, RawCodec, SafetensorsCodec
+from typedstore.codecs import (
+    AttrsCodec,
+    JsonCodec,
+    NpyCodec,
+    PickleCodec,
+    RawCodec,
+    SafetensorsCodec,
+)
 from typedstore.errors import NoCodecError, PluginWarning, RegistrationError, UnknownCodecError
 
 __all__ = ["ENTRY_POINT_GROUP", "CodecRegistry", "registry"]
@@ -22,6 +29,7 @@ __all__ = ["ENTRY_POINT_GROUP", "CodecRegistry", "registry"]
 ENTRY_POINT_GROUP = "typedstore.codecs"
 
 _C = TypeVar("_C", bound=Codec[Any])
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -97,8 +105,8 @@ class CodecRegistry:
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise RegistrationError(f"codec {name!r}: version must be a positive int")
         types: object = codec.types
-        if not isinstance(types, tuple) or not types or not all(isinstance(t, type) for t in types):
-            raise RegistrationError(f"codec {name!r}: types must be a non-empty tuple of types")
+        if not isinstance(types, tuple) or not all(isinstance(t, type) for t in types):
+            raise RegistrationError(f"codec {name!r}: types must be a tuple of types")
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise RegistrationError(f"codec {name!r}: priority must be an int")
         entry = _Entry(codec, priority, source)
@@ -108,18 +116,52 @@ class CodecRegistry:
                     f"a codec named {name!r} is already registered ({self._by_name[name].source})"
                 )
             for cls in types:
-                for other in self._by_type.get(cls, ()):
-                    if other.priority == priority:
-                        raise RegistrationError(
-                            f"codecs {other.codec.name!r} and {name!r} would both serve "
-                            f"{_type_name(cls)} at priority {priority}; give one another priority"
-                        )
+                self._check_clash(cls, entry)
             self._by_name[name] = entry
             for cls in types:
-                entries = self._by_type.setdefault(cls, [])
-                entries.append(entry)
-                entries.sort(key=lambda e: -e.priority)
-            self._cache.clear()
+                self._index(cls, entry)
+
+    def _check_clash(self, cls: type, entry: _Entry) -> None:
+        for other in self._by_type.get(cls, ()):
+            if other.priority == entry.priority:
+                raise RegistrationError(
+                    f"codecs {other.codec.name!r} and {entry.codec.name!r} would both serve "
+                    f"{_type_name(cls)} at priority {entry.priority}; give one another priority"
+                )
+
+    def _index(self, cls: type, entry: _Entry) -> None:
+        entries = self._by_type.setdefault(cls, [])
+        entries.append(entry)
+        entries.sort(key=lambda e: -e.priority)
+        self._cache.clear()
+
+    @overload
+    def register_attrs(self, cls: type[_T], *, name: str | None = None) -> type[_T]: ...
+    @overload
+    def register_attrs(
+        self, cls: None = None, *, name: str | None = None
+    ) -> Callable[[type[_T]], type[_T]]: ...
+
+    def register_attrs(self, cls: Any = None, *, name: str | None = None) -> Any:
+        """Store instances of the attrs class ``cls`` with the ``attrs`` codec (no pickle).
+
+        ``name`` is the type id written into files (default ``module.qualname``); give a
+        stable one if the class may move. Nested attrs classes in its fields are rebuilt
+        from the annotations and need no registration. Works as a decorator too, plain or
+        with ``name=``. Raises RegistrationError for a class that is not an attrs class,
+        or a class or type id already registered.
+        """
+        if cls is None:
+            return lambda c: self.register_attrs(c, name=name)
+        codec = self.get("attrs")
+        if not isinstance(codec, AttrsCodec):
+            raise RegistrationError("this registry's 'attrs' codec does not serve attrs classes")
+        with self._lock:
+            entry = self._by_name["attrs"]
+            self._check_clash(cls, entry)
+            codec.add(cls, name)
+            self._index(cls, entry)
+        return cls
 
     def get(self, name: str) -> Codec[Any]:
         """The codec registered under ``name``; raise UnknownCodecError if none."""
@@ -232,6 +274,7 @@ def _default_registry() -> CodecRegistry:
         (SafetensorsCodec(), 10),
         (NpyCodec(), 0),
         (JsonCodec(), 0),
+        (AttrsCodec(), 0),
         (PickleCodec(), 0),
     ):
         reg._add(codec, priority, "built-in")

@@ -132,3 +132,25 @@ def test_concurrent_writers_in_threads(storage: Storage) -> None:
         t.join()
     assert len(list(storage.list("p"))) == 160
     assert storage.read("p/3-7") == b"(3, 7)"
+
+
+def test_read_range(storage: Storage) -> None:
+    storage.write("p/a", [b"0123456789"])
+    assert storage.read_range("p/a", 0, 4) == b"0123"
+    assert storage.read_range("p/a", 8, 10) == b"89"
+    assert storage.read_range("p/a", 10, 5) == b""
+    assert storage.read_range("p/a", 3, 0) == b""
+    with pytest.raises(ValueError, match="range"):
+        storage.read_range("p/a", -1, 2)
+    with pytest.raises(NotFoundError):
+        storage.read_range("p/missing", 0, 1)
+
+
+def test_readinto(storage: Storage) -> None:
+    storage.write("p/a", [b"0123456789"])
+    out = bytearray(4)
+    assert storage.readinto("p/a", 2, out) == 4
+    assert out == b"2345"
+    tail = np.zeros(5, np.uint8)
+    assert storage.readinto("p/a", 8, tail.data) == 2
+    assert tail.tobytes() == b"89\0\0\0"

@@ -29,6 +29,7 @@ BUILTIN_ALLOWED: frozenset[str] = frozenset(
             )
         ),
         "copyreg._reconstructor",
+        "typedstore.datastore._restore",
         "datetime.date", "datetime.time", "datetime.datetime", "datetime.timedelta",
         "datetime.timezone", "datetime.tzinfo",
         "zoneinfo.ZoneInfo", "zoneinfo.ZoneInfo._unpickle",

@@ -19,15 +19,18 @@ import numpy as np
 import numpy.typing as npt
 
 from typedstore import _strictjson
-from typedstore.codec import Buffer
+from typedstore.codec import Buffer, byte_view
 from typedstore.errors import DecodeError, EncodeError
 
 __all__ = [
     "MAX_HEADER_SIZE",
     "SafetensorsCodec",
     "TensorEntry",
+    "TensorSource",
     "decode_tensor",
     "encode_tensors",
+    "header_size",
+    "parse_header",
     "read_header",
     "supports_dtype",
 ]
@@ -82,63 +85,84 @@ class TensorEntry:
         return self.end - self.start
 
 
+#: A tensor to write: an array, or the buffers of a ``U8`` 1-D tensor (written in order).
+TensorSource = npt.NDArray[Any] | Sequence[Buffer]
+
+
 def encode_tensors(
-    tensors: Mapping[str, npt.NDArray[Any]], metadata: Mapping[str, str] | None = None
+    tensors: Mapping[str, TensorSource], metadata: Mapping[str, str] | None = None
 ) -> list[Buffer]:
     """A safetensors file as buffers: the header, then each tensor's own memory.
 
-    Arrays that are C-contiguous and little-endian are not copied. Data is laid out
-    by decreasing item size, as the official library does, so every tensor is aligned.
+    Arrays that are C-contiguous and little-endian are not copied, nor are the buffers of
+    byte tensors. Data is laid out by decreasing item size, as the official library does,
+    so every tensor is aligned.
     """
-    prepared: dict[str, npt.NDArray[Any]] = {}
-    for name, array in tensors.items():
+    layout: list[tuple[str, str, list[int], int, list[Buffer]]] = []
+    for name, source in tensors.items():
+        chunks: list[Buffer]
         if name == _METADATA:
             raise EncodeError(f"tensor name {_METADATA!r} is reserved")
-        dtype = _little(array.dtype)
-        if dtype not in _NAMES:
-            raise EncodeError(f"safetensors cannot hold dtype {array.dtype} (tensor {name!r})")
-        prepared[name] = np.asarray(array, dtype=dtype, order="C")
+        if isinstance(source, np.ndarray):
+            dtype = _little(source.dtype)
+            if dtype not in _NAMES:
+                raise EncodeError(f"safetensors cannot hold dtype {source.dtype} (tensor {name!r})")
+            array = np.asarray(source, dtype=dtype, order="C")
+            chunks = [array.reshape(-1).view(np.uint8).data] if array.nbytes else []
+            layout.append((name, _NAMES[dtype], list(array.shape), dtype.itemsize, chunks))
+        else:
+            chunks = [byte_view(chunk) for chunk in source]
+            size = sum(memoryview(chunk).nbytes for chunk in chunks)
+            layout.append((name, "U8", [size], 1, chunks))
     header: dict[str, Any] = {}
     if metadata:
         header[_METADATA] = dict(metadata)
-    offsets: dict[str, tuple[int, int]] = {}
-    chunks: list[Buffer] = []
+    offsets: dict[str, list[int]] = {}
+    body: list[Buffer] = []
     offset = 0
-    for name in sorted(prepared, key=lambda n: -prepared[n].dtype.itemsize):
-        array = prepared[name]
-        offsets[name] = (offset, offset + array.nbytes)
-        offset += array.nbytes
-        if array.nbytes:
-            chunks.append(array.reshape(-1).view(np.uint8).data)
-    for name, array in prepared.items():
-        header[name] = {
-            "dtype": _NAMES[array.dtype],
-            "shape": list(array.shape),
-            "data_offsets": list(offsets[name]),
-        }
+    for name, _, _, _, chunks in sorted(layout, key=lambda item: -item[3]):
+        size = sum(memoryview(chunk).nbytes for chunk in chunks)
+        offsets[name] = [offset, offset + size]
+        offset += size
+        body.extend(chunks)
+    for name, dtype_name, shape, _, _ in layout:
+        header[name] = {"dtype": dtype_name, "shape": shape, "data_offsets": offsets[name]}
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
     raw += b" " * (-len(raw) % 8)
-    return [struct.pack("<Q", len(raw)) + raw, *chunks]
+    return [struct.pack("<Q", len(raw)) + raw, *body]
 
 
-def read_header(data: Buffer) -> tuple[dict[str, TensorEntry], dict[str, str]]:
-    """Parse and validate a safetensors header; return its tensors and metadata.
-
-    Checks everything the official parser checks before any tensor is touched: header
-    size cap, strict JSON, known dtypes, dtype x shape = byte length, offsets in bounds,
-    contiguous, non-overlapping and exactly covering the data. Raises DecodeError.
-    """
-    view = memoryview(data)
-    total = view.nbytes
-    if total < 8:
+def header_size(first8: Buffer, total: int) -> int:
+    """The header length ``N`` from a file's first 8 bytes, checked against the file size."""
+    view = memoryview(first8)
+    if total < 8 or view.nbytes < 8:
         raise DecodeError(f"safetensors: {total} bytes is too short for a header")
     (size,) = struct.unpack("<Q", view[:8])
     if size > MAX_HEADER_SIZE:
         raise DecodeError(f"safetensors: header of {size} bytes exceeds {MAX_HEADER_SIZE}")
     if 8 + size > total:
         raise DecodeError(f"safetensors: header of {size} bytes runs past the end ({total})")
+    return int(size)
+
+
+def read_header(data: Buffer) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+    """Parse and validate the header of a whole safetensors file in memory."""
+    view = memoryview(data)
+    size = header_size(view[:8], view.nbytes)
+    return parse_header(view[8 : 8 + size], view.nbytes)
+
+
+def parse_header(header: Buffer, total: int) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+    """Validate a header (the ``N`` bytes after the length) of a file of ``total`` bytes.
+
+    Checks everything the official parser checks before any tensor is touched: strict
+    JSON, known dtypes, dtype x shape = byte length, offsets in bounds, contiguous,
+    non-overlapping and exactly covering the data. Returns the tensors (in header order,
+    with absolute byte ranges) and the metadata. Raises DecodeError.
+    """
+    raw = bytes(header)
     try:
-        parsed = _strictjson.loads(bytes(view[8 : 8 + size]))
+        parsed = _strictjson.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise DecodeError(f"safetensors: header is not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
@@ -148,7 +172,7 @@ def read_header(data: Buffer) -> tuple[dict[str, TensorEntry], dict[str, str]]:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise DecodeError("safetensors: __metadata__ must map strings to strings")
-    base = 8 + size
+    base = 8 + len(raw)
     entries = {name: _entry(name, info, base) for name, info in parsed.items()}
     position = base
     for entry in sorted(entries.values(), key=lambda e: (e.start, e.end)):

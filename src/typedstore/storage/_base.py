@@ -32,6 +32,14 @@ class Storage(Protocol):
         """The whole object under ``key``; raise NotFoundError if there is none."""
         ...
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes of the object from offset ``start`` (fewer at its end)."""
+        ...
+
+    def readinto(self, key: str, start: int, buffer: Buffer) -> int:
+        """Fill writable ``buffer`` from offset ``start``; return the bytes read (fewer at the end)."""
+        ...
+
     def open_view(self, key: str) -> AbstractContextManager[memoryview]:
         """A read-only view of the object, valid inside the ``with`` block.
 

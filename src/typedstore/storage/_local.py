@@ -105,6 +105,48 @@ class LocalStorage:
         except OSError as exc:
             raise self._read_error(key, exc) from exc
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes from offset ``start`` (never more than the file holds)."""
+        if start < 0 or length < 0:
+            raise ValueError(f"invalid byte range: start {start}, length {length}")
+        with self._open_fd(key) as fd:
+            size = os.fstat(fd).st_size
+            out = bytearray(max(0, min(length, size - start)))
+            got = self._preadv(key, fd, start, memoryview(out))
+        return bytes(out[:got]) if got < len(out) else bytes(out)
+
+    def readinto(self, key: str, start: int, buffer: Buffer) -> int:
+        """Fill ``buffer`` from offset ``start`` with ``preadv``, straight into its memory."""
+        target = byte_view(buffer)
+        if start < 0:
+            raise ValueError(f"invalid byte range: start {start}")
+        with self._open_fd(key) as fd:
+            return self._preadv(key, fd, start, target)
+
+    @contextlib.contextmanager
+    def _open_fd(self, key: str) -> Iterator[int]:
+        path = self._existing(key)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise self._read_error(key, exc) from exc
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _preadv(self, key: str, fd: int, start: int, target: memoryview) -> int:
+        done = 0
+        try:
+            while done < target.nbytes:
+                got = os.preadv(fd, [target[done:]], start + done)
+                if not got:
+                    break
+                done += got
+        except OSError as exc:
+            raise self._read_error(key, exc) from exc
+        return done
+
     @contextlib.contextmanager
     def open_view(self, key: str) -> Iterator[memoryview]:
         """A read-only view of the object; memory-mapped for large files."""

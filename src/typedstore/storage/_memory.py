@@ -48,6 +48,18 @@ class MemoryStorage:
         except KeyError:
             raise NotFoundError(f"no object under key {key!r} in {self.url}") from None
 
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """A slice of the object under ``key``."""
+        _check_range(start, length)
+        return self.read(key)[start : start + length]
+
+    def readinto(self, key: str, start: int, buffer: Buffer) -> int:
+        """Copy a slice of the object into ``buffer``."""
+        target = byte_view(buffer)
+        data = self.read_range(key, start, target.nbytes)
+        target[: len(data)] = data
+        return len(data)
+
     def open_view(self, key: str) -> AbstractContextManager[memoryview]:
         """A read-only view of the object."""
         return nullcontext(memoryview(self.read(key)))
@@ -76,6 +88,11 @@ class MemoryStorage:
             for k in doomed:
                 del self._objects[k]
         return len(doomed)
+
+
+def _check_range(start: int, length: int) -> None:
+    if start < 0 or length < 0:
+        raise ValueError(f"invalid byte range: start {start}, length {length}")
 
 
 def _under(key: str, prefix: str) -> bool:

@@ -1,0 +1,505 @@
+"""DataStore: a dict whose values are also attributes, stored as one object per DataStore."""
+
+from __future__ import annotations
+
+import copy
+import json
+import reprlib
+import threading
+from collections.abc import ItemsView, Iterator, Mapping, Sequence, ValuesView
+from typing import Any, ClassVar
+
+import attrs
+import numpy as np
+
+from typedstore import _strictjson
+from typedstore.codec import Buffer, Codec
+from typedstore.codecs.safetensors import (
+    TensorEntry,
+    TensorSource,
+    decode_tensor,
+    encode_tensors,
+    header_size,
+    parse_header,
+    read_header,
+)
+from typedstore.errors import (
+    DecodeError,
+    EncodeError,
+    NoCodecError,
+    TypedStoreError,
+    TypeMismatchError,
+    UnknownCodecError,
+)
+from typedstore.io import DataStoreIO, current_storage
+from typedstore.reference import Reference
+from typedstore.registry import CodecRegistry, registry
+from typedstore.storage import Storage
+
+__all__ = ["DataStore", "DataStoreCodec"]
+
+_KIND = "typedstore.kind"
+_ENTRIES = "typedstore.entries"
+_METADATA = "__metadata__"
+
+
+@attrs.frozen
+class _EntryInfo:
+    codec: str
+    version: int
+    tensor: bool
+
+
+class _Unloaded:
+    """Stands in a lazy DataStore for a value not read yet."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<not loaded>"
+
+
+_UNLOADED = _Unloaded()
+
+
+@attrs.frozen
+class _Source:
+    """Where a lazy DataStore's values are: the object, its storage and its table."""
+
+    reference: Reference
+    storage: Storage
+    tensors: Mapping[str, TensorEntry]
+    entries: Mapping[str, _EntryInfo]
+
+
+def _entry_table(
+    metadata: Mapping[str, str], tensors: Mapping[str, TensorEntry]
+) -> dict[str, _EntryInfo]:
+    if metadata.get(_KIND) != "datastore" or _ENTRIES not in metadata:
+        raise DecodeError("datastore: not a DataStore container (metadata missing)")
+    try:
+        raw = _strictjson.loads(metadata[_ENTRIES])
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(f"datastore: entry table is not valid JSON: {exc}") from exc
+    if not isinstance(raw, dict) or set(raw) != set(tensors):
+        raise DecodeError("datastore: the entry table does not match the tensors")
+    table: dict[str, _EntryInfo] = {}
+    for key, info in raw.items():
+        if (
+            not isinstance(info, dict)
+            or set(info) != {"codec", "version", "tensor"}
+            or not isinstance(info["codec"], str)
+            or type(info["version"]) is not int
+            or type(info["tensor"]) is not bool
+        ):
+            raise DecodeError(f"datastore: entry {key!r} has invalid metadata")
+        tensor = tensors[key]
+        if not info["tensor"] and (tensor.dtype != np.uint8 or len(tensor.shape) != 1):
+            raise DecodeError(f"datastore: entry {key!r} must be a U8 vector")
+        table[key] = _EntryInfo(info["codec"], info["version"], info["tensor"])
+    return table
+
+
+class DataStoreCodec:
+    """The container format of a DataStore: one safetensors file for all its values.
+
+    Each value is encoded with the codec its registry picks for it. Arrays chosen for
+    ``safetensors`` are stored as real tensors; every other value as a ``U8`` tensor holding
+    its codec's output. ``__metadata__`` holds ``typedstore.kind = datastore`` and
+    ``typedstore.entries``, a JSON table of each key's codec, codec version and whether it
+    is a real tensor. One entry can be read without the others, and any safetensors tool
+    can list the contents.
+    """
+
+    name: ClassVar[str] = "datastore"
+    version: ClassVar[int] = 1
+
+    def __init__(self, registry: CodecRegistry) -> None:
+        self._registry = registry
+
+    @property
+    def types(self) -> tuple[type, ...]:
+        """Exactly :class:`DataStore`."""
+        return (DataStore,)
+
+    def accepts(self, value: object) -> bool:
+        """DataStore instances (not subclasses)."""
+        return type(value) is DataStore
+
+    def encode(self, value: DataStore) -> Sequence[Buffer]:
+        """The container: each value's codec output, in the DataStore's key order."""
+        tensors: dict[str, TensorSource] = {}
+        table: dict[str, dict[str, Any]] = {}
+        source = value._ts_source
+        for key in dict.keys(value):
+            if type(key) is not str or key == _METADATA:
+                raise EncodeError(f"datastore: key {key!r} is not allowed (keys are str)")
+            item = dict.__getitem__(value, key)
+            if item is _UNLOADED and source is not None:
+                tensors[key], info = _raw_entry(source, key)
+            else:
+                tensors[key], info = self._encode_entry(key, item)
+            table[key] = {"codec": info.codec, "version": info.version, "tensor": info.tensor}
+        metadata = {_KIND: "datastore", _ENTRIES: json.dumps(table, separators=(",", ":"))}
+        return encode_tensors(tensors, metadata)
+
+    def _encode_entry(self, key: str, item: Any) -> tuple[TensorSource, _EntryInfo]:
+        try:
+            codec = self._registry.for_value(item)
+        except NoCodecError as exc:
+            raise NoCodecError(f"datastore: key {key!r}: {exc}") from exc
+        if codec.name == "safetensors" and type(item) is np.ndarray:
+            return item, _EntryInfo(codec.name, codec.version, True)
+        try:
+            chunks = codec.encode(item)
+        except TypedStoreError as exc:
+            raise type(exc)(f"datastore: key {key!r}: {exc}") from exc
+        except Exception as exc:
+            raise EncodeError(
+                f"datastore: key {key!r}: codec {codec.name!r} failed to encode a "
+                f"{type(item).__qualname__}: {exc}"
+            ) from exc
+        return chunks, _EntryInfo(codec.name, codec.version, False)
+
+    def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> DataStore:
+        """Every value of the container, each decoded by its own codec."""
+        view = memoryview(data)
+        tensors, metadata = read_header(view)
+        table = _entry_table(metadata, tensors)
+        result = DataStore()
+        for key, info in table.items():
+            entry = tensors[key]
+            dict.__setitem__(
+                result,
+                key,
+                _decode_entry(self._registry, key, info, entry, view[entry.start : entry.end]),
+            )
+        return result
+
+
+def _decode_entry(
+    reg: CodecRegistry, key: str, info: _EntryInfo, entry: TensorEntry, data: Buffer
+) -> Any:
+    """One entry's value from its bytes (``data`` holds exactly the entry)."""
+    try:
+        codec = reg.get(info.codec)
+    except UnknownCodecError as exc:
+        raise UnknownCodecError(f"entry {key!r}: {exc}") from None
+    if info.version > codec.version:
+        raise DecodeError(
+            f"entry {key!r} was written by version {info.version} of codec {info.codec!r}; "
+            f"this installation has version {codec.version}"
+        )
+    try:
+        if info.tensor:
+            return decode_tensor(data, attrs.evolve(entry, start=0, end=entry.nbytes))
+        return codec.decode(data, None)
+    except DecodeError as exc:
+        raise type(exc)(f"entry {key!r} (codec {info.codec!r}): {exc}") from exc
+    except TypedStoreError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"entry {key!r} (codec {info.codec!r}): {exc}") from exc
+
+
+def _raw_entry(source: _Source, key: str) -> tuple[TensorSource, _EntryInfo]:
+    """An unread entry of a lazy DataStore, copied as stored (never decoded)."""
+    entry = source.tensors[key]
+    out = np.empty(entry.shape if source.entries[key].tensor else (entry.nbytes,), entry.dtype)
+    _read_exactly(source, key, out)
+    return (out if source.entries[key].tensor else [out.data]), source.entries[key]
+
+
+def _read_exactly(source: _Source, key: str, out: np.ndarray[Any, Any]) -> None:
+    entry = source.tensors[key]
+    if out.nbytes:
+        got = source.storage.readinto(
+            source.reference.key, entry.start, out.reshape(-1).view(np.uint8).data
+        )
+        if got != entry.nbytes:
+            raise DecodeError(f"{source.reference}: entry {key!r} is truncated")
+
+
+_PROTECTED = frozenset({"_ts_source", "_ts_stored", "_ts_prefix", "_ts_lock"})
+
+
+class DataStore(dict[str, Any]):
+    """A dict whose values are also attributes, stored as one object behind one reference.
+
+    ``ds.x = 1`` is ``ds["x"] = 1``; a missing attribute raises AttributeError, a missing
+    key KeyError. :meth:`to_url` stores every value in one container object (each value
+    with the codec the registry picks for it) and returns its reference;
+    :meth:`from_url` loads it back, all at once or lazily. Pickling a DataStore stores it
+    (unless it is unchanged since it was last stored or loaded) and pickles only the
+    reference; unpickling loads it lazily.
+
+    A DataStore nested in a DataStore is stored inside the outer container, as an entry
+    of codec ``datastore``: the outer one remains one object, and the nested one comes
+    back as a DataStore (read whole when its key is first touched).
+    """
+
+    __slots__ = ("_ts_lock", "_ts_prefix", "_ts_source", "_ts_stored")
+
+    _ts_source: _Source | None
+    _ts_stored: str | None
+    _ts_prefix: str | None
+    _ts_lock: threading.Lock
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        object.__setattr__(self, "_ts_source", None)
+        object.__setattr__(self, "_ts_stored", None)
+        object.__setattr__(self, "_ts_prefix", None)
+        object.__setattr__(self, "_ts_lock", threading.Lock())
+        super().__init__(*args, **kwargs)
+
+    # --- attribute access ---------------------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in _PROTECTED:
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"DataStore has no key or attribute {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _PROTECTED or hasattr(type(self), name):
+            raise AttributeError(
+                f"{name!r} is a DataStore attribute; use ds[{name!r}] = ... for this key"
+            )
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(f"DataStore has no key {name!r}") from None
+
+    def __dir__(self) -> list[str]:
+        return sorted({*super().__dir__(), *(k for k in dict.keys(self) if k.isidentifier())})
+
+    # --- reads materialize lazy values ----------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        value = dict.__getitem__(self, key)
+        return self._materialize(key) if value is _UNLOADED else value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``ds[key]`` if present, else ``default``."""
+        return self[key] if key in self else default
+
+    def values(self) -> ValuesView[Any]:  # type: ignore[override]
+        """A view of the values; a lazy DataStore reads each as it is reached."""
+        return ValuesView(self)
+
+    def items(self) -> ItemsView[str, Any]:  # type: ignore[override]
+        """A view of the (key, value) pairs; lazy values are read as they are reached."""
+        return ItemsView(self)
+
+    def __iter__(self) -> Iterator[str]:
+        # Overriding __iter__ makes dict(ds) and {**ds} go through __getitem__.
+        return dict.__iter__(self)
+
+    def __eq__(self, other: object) -> bool:
+        self.load()
+        if isinstance(other, DataStore):
+            other.load()
+        return dict.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None
+
+    def __or__(self, other: Any) -> DataStore:  # type: ignore[override]
+        merged = self.copy()
+        merged.update(other)
+        return merged
+
+    def copy(self) -> DataStore:
+        """A shallow copy holding every value (read now), not linked to any reference."""
+        return DataStore(self.items())
+
+    def __copy__(self) -> DataStore:
+        return self.copy()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DataStore:
+        return DataStore(copy.deepcopy(list(self.items()), memo))
+
+    # --- writes mark the DataStore as changed ------------------------------------------------
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        object.__setattr__(self, "_ts_stored", None)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: str) -> None:
+        object.__setattr__(self, "_ts_stored", None)
+        dict.__delitem__(self, key)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """As dict.update; values of a lazy DataStore given as argument are read."""
+        object.__setattr__(self, "_ts_stored", None)
+        for key, value in dict(*args, **kwargs).items():
+            dict.__setitem__(self, key, value)
+
+    def __ior__(self, other: Any) -> DataStore:  # type: ignore[override]
+        self.update(other)
+        return self
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        """As dict.setdefault."""
+        if key in self:
+            return self[key]
+        self[key] = default
+        return default
+
+    def pop(self, key: str, *default: Any) -> Any:
+        """As dict.pop."""
+        if key not in self:
+            if default:
+                return default[0]
+            raise KeyError(key)
+        value = self[key]
+        del self[key]
+        return value
+
+    def popitem(self) -> tuple[str, Any]:
+        """As dict.popitem."""
+        key = next(reversed(dict.keys(self)))
+        return key, self.pop(key)
+
+    def clear(self) -> None:
+        """As dict.clear."""
+        object.__setattr__(self, "_ts_stored", None)
+        dict.clear(self)
+
+    # --- storing and loading -----------------------------------------------------------------
+
+    def to_url(self, relative_path_prefix: str | None = None) -> str:
+        """Store the whole DataStore as one object and return its reference URL.
+
+        A DataStore unchanged since it was stored (or loaded) under the same prefix is not
+        stored again. Raises NoCodecError naming the key of a value no codec accepts.
+        """
+        with self._ts_lock:
+            stored = self._ts_stored
+            if stored is not None and relative_path_prefix in (None, self._ts_prefix):
+                if self._unchanged():
+                    return stored
+            url = DataStoreIO.serialize_write(self, relative_path_prefix, codec="datastore").url
+            object.__setattr__(self, "_ts_stored", url)
+            object.__setattr__(self, "_ts_prefix", Reference.parse(url).key.rsplit("/", 1)[0])
+        return url
+
+    @classmethod
+    def from_url(cls, url: str, *, lazy: bool = False) -> DataStore:
+        """Load a DataStore from its reference.
+
+        With ``lazy=True`` only the container's header is read now; each value is read
+        (just its own bytes) and decoded when first touched. Raises TypeMismatchError for
+        a reference that is not a DataStore's, DecodeError for a damaged container.
+        """
+        ref = Reference.parse(url)
+        if ref.codec != DataStoreCodec.name:
+            raise TypeMismatchError(f"{ref}: codec {ref.codec!r} does not hold a DataStore")
+        if lazy:
+            result = _load_lazy(ref)
+        else:
+            result = DataStoreIO(ref).read_deserialize(DataStore)
+        object.__setattr__(result, "_ts_stored", ref.url)
+        object.__setattr__(result, "_ts_prefix", ref.key.rsplit("/", 1)[0])
+        return result
+
+    def load(self) -> DataStore:
+        """Read every value not read yet; return self."""
+        for key in dict.keys(self):
+            self[key]
+        return self
+
+    @property
+    def reference(self) -> str | None:
+        """The reference of the stored object while the DataStore is unchanged, else None."""
+        return self._ts_stored if self._unchanged() else None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (self.to_url(),))
+
+    def _unchanged(self) -> bool:
+        # Values read back may have been changed in place; only values that cannot change
+        # (not read yet, or immutable) let the stored object stand for the DataStore.
+        return self._ts_stored is not None and all(
+            _immutable(dict.__getitem__(self, key)) for key in dict.keys(self)
+        )
+
+    def _materialize(self, key: str) -> Any:
+        source = self._ts_source
+        if source is None:
+            raise KeyError(key)
+        info = source.entries[key]
+        entry = source.tensors[key]
+        try:
+            if info.tensor:
+                value: Any = np.empty(entry.shape, entry.dtype)
+                _read_exactly(source, key, value)
+            else:
+                raw = np.empty(entry.nbytes, np.uint8)
+                _read_exactly(source, key, raw)
+                value = _decode_entry(registry, key, info, entry, raw.data)
+        except TypedStoreError as exc:
+            raise type(exc)(f"{source.reference}: {exc}") from exc
+        dict.__setitem__(self, key, value)
+        return value
+
+    @reprlib.recursive_repr("DataStore({...})")
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{key!r}: {_short(dict.__getitem__(self, key))}" for key in dict.keys(self)
+        )
+        return f"DataStore({{{shown}}})"
+
+
+def _immutable(value: Any) -> bool:
+    if value is _UNLOADED or value is None:
+        return True
+    if type(value) in (bytes, str, int, float, bool, complex):
+        return True
+    if type(value) in (tuple, frozenset):
+        return all(_immutable(item) for item in value)
+    return False
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, np.ndarray) and value.size > 6:
+        return f"<{type(value).__name__} {value.dtype} {value.shape}>"
+    if isinstance(value, bytes | bytearray) and len(value) > 32:
+        return f"<{type(value).__name__} of {len(value)} bytes>"
+    text = repr(value)
+    return text if len(text) <= 80 else f"<{type(value).__qualname__}: {text[:60]}...>"
+
+
+def _load_lazy(ref: Reference) -> DataStore:
+    storage = current_storage()
+    try:
+        size = storage.size(ref.key)
+        n = header_size(storage.read_range(ref.key, 0, 8), size)
+        tensors, metadata = parse_header(storage.read_range(ref.key, 8, n), size)
+        table = _entry_table(metadata, tensors)
+    except DecodeError as exc:
+        raise type(exc)(f"{ref}: {exc}") from exc
+    result = DataStore()
+    for key in table:
+        dict.__setitem__(result, key, _UNLOADED)
+    object.__setattr__(result, "_ts_source", _Source(ref, storage, tensors, table))
+    return result
+
+
+def _restore(url: str) -> DataStore:
+    """Unpickling: the DataStore behind ``url``, loaded lazily."""
+    return DataStore.from_url(url, lazy=True)
+
+
+def _codec() -> Codec[Any]:
+    return DataStoreCodec(registry)
+
+
+registry.register(_codec())
