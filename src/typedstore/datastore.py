@@ -286,7 +286,10 @@ class DataStore(dict[str, Any]):
 
     def get(self, key: str, default: Any = None) -> Any:
         """``ds[key]`` if present, else ``default``."""
-        return self[key] if key in self else default
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
     def values(self) -> ValuesView[Any]:  # type: ignore[override]
         """A view of the values; a lazy DataStore reads each as it is reached."""
@@ -383,9 +386,9 @@ class DataStore(dict[str, Any]):
         """
         with self._ts_lock:
             stored = self._ts_stored
-            if stored is not None and relative_path_prefix in (None, self._ts_prefix):
-                if self._unchanged():
-                    return stored
+            same_prefix = relative_path_prefix in (None, self._ts_prefix)
+            if stored is not None and same_prefix and self._unchanged():
+                return stored
             url = DataStoreIO.serialize_write(self, relative_path_prefix, codec="datastore").url
             object.__setattr__(self, "_ts_stored", url)
             object.__setattr__(self, "_ts_prefix", Reference.parse(url).key.rsplit("/", 1)[0])
@@ -402,10 +405,7 @@ class DataStore(dict[str, Any]):
         ref = Reference.parse(url)
         if ref.codec != DataStoreCodec.name:
             raise TypeMismatchError(f"{ref}: codec {ref.codec!r} does not hold a DataStore")
-        if lazy:
-            result = _load_lazy(ref)
-        else:
-            result = DataStoreIO(ref).read_deserialize(DataStore)
+        result = _load_lazy(ref) if lazy else DataStoreIO(ref).read_deserialize(DataStore)
         object.__setattr__(result, "_ts_stored", ref.url)
         object.__setattr__(result, "_ts_prefix", ref.key.rsplit("/", 1)[0])
         return result

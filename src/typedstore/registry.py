@@ -158,6 +158,7 @@ class CodecRegistry:
             raise RegistrationError("this registry's 'attrs' codec does not serve attrs classes")
         with self._lock:
             entry = self._by_name["attrs"]
+            codec.check(cls, name)
             self._check_clash(cls, entry)
             codec.add(cls, name)
             self._index(cls, entry)

@@ -57,7 +57,10 @@ def test_vector_decodes_to_its_value(codec: str, version: int, case: str) -> Non
     [
         (c, v, k)
         for c, v, k in ALL
-        if v == registry.get(c).version and c != "pickle" and CASES[c][v][k].writer is None
+        if v == registry.get(c).version
+        and c != "pickle"
+        and CASES[c][v][k].writer is None
+        and CASES[c][v][k].stable
     ],
 )
 def test_current_version_still_writes_the_same_bytes(codec: str, version: int, case: str) -> None:

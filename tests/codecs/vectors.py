@@ -21,6 +21,7 @@ import numpy as np
 import safetensors.numpy
 
 from typedstore.codec import byte_view
+from typedstore.datastore import DataStore
 from typedstore.registry import registry
 
 ROOT = Path(__file__).resolve().parents[2] / "codecs"
@@ -34,10 +35,61 @@ class Case:
     value: Callable[[], Any]
     writer: Callable[[Any], bytes] | None = None
     decoded: Callable[[], Any] | None = None
+    #: False when the bytes hold a pickle, whose bytes may differ between Python versions.
+    stable: bool = True
 
     def expected(self) -> Any:
         """The value the vector must decode to."""
         return (self.decoded or self.value)()
+
+
+@attrs.define(eq=False)
+class Layer:
+    """A layer of the vector model (nested: not registered itself)."""
+
+    weight: np.ndarray[Any, Any]
+    bias: np.ndarray[Any, Any] | None = None
+
+
+@attrs.define(eq=False)
+class VectorModel:
+    """The attrs class of the ``attrs`` vectors, registered under a fixed type id."""
+
+    layers: list[Layer]
+    lr: float
+    labels: list[str]
+    extra: dict[str, np.ndarray[Any, Any]] = attrs.field(factory=dict)
+    note: bytes = b""
+    best: float = float("inf")
+    spectrum: np.ndarray[Any, Any] | None = None
+
+
+registry.register_attrs(VectorModel, name="typedstore.vectors.VectorModel")
+
+
+def _model() -> VectorModel:
+    return VectorModel(
+        layers=[
+            Layer(np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(3, np.float32)),
+            Layer(np.eye(3, dtype=np.float64)),
+        ],
+        lr=0.001,
+        labels=["cat", "dog"],
+        extra={"running_mean": np.array([0.5, -0.5], np.float16)},
+        note=b"\x00raw",
+        spectrum=np.array([1 + 2j, -1j]),
+    )
+
+
+def _datastore() -> DataStore:
+    return DataStore(
+        weights=np.arange(12, dtype=np.float32).reshape(3, 4),
+        note=b"raw bytes",
+        params={"lr": 0.1, "layers": [64, 32]},
+        pair=(1, "two"),
+        spectrum=np.array([1 + 1j]),
+        inner=DataStore(a=np.array([1, 2, 3], np.int8)),
+    )
 
 
 def _official(value: Any) -> bytes:
@@ -105,6 +157,14 @@ CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
             ),
         }
     },
+    "attrs": {1: {"model": Case(_model)}},
+    "datastore": {
+        1: {
+            "mixed": Case(_datastore, stable=False),
+            "plain": Case(lambda: DataStore(x=np.zeros((2, 2), np.float32), name="run-1")),
+            "empty": Case(DataStore),
+        }
+    },
     "pickle": {
         1: {
             "tuple": Case(lambda: (1, "two", 3.0, None)),
@@ -164,6 +224,8 @@ def same(a: Any, b: Any) -> bool:
         )
     if isinstance(a, dict):
         return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if attrs.has(type(a)):
+        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in attrs.fields(type(a)))
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)

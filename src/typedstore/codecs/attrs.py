@@ -57,15 +57,36 @@ def _structure_bytes(value: Any, cls: Any) -> bytes:
     return value
 
 
+_DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def _strict(kind: type) -> Callable[[Any, Any], Any]:
+    # cattrs would turn 5 into "5" or 1.7 into 1; a tampered file must not pass that way.
+    convert: Callable[[Any], Any] = kind
+
+    def structure(value: Any, _: Any) -> Any:
+        if type(value) is kind or (kind is float and type(value) is int):
+            return convert(value)
+        # JSON object keys are strings: int keys were written as decimal strings.
+        if kind is int and type(value) is str and _DECIMAL.fullmatch(value):
+            return int(value)
+        raise TypeError(f"expected {kind.__name__}, found {type(value).__name__}")
+
+    return structure
+
+
 def make_converter() -> cattrs.Converter:
     """The cattrs converter the ``attrs`` codec uses.
 
     Arrays and bytes pass through unstructuring untouched (the codec turns them into
     tensors); attrs classes are unstructured exactly: an instance of a subclass where a
     class is declared is refused, since structuring from the annotation would drop what
-    the subclass adds.
+    the subclass adds. Structuring is strict: no extra keys, and ``str``, ``int``,
+    ``float`` and ``bool`` fields take only values of their own type (an int for a float).
     """
-    converter = cattrs.Converter()
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    for kind in (str, int, float, bool):
+        converter.register_structure_hook(kind, _strict(kind))
     converter.register_structure_hook_func(_is_ndarray_type, _structure_ndarray)
     converter.register_unstructure_hook_func(_is_ndarray_type, lambda value: value)
     converter.register_structure_hook(bytes, _structure_bytes)
@@ -121,7 +142,23 @@ class AttrsCodec:
         return MappingProxyType(self._by_id)
 
     def add(self, cls: object, type_id: object = None) -> str:
-        """Serve ``cls`` under ``type_id`` (default ``module.qualname``); return the id."""
+        """Serve ``cls`` under ``type_id`` (default ``module.qualname``); return the id.
+
+        Raises RegistrationError (see :meth:`check`).
+        """
+        with self._lock:
+            cls, type_id = self._checked(cls, type_id)
+            self._by_id[type_id] = cls
+            self._ids[cls] = type_id
+        return type_id
+
+    def check(self, cls: object, type_id: object = None) -> None:
+        """Raise RegistrationError unless :meth:`add` would accept ``cls`` and ``type_id``:
+        an attrs class not registered yet, and a free type id of valid syntax."""
+        with self._lock:
+            self._checked(cls, type_id)
+
+    def _checked(self, cls: object, type_id: object) -> tuple[type, str]:
         if not isinstance(cls, type) or not attrs.has(cls):
             raise RegistrationError(f"{cls!r} is not an attrs class")
         type_id = f"{cls.__module__}.{cls.__qualname__}" if type_id is None else type_id
@@ -129,16 +166,13 @@ class AttrsCodec:
             raise RegistrationError(
                 f"invalid type id {type_id!r}: use 1-256 characters of [A-Za-z0-9_.:<>-]"
             )
-        with self._lock:
-            if cls in self._ids:
-                raise RegistrationError(
-                    f"{cls.__qualname__} is already registered as {self._ids[cls]!r}"
-                )
-            if type_id in self._by_id:
-                raise RegistrationError(f"type id {type_id!r} is already taken")
-            self._by_id[type_id] = cls
-            self._ids[cls] = type_id
-        return type_id
+        if cls in self._ids:
+            raise RegistrationError(
+                f"{cls.__qualname__} is already registered as {self._ids[cls]!r}"
+            )
+        if type_id in self._by_id:
+            raise RegistrationError(f"type id {type_id!r} is already taken")
+        return cls, type_id
 
     def accepts(self, value: object) -> bool:
         """Instances of exactly a registered class."""

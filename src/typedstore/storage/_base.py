@@ -37,7 +37,7 @@ class Storage(Protocol):
         ...
 
     def readinto(self, key: str, start: int, buffer: Buffer) -> int:
-        """Fill writable ``buffer`` from offset ``start``; return the bytes read (fewer at the end)."""
+        """Fill writable ``buffer`` from offset ``start``; return how many bytes were read."""
         ...
 
     def open_view(self, key: str) -> AbstractContextManager[memoryview]:

@@ -1,0 +1,437 @@
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pickle
+import struct
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import pytest
+import safetensors.numpy
+
+import typedstore as ts
+from helpers import files_under
+from typedstore.errors import (
+    DecodeError,
+    EncodeError,
+    TypeMismatchError,
+    UnknownCodecError,
+    UnsafeDataError,
+)
+
+
+@attrs.define(eq=False)
+class LinearModel:
+    coef: np.ndarray[Any, Any]
+    intercept: float
+    labels: list[str]
+
+
+ts.registry.register_attrs(LinearModel, name="tests.datastore.LinearModel")
+
+
+def mixed() -> ts.DataStore:
+    ds = ts.DataStore()
+    ds.weights = np.arange(100.0).reshape(10, 10)
+    ds.model = LinearModel(np.ones(3), 0.5, ["a", "b"])
+    ds.note = b"raw bytes"
+    ds.params = {"lr": 0.1, "layers": [64, 32]}
+    ds.when = datetime.date(2024, 1, 2)
+    ds.pair = (1, "two")
+    ds.spectrum = np.array([1 + 2j])
+    ds.masked = np.ma.masked_array([1.0, 2.0], mask=[False, True])
+    ds.empty = np.zeros((0, 3), np.float32)
+    return ds
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ma.MaskedArray):
+        return type(b) is np.ma.MaskedArray and np.array_equal(a.mask, b.mask)
+    if isinstance(a, np.ndarray):
+        return type(b) is np.ndarray and a.dtype == b.dtype and np.array_equal(a, b)
+    if attrs.has(type(a)):
+        return type(a) is type(b) and all(
+            same(getattr(a, f.name), getattr(b, f.name)) for f in attrs.fields(type(a))
+        )
+    if isinstance(a, dict):
+        return type(a) is type(b) and list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and bool(a == b)
+
+
+def test_attribute_and_item_access() -> None:
+    ds = ts.DataStore({"a": 1}, b=2)
+    assert ds.a == 1
+    assert ds["b"] == 2
+    ds.c = 3
+    assert ds["c"] == 3
+    del ds.a
+    assert "a" not in ds
+    with pytest.raises(AttributeError, match="'missing'"):
+        _ = ds.missing
+    with pytest.raises(KeyError):
+        ds["missing"]
+    with pytest.raises(AttributeError):
+        del ds.missing
+    assert ds.get("missing", 5) == 5
+    assert isinstance(ds, dict)
+    assert dict(ds) == {"b": 2, "c": 3}
+    assert "c" in dir(ds)
+
+
+def test_names_of_methods_stay_methods() -> None:
+    ds = ts.DataStore()
+    with pytest.raises(AttributeError, match="use ds"):
+        ds.items = 1  # type: ignore[method-assign,assignment]
+    with pytest.raises(AttributeError):
+        ds.to_url = 1  # type: ignore[method-assign,assignment]
+    ds["items"] = 1
+    assert ds["items"] == 1
+    assert callable(ds.items)
+
+
+def test_repr_never_dumps_large_values() -> None:
+    ds = ts.DataStore(big=np.zeros((1000, 1000)), small=np.arange(3), blob=b"x" * 10_000)
+    text = repr(ds)
+    assert "<ndarray float64 (1000, 1000)>" in text
+    assert "array([0, 1, 2])" in text
+    assert "<bytes of 10000 bytes>" in text
+    assert len(text) < 200
+    ds.me = ds
+    assert "DataStore({...})" in repr(ds)
+
+
+def test_round_trip_is_one_object(store: Path) -> None:
+    ds = mixed()
+    url = ds.to_url(relative_path_prefix="exp-42")
+    ref = ts.Reference.parse(url)
+    assert ref.codec == "datastore"
+    assert files_under(store) == [ref.key]
+    back = ts.DataStore.from_url(url)
+    assert type(back) is ts.DataStore
+    assert list(back) == list(ds)
+    for key in ds:
+        assert same(ds[key], back[key]), key
+
+
+def test_container_is_a_safetensors_file(store: Path) -> None:
+    url = mixed().to_url("exp")
+    tensors = safetensors.numpy.load_file(store / ts.Reference.parse(url).key)
+    assert set(tensors) == set(mixed())
+    assert tensors["weights"].shape == (10, 10)
+    assert tensors["weights"].dtype == np.float64
+    assert tensors["note"].tobytes() == b"raw bytes"
+    assert json.loads(tensors["params"].tobytes()) == {"lr": 0.1, "layers": [64, 32]}
+
+
+def test_empty_datastore(store: Path) -> None:
+    url = ts.DataStore().to_url("p")
+    assert ts.DataStore.from_url(url) == {}
+    assert ts.DataStore.from_url(url, lazy=True) == {}
+
+
+def test_nested_datastore_stays_inside_the_outer_object(store: Path) -> None:
+    outer = ts.DataStore(x=1, inner=ts.DataStore(a=np.arange(3), deeper=ts.DataStore(b=b"z")))
+    url = outer.to_url("p")
+    assert len(files_under(store)) == 1
+    for lazy in (False, True):
+        back = ts.DataStore.from_url(url, lazy=lazy)
+        assert type(back.inner) is ts.DataStore
+        assert np.array_equal(back.inner.a, np.arange(3))
+        assert back.inner.deeper.b == b"z"
+
+
+def test_values_no_codec_can_encode_name_the_key(store: Path) -> None:
+    ds = ts.DataStore(fine=1, bad=lambda: 1)
+    with pytest.raises(EncodeError, match="key 'bad'"):
+        ds.to_url("p")
+
+    @attrs.define
+    class Dated:
+        when: datetime.datetime
+
+    ts.registry.register_attrs(Dated)
+    dated = ts.DataStore(m=Dated(datetime.datetime(2024, 1, 1)))
+    with pytest.raises(EncodeError, match=r"key 'm'.*when holds a datetime"):
+        dated.to_url("p")
+    assert not store.exists() or files_under(store) == []
+
+
+def test_non_string_keys_are_refused(store: Path) -> None:
+    with pytest.raises(EncodeError, match="key 1"):
+        ts.DataStore({1: "x"}).to_url("p")
+
+
+def test_lazy_keys_are_known_and_values_read_on_touch(store: Path) -> None:
+    url = mixed().to_url("p")
+    lazy = ts.DataStore.from_url(url, lazy=True)
+    assert list(lazy) == list(mixed())
+    assert len(lazy) == len(mixed())
+    assert "note" in lazy
+    assert repr(lazy).count("<not loaded>") == len(mixed())
+    assert lazy.note == b"raw bytes"
+    assert lazy["params"] == {"lr": 0.1, "layers": [64, 32]}
+    assert lazy.get("pair") == (1, "two")
+    assert repr(lazy).count("<not loaded>") == len(mixed()) - 3
+    values = list(lazy.values())
+    assert "<not loaded>" not in repr(lazy)
+    assert same(values[0], mixed().weights)
+    assert dict(lazy.items()).keys() == mixed().keys()
+
+
+def test_dict_conversions_of_a_lazy_datastore_read_values(store: Path) -> None:
+    url = ts.DataStore(a=1, b=[2]).to_url("p")
+    for convert in (dict, lambda d: {**d}, lambda d: d.copy(), lambda d: json.loads(json.dumps(d))):
+        assert convert(ts.DataStore.from_url(url, lazy=True)) == {"a": 1, "b": [2]}
+    assert ts.DataStore.from_url(url, lazy=True) == ts.DataStore.from_url(url, lazy=True)
+
+
+def test_lazy_missing_key(store: Path) -> None:
+    lazy = ts.DataStore.from_url(ts.DataStore(a=1).to_url("p"), lazy=True)
+    with pytest.raises(KeyError, match="'nope'"):
+        lazy["nope"]
+
+
+def entry_range(path: Path, key: str) -> tuple[int, int]:
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    begin, end = json.loads(data[8 : 8 + size])[key]["data_offsets"]
+    return 8 + size + begin, 8 + size + end
+
+
+def damage(path: Path, key: str) -> None:
+    start, end = entry_range(path, key)
+    with open(path, "r+b") as f:
+        f.seek(start)
+        f.write(b"\xff" * (end - start))
+
+
+def test_lazy_read_touches_only_its_entry(store: Path) -> None:
+    url = ts.DataStore(good={"a": 1}, bad={"b": 2}, arr=np.arange(5)).to_url("p")
+    path = store / ts.Reference.parse(url).key
+    damage(path, "bad")
+    lazy = ts.DataStore.from_url(url, lazy=True)
+    assert lazy.good == {"a": 1}
+    assert np.array_equal(lazy.arr, np.arange(5))
+    with pytest.raises(DecodeError, match=r"entry 'bad' \(codec 'json'\)") as info:
+        _ = lazy.bad
+    assert url in str(info.value)
+    with pytest.raises(DecodeError, match="entry 'bad'"):
+        ts.DataStore.from_url(url)
+
+
+def test_lazy_read_reads_only_its_bytes(store: Path) -> None:
+    # A lazy read of a small entry next to a large one must not read the large one:
+    # strace-free proof through the bytes the process reads, counted by /proc/self/io.
+    big = np.ones(32 * 2**20 // 8)
+    url = ts.DataStore(big=big, small=b"x").to_url("p")
+    lazy = ts.DataStore.from_url(url, lazy=True)
+
+    def rchar() -> int:
+        with open("/proc/self/io") as f:
+            return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+    before = rchar()
+    assert lazy.small == b"x"
+    small_read = rchar() - before
+    before = rchar()
+    assert lazy.big.nbytes == big.nbytes
+    big_read = rchar() - before
+    assert small_read < 4096
+    assert big_read >= big.nbytes
+
+
+def test_lazy_datastore_keeps_its_store(tmp_path: Path) -> None:
+    with ts.options.ctx({"datastore.url": str(tmp_path / "a")}):
+        url = ts.DataStore(x=1).to_url("p")
+        lazy = ts.DataStore.from_url(url, lazy=True)
+    with ts.options.ctx({"datastore.url": str(tmp_path / "b")}):
+        assert lazy.x == 1
+
+
+def test_from_url_of_another_codec(store: Path) -> None:
+    url = ts.DataStoreIO.serialize_write({"a": 1}, "p").url
+    with pytest.raises(TypeMismatchError, match="does not hold a DataStore"):
+        ts.DataStore.from_url(url)
+
+
+def test_serialize_write_picks_the_datastore_codec(store: Path) -> None:
+    io = ts.DataStoreIO.serialize_write(ts.DataStore(a=1), "p")
+    assert io.reference.codec == "datastore"
+    assert io.read_deserialize(ts.DataStore) == {"a": 1}
+
+
+def test_to_url_is_not_repeated_while_unchanged(store: Path) -> None:
+    ds = ts.DataStore(a=1, s="x", t=(1, 2))
+    url = ds.to_url("p")
+    assert ds.to_url() == url
+    assert ds.to_url("p") == url
+    references = [ds.reference]
+    ds.b = 2
+    references.append(ds.reference)
+    assert references == [url, None]
+    assert ds.to_url() != url
+    assert len(files_under(store)) == 2
+
+
+def test_values_that_may_have_changed_in_place_are_stored_again(store: Path) -> None:
+    ds = ts.DataStore(w=np.zeros(3))
+    url = ds.to_url("p")
+    ds.w[0] = 5  # invisible to the DataStore itself
+    second = ds.to_url("p")
+    assert second != url
+    assert ts.DataStore.from_url(second).w[0] == 5
+
+
+def test_pickling_stores_and_keeps_only_the_reference(store: Path) -> None:
+    ds = ts.DataStore(w=np.ones((100, 100)), n=b"x")
+    data = pickle.dumps(ds)
+    assert len(data) < 300
+    assert len(files_under(store)) == 1
+    back = pickle.loads(data)
+    assert type(back) is ts.DataStore
+    assert "<not loaded>" in repr(back)
+    assert np.array_equal(back.w, ds.w)
+    # An untouched lazy DataStore pickles to the same reference, without storing again.
+    untouched = pickle.loads(data)
+    assert pickle.dumps(untouched) == data
+    assert len(files_under(store)) == 1
+
+
+def test_pickled_datastore_through_the_pickle_codec(store: Path) -> None:
+    # A DataStore inside a value that is pickled (here a tuple) is stored on its own and
+    # comes back through the restricted unpickler.
+    url = ts.DataStoreIO.serialize_write((1, ts.DataStore(a=np.arange(3))), "p").url
+    number, inner = ts.DataStoreIO(url).read_deserialize(tuple)
+    assert number == 1
+    assert np.array_equal(inner.a, np.arange(3))
+    assert len(files_under(store)) == 2
+
+
+def rewrite_metadata(path: Path, change: Any) -> None:
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    change(header)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + size :])
+
+
+def set_entry_codec(key: str, codec: str) -> Any:
+    def change(header: dict[str, Any]) -> None:
+        table = json.loads(header["__metadata__"]["typedstore.entries"])
+        table[key]["codec"] = codec
+        header["__metadata__"]["typedstore.entries"] = json.dumps(table)
+
+    return change
+
+
+def test_hostile_container_unknown_codec(store: Path) -> None:
+    url = ts.DataStore(a=b"x", b=1).to_url("p")
+    rewrite_metadata(store / ts.Reference.parse(url).key, set_entry_codec("a", "os.system"))
+    lazy = ts.DataStore.from_url(url, lazy=True)
+    assert lazy.b == 1
+    with pytest.raises(UnknownCodecError, match="entry 'a'"):
+        _ = lazy.a
+    with pytest.raises(UnknownCodecError):
+        ts.DataStore.from_url(url)
+
+
+def test_hostile_container_unregistered_type_id(store: Path) -> None:
+    url = ts.DataStore(m=LinearModel(np.ones(2), 0.0, [])).to_url("p")
+    path = store / ts.Reference.parse(url).key
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"tests.datastore.LinearModel", b"tests.datastore.LinearModeX"))
+    with pytest.raises(DecodeError, match="is not registered"):
+        ts.DataStore.from_url(url)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda h: h["__metadata__"].update({"typedstore.entries": "{not json"}),
+        lambda h: h["__metadata__"].update({"typedstore.entries": "{}"}),
+        lambda h: h["__metadata__"].pop("typedstore.kind"),
+        lambda h: h["b"].update({"data_offsets": h["a"]["data_offsets"]}),
+        lambda h: h["a"].update({"dtype": "F32", "shape": [0]}),
+        set_entry_codec("a", "Not A Name"),
+    ],
+    ids=["not-json", "empty-table", "no-kind", "overlap", "not-bytes", "bad-name"],
+)
+def test_hostile_containers_are_decode_errors(store: Path, change: Any) -> None:
+    url = ts.DataStore(a=b"xxxx", b=b"yyyy").to_url("p")
+    rewrite_metadata(store / ts.Reference.parse(url).key, change)
+    with pytest.raises((DecodeError, UnknownCodecError)):
+        ts.DataStore.from_url(url).load()
+    with pytest.raises((DecodeError, UnknownCodecError)):
+        ts.DataStore.from_url(url, lazy=True).load()
+
+
+def test_malicious_pickle_entry_runs_nothing(store: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (os.system, (f"touch {marker}",))
+
+    url = ts.DataStore(a=b"placeholder-bytes").to_url("p")
+    path = store / ts.Reference.parse(url).key
+    payload = pickle.dumps(Evil())
+    # Put the payload in as entry "a", declared as codec pickle.
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    header["a"]["shape"] = [len(payload)]
+    header["a"]["data_offsets"] = [0, len(payload)]
+    table = json.loads(header["__metadata__"]["typedstore.entries"])
+    table["a"]["codec"] = "pickle"
+    header["__metadata__"]["typedstore.entries"] = json.dumps(table)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + payload)
+    for lazy in (False, True):
+        with pytest.raises(UnsafeDataError, match=r"posix\.system"):
+            ts.DataStore.from_url(url, lazy=lazy).load()
+    assert not marker.exists()
+
+
+def test_newer_codec_version_is_refused(store: Path) -> None:
+    url = ts.DataStore(a=1).to_url("p")
+
+    def bump(header: dict[str, Any]) -> None:
+        table = json.loads(header["__metadata__"]["typedstore.entries"])
+        table["a"]["version"] = 99
+        header["__metadata__"]["typedstore.entries"] = json.dumps(table)
+
+    rewrite_metadata(store / ts.Reference.parse(url).key, bump)
+    with pytest.raises(DecodeError, match="version 99"):
+        ts.DataStore.from_url(url)
+
+
+def test_restoring_a_lazy_datastore_copies_unread_entries_as_stored(store: Path) -> None:
+    url = mixed().to_url("p")
+    lazy = ts.DataStore.from_url(url, lazy=True)
+    lazy.extra = 1
+    second = ts.DataStore.from_url(lazy.to_url("p"))
+    assert second.extra == 1
+    for key in mixed():
+        assert same(mixed()[key], second[key]), key
+
+
+def test_mutators(store: Path) -> None:
+    ds = ts.DataStore.from_url(ts.DataStore(a=1, b=2, c=3).to_url("p"), lazy=True)
+    assert ds.pop("a") == 1
+    assert ds.pop("zz", None) is None
+    assert ds.setdefault("b", 5) == 2
+    assert ds.setdefault("d", 4) == 4
+    assert ds.popitem() == ("d", 4)
+    ds |= {"e": 5}
+    ds.update(f=6)
+    assert (ds | {"g": 7})["g"] == 7
+    assert dict(ds) == {"b": 2, "c": 3, "e": 5, "f": 6}
+    ds.clear()
+    assert ds == {}
