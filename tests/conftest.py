@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import typedstore as ts
+from typedstore import database
 
 # Shared CI machines are noisy: no per-example deadline, fewer examples unless asked.
 settings.register_profile(
@@ -26,11 +27,14 @@ def _fresh_options() -> Iterator[None]:
     ts.options.reset()
     yield
     ts.options.reset()
+    database.close_all()
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Path]:
-    """A datastore root in a temporary directory, set as ``datastore.url``."""
+    """A datastore root and a database in a temporary directory, set as the options."""
     root = tmp_path / "store"
-    with ts.options.ctx({"datastore.url": str(root)}):
+    with ts.options.ctx(
+        {"datastore.url": str(root), "database.url": f"sqlite:///{tmp_path / 'test.db'}"}
+    ):
         yield root

@@ -5,6 +5,14 @@ from __future__ import annotations
 from typedstore import errors
 from typedstore.codec import Buffer, Codec
 from typedstore.datastore import DataStore
+from typedstore.experiment import (
+    Experiment,
+    ExperimentInfo,
+    Run,
+    create_experiment,
+    list_experiments,
+    load_experiment,
+)
 from typedstore.io import DataStoreIO
 from typedstore.options import Options, options
 from typedstore.reference import Reference
@@ -17,12 +25,18 @@ __all__ = [
     "CodecRegistry",
     "DataStore",
     "DataStoreIO",
+    "Experiment",
+    "ExperimentInfo",
     "LocalStorage",
     "MemoryStorage",
     "Options",
     "Reference",
+    "Run",
     "Storage",
+    "create_experiment",
     "errors",
+    "list_experiments",
+    "load_experiment",
     "options",
     "registry",
 ]

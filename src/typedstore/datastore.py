@@ -13,6 +13,7 @@ import attrs
 import numpy as np
 
 from typedstore import _strictjson
+from typedstore.attrdict import AttrDict
 from typedstore.codec import Buffer, Codec
 from typedstore.codecs.safetensors import (
     TensorEntry,
@@ -220,10 +221,7 @@ def _read_exactly(source: _Source, key: str, out: np.ndarray[Any, Any]) -> None:
             raise DecodeError(f"{source.reference}: entry {key!r} is truncated")
 
 
-_PROTECTED = frozenset({"_ts_source", "_ts_stored", "_ts_prefix", "_ts_lock"})
-
-
-class DataStore(dict[str, Any]):
+class DataStore(AttrDict):
     """A dict whose values are also attributes, stored as one object behind one reference.
 
     ``ds.x = 1`` is ``ds["x"] = 1``; a missing attribute raises AttributeError, a missing
@@ -251,32 +249,6 @@ class DataStore(dict[str, Any]):
         object.__setattr__(self, "_ts_prefix", None)
         object.__setattr__(self, "_ts_lock", threading.Lock())
         super().__init__(*args, **kwargs)
-
-    # --- attribute access ---------------------------------------------------------------
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in _PROTECTED:
-            raise AttributeError(name)
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"DataStore has no key or attribute {name!r}") from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _PROTECTED or hasattr(type(self), name):
-            raise AttributeError(
-                f"{name!r} is a DataStore attribute; use ds[{name!r}] = ... for this key"
-            )
-        self[name] = value
-
-    def __delattr__(self, name: str) -> None:
-        try:
-            del self[name]
-        except KeyError:
-            raise AttributeError(f"DataStore has no key {name!r}") from None
-
-    def __dir__(self) -> list[str]:
-        return sorted({*super().__dir__(), *(k for k in dict.keys(self) if k.isidentifier())})
 
     # --- reads materialize lazy values ----------------------------------------------------
 
@@ -312,7 +284,7 @@ class DataStore(dict[str, Any]):
     def __ne__(self, other: object) -> bool:
         return not self == other
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]
 
     def __or__(self, other: Any) -> DataStore:  # type: ignore[override]
         merged = self.copy()

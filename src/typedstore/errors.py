@@ -16,14 +16,21 @@ exception a caller would catch without knowing typedstore::
     ├── InvalidReferenceError (ValueError)   a malformed ``datastore://`` reference
     │   └── InvalidKeyError                  a storage key that breaks the key rules
     ├── NotFoundError (FileNotFoundError)    no object is stored under a key
+    │   └── ExperimentNotFoundError          no experiment has that id or name
+    ├── ExperimentExistsError (FileExistsError)  persist(if_exists="fail") of a stored one
+    ├── ReservedPrefixError (ValueError)     a DataStoreIO prefix that is an experiment's
+    ├── DatabaseError                        the experiments database failed
     └── StorageError (OSError)               the storage failed to write, read or delete
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "DatabaseError",
     "DecodeError",
     "EncodeError",
+    "ExperimentExistsError",
+    "ExperimentNotFoundError",
     "InvalidKeyError",
     "InvalidReferenceError",
     "NoCodecError",
@@ -31,6 +38,7 @@ __all__ = [
     "OptionValueError",
     "PluginWarning",
     "RegistrationError",
+    "ReservedPrefixError",
     "StorageError",
     "TypeMismatchError",
     "TypedStoreError",
@@ -98,6 +106,22 @@ class NotFoundError(TypedStoreError, FileNotFoundError):
 
 class StorageError(TypedStoreError, OSError):
     """The storage failed to write, read or delete."""
+
+
+class ExperimentNotFoundError(NotFoundError):
+    """No experiment has that id or name."""
+
+
+class ExperimentExistsError(TypedStoreError, FileExistsError):
+    """An experiment is already stored (``persist(if_exists="fail")``), or its name is taken."""
+
+
+class ReservedPrefixError(TypedStoreError, ValueError):
+    """A DataStoreIO prefix inside an experiment's folder, which persist and delete manage."""
+
+
+class DatabaseError(TypedStoreError):
+    """The experiments database failed or holds malformed rows."""
 
 
 class PluginWarning(UserWarning):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from typedstore.codec import Buffer, Codec
@@ -20,7 +21,7 @@ from typedstore.reference import Reference
 from typedstore.registry import CodecRegistry, registry
 from typedstore.storage import Storage, storage_for_url
 
-__all__ = ["DEFAULT_PREFIX", "DataStoreIO", "current_storage"]
+__all__ = ["DEFAULT_PREFIX", "DataStoreIO", "add_prefix_guard", "current_storage"]
 
 T = TypeVar("T")
 
@@ -34,10 +35,23 @@ def current_storage() -> Storage:
     return storage_for_url(options.get("datastore.url"), fsync=options.get("datastore.fsync"))
 
 
+#: Checks run on every prefix a caller gives DataStoreIO; each raises to refuse it.
+#: Experiments add one so that nobody writes into an experiment's folder by hand.
+_prefix_guards: list[Callable[[str], None]] = []
+
+
+def add_prefix_guard(guard: Callable[[str], None]) -> None:
+    """Run ``guard(prefix)`` before every DataStoreIO write or delete; it raises to refuse."""
+    _prefix_guards.append(guard)
+
+
 def _prefix(relative_path_prefix: str | None) -> str:
     if relative_path_prefix is None:
         relative_path_prefix = options.get("datastore.relative_path_prefix") or DEFAULT_PREFIX
-    return check_key(relative_path_prefix, what="relative_path_prefix")
+    prefix = check_key(relative_path_prefix, what="relative_path_prefix")
+    for guard in _prefix_guards:
+        guard(prefix)
+    return prefix
 
 
 class DataStoreIO:
@@ -154,6 +168,8 @@ class DataStoreIO:
             prefix = check_key(relative_path_prefix, what="relative_path_prefix")
         except InvalidKeyError as exc:
             raise InvalidKeyError(f"refusing to delete: {exc}") from None
+        for guard in _prefix_guards:
+            guard(prefix)
         return current_storage().delete(prefix)
 
 

@@ -57,6 +57,12 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
             "Root of the datastore: a directory path or a file:// URL "
             "(relative paths are resolved against the current directory), or memory://NAME.",
         ),
+        "database.url": _Spec(
+            "sqlite:///typedstore.db",
+            _str,
+            "Where experiments are kept: sqlite:///PATH (relative to the current directory), "
+            "sqlite:////ABSOLUTE/PATH or sqlite:///:memory:.",
+        ),
         "datastore.relative_path_prefix": _Spec(
             None, _opt_str, "Prefix used when a write names none (None means 'default')."
         ),

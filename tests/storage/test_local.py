@@ -191,3 +191,13 @@ print(sorted(os.listdir({str(tmp_path / "p")!r})))
     assert "StorageError" in out
     assert "Input/output error" in out
     assert out.strip().endswith("[]")
+
+
+def test_children_include_folders_of_interrupted_writes(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.write("e/g1/a", [b"x"])
+    (tmp_path / "e" / "g2").mkdir()
+    (tmp_path / "e" / "g2" / "~tmp-abc").write_bytes(b"partial")
+    assert storage.children("e") == ["g1", "g2"]
+    assert storage.delete("e/g2") == 0
+    assert not (tmp_path / "e" / "g2").exists()

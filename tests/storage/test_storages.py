@@ -154,3 +154,11 @@ def test_readinto(storage: Storage) -> None:
     tail = np.zeros(5, np.uint8)
     assert storage.readinto("p/a", 8, tail.data) == 2
     assert tail.tobytes() == b"89\0\0\0"
+
+
+def test_children(storage: Storage) -> None:
+    for key in ("e/g1/a", "e/g1/b", "e/g2/c", "e/obj", "e10/x"):
+        storage.write(key, [b"x"])
+    assert storage.children("e") == ["g1", "g2", "obj"]
+    assert storage.children("e/g1") == ["a", "b"]
+    assert storage.children("missing") == []

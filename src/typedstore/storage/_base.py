@@ -60,6 +60,10 @@ class Storage(Protocol):
         """Keys of the objects under ``prefix`` (every object when None), sorted."""
         ...
 
+    def children(self, prefix: str) -> Sequence[str]:
+        """Names of the objects and sub-prefixes directly under ``prefix``, sorted."""
+        ...
+
     def delete(self, prefix: str) -> int:
         """Remove the object ``prefix`` or every object under it; return how many."""
         ...

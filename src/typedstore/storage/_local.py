@@ -209,6 +209,17 @@ class LocalStorage:
                     found.append("/".join([*([] if prefix is None else [prefix]), *rel, name]))
         return iter(sorted(found))
 
+    def children(self, prefix: str) -> Sequence[str]:
+        """Names directly under ``prefix``: objects, and folders even if they hold only
+        temporary files left by interrupted writes."""
+        try:
+            real = self._contained(self._path(prefix, what="prefix"))
+            return sorted(name for name in os.listdir(real) if is_valid_segment(name))
+        except (FileNotFoundError, NotADirectoryError, NotFoundError):
+            return []
+        except OSError as exc:
+            raise StorageError(f"cannot list {prefix!r} under {self.url}: {exc}") from exc
+
     def delete(self, prefix: str) -> int:
         """Remove the object ``prefix`` or the whole subtree under it; return the count.
 

@@ -80,6 +80,13 @@ class MemoryStorage:
             keys = sorted(self._objects)
         return iter([k for k in keys if prefix is None or _under(k, prefix)])
 
+    def children(self, prefix: str) -> Sequence[str]:
+        """Names directly under ``prefix``."""
+        depth = len(check_key(prefix, what="prefix").split("/"))
+        with self._lock:
+            keys = [k for k in self._objects if k.startswith(prefix + "/")]
+        return sorted({k.split("/")[depth] for k in keys})
+
     def delete(self, prefix: str) -> int:
         """Remove ``prefix`` and everything under it."""
         check_key(prefix, what="prefix")

@@ -1,0 +1,329 @@
+"""Experiments: fields and runs in the embedded database, DataStores in the datastore."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import re
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Any, Literal
+
+import attrs
+
+from typedstore import _strictjson, database
+from typedstore.attrdict import AttrDict
+from typedstore.codec import byte_view
+from typedstore.datastore import DataStore
+from typedstore.errors import (
+    DatabaseError,
+    EncodeError,
+    ExperimentExistsError,
+    ExperimentNotFoundError,
+    ReservedPrefixError,
+    TypedStoreError,
+)
+from typedstore.io import add_prefix_guard, current_storage
+from typedstore.options import options
+from typedstore.registry import registry
+
+__all__ = [
+    "Experiment",
+    "ExperimentInfo",
+    "Fields",
+    "Run",
+    "create_experiment",
+    "list_experiments",
+    "load_experiment",
+]
+
+_ID = re.compile(r"[0-9a-f]{32}")
+# While an experiment persists, writes under its own folder are its own, not a caller's.
+_persisting: ContextVar[str | None] = ContextVar("typedstore_persisting", default=None)
+
+
+class Fields(AttrDict):
+    """The fields of an experiment or run: a dict whose values are also attributes.
+
+    Plain data is kept inline as JSON, DataStores as their references (their contents go
+    to the datastore), anything else through the codec registry as an inline blob.
+    """
+
+    __slots__ = ()
+
+
+@attrs.define(eq=False)
+class Run:
+    """One run of an experiment, with its own fields."""
+
+    id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    fields: Fields = attrs.field(factory=Fields)
+
+
+@attrs.frozen
+class ExperimentInfo:
+    """A stored experiment, as :func:`list_experiments` reports it."""
+
+    id: str
+    name: str
+    created_at: str
+    persisted_at: str
+    runs: int
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+@attrs.define(eq=False)
+class Experiment:
+    """An experiment: fields, runs, and a datastore folder named by its id.
+
+    Nothing is stored until :meth:`persist`. Its DataStores are stored under the prefix
+    ``<experiment id>``, which therefore belongs to the experiment: DataStoreIO refuses it.
+    """
+
+    id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    name: str = attrs.field(
+        default=attrs.Factory(lambda self: f"experiment-{self.id[:8]}", takes_self=True)
+    )
+    fields: Fields = attrs.field(factory=Fields)
+    runs: list[Run] = attrs.field(factory=list)
+    created_at: str = attrs.field(factory=_now)
+
+    @name.validator
+    def _check_name(self, _: Any, value: object) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError("an experiment name is a non-empty string")
+
+    @contextlib.contextmanager
+    def run(self) -> Iterator[Run]:
+        """A new run, added to :attr:`runs` when the ``with`` block ends without error."""
+        run = Run()
+        yield run
+        self.runs.append(run)
+
+    def persist(self, if_exists: Literal["fail", "replace"] = "fail") -> None:
+        """Store the experiment: rows in the database, DataStores in its datastore folder.
+
+        Afterwards the folder holds exactly what this persist wrote. It is crash-safe: the
+        new objects are written under a fresh generation folder first, one transaction
+        then switches the rows, and only then are the previous objects deleted, so if the
+        process dies at any point the previous version (rows and files) still loads.
+        Raises ExperimentExistsError when the experiment is stored and ``if_exists`` is
+        ``"fail"``, or when another experiment has its name.
+        """
+        if if_exists not in ("fail", "replace"):
+            raise ValueError(f"if_exists must be 'fail' or 'replace', got {if_exists!r}")
+        self._check_can_persist(if_exists)
+        storage = current_storage()
+        generation = uuid.uuid4().hex
+        prefix = f"{self.id}/{generation}"
+        token = _persisting.set(self.id)
+        try:
+            with options.ctx({"datastore.relative_path_prefix": prefix}):
+                rows = [(self.id, _encode_fields(self.fields, prefix))] + [
+                    (run.id, _encode_fields(run.fields, prefix)) for run in self.runs
+                ]
+            with database.transaction() as conn:
+                self._check_can_persist(if_exists, conn)
+                _delete_rows(conn, self.id)
+                conn.execute(
+                    "INSERT INTO experiments VALUES (?, ?, ?, ?, ?)",
+                    (self.id, self.name, self.created_at, _now(), generation),
+                )
+                conn.executemany(
+                    "INSERT INTO runs VALUES (?, ?, ?)",
+                    [(run.id, self.id, i) for i, run in enumerate(self.runs)],
+                )
+                conn.executemany(
+                    "INSERT INTO fields VALUES (?, ?, ?, ?, ?, ?)",
+                    [(owner, *row) for owner, encoded in rows for row in encoded],
+                )
+        except BaseException:
+            # The rows still name the previous generation: this one is garbage.
+            with contextlib.suppress(TypedStoreError):
+                storage.delete(prefix)
+            raise
+        finally:
+            _persisting.reset(token)
+        for folder in storage.children(self.id):
+            if folder != generation:
+                storage.delete(f"{self.id}/{folder}")
+
+    def _check_can_persist(self, if_exists: str, conn: sqlite3.Connection | None = None) -> None:
+        with contextlib.ExitStack() as stack:
+            if conn is None:
+                conn = stack.enter_context(database.reading())
+            if conn is None:
+                return
+            try:
+                rows = conn.execute(
+                    "SELECT id, name FROM experiments WHERE id = ? OR name = ?",
+                    (self.id, self.name),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"cannot read experiments: {exc}") from exc
+        for other_id, _ in rows:
+            if other_id != self.id:
+                raise ExperimentExistsError(
+                    f"experiment name {self.name!r} is taken by experiment {other_id}"
+                )
+            if if_exists == "fail":
+                raise ExperimentExistsError(
+                    f"experiment {self.name!r} ({self.id}) is already stored; "
+                    'use persist(if_exists="replace") to replace it'
+                )
+
+    def reload(self) -> Experiment:
+        """Replace this object's fields and runs with the stored ones; return self."""
+        stored = load_experiment(self.id)
+        self.name, self.fields, self.runs = stored.name, stored.fields, stored.runs
+        self.created_at = stored.created_at
+        return self
+
+    def delete(self) -> None:
+        """Remove the experiment's rows and its datastore folder."""
+        with database.transaction() as conn:
+            _delete_rows(conn, self.id)
+        current_storage().delete(self.id)
+
+
+def create_experiment(name: str | None = None) -> Experiment:
+    """A new experiment with a unique id (not stored until ``persist``)."""
+    return Experiment() if name is None else Experiment(name=name)
+
+
+def load_experiment(id_or_name: str) -> Experiment:
+    """The stored experiment with this id or name; DataStores in it load lazily.
+
+    Raises ExperimentNotFoundError when there is none.
+    """
+    with database.reading() as conn:
+        if conn is None:
+            raise ExperimentNotFoundError(f"no experiment {id_or_name!r} (no database yet)")
+        try:
+            row = conn.execute(
+                "SELECT id, name, created_at FROM experiments WHERE id = ? OR name = ? "
+                "ORDER BY id = ? DESC LIMIT 1",
+                (id_or_name, id_or_name, id_or_name),
+            ).fetchone()
+            if row is None:
+                raise ExperimentNotFoundError(f"no experiment with id or name {id_or_name!r}")
+            exp_id, name, created_at = row
+            run_ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM runs WHERE experiment_id = ? ORDER BY position", (exp_id,)
+                )
+            ]
+            owners = [exp_id, *run_ids]
+            fields = {owner: _read_fields(conn, owner) for owner in owners}
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot read experiment {id_or_name!r}: {exc}") from exc
+    return Experiment(
+        id=exp_id,
+        name=name,
+        fields=fields[exp_id],
+        runs=[Run(id=run_id, fields=fields[run_id]) for run_id in run_ids],
+        created_at=created_at,
+    )
+
+
+def list_experiments() -> list[ExperimentInfo]:
+    """The stored experiments, oldest first."""
+    with database.reading() as conn:
+        if conn is None:
+            return []
+        try:
+            rows = conn.execute(
+                "SELECT e.id, e.name, e.created_at, e.persisted_at, "
+                "(SELECT count(*) FROM runs r WHERE r.experiment_id = e.id) "
+                "FROM experiments e ORDER BY e.created_at, e.name"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot list experiments: {exc}") from exc
+    return [ExperimentInfo(*row) for row in rows]
+
+
+def _delete_rows(conn: sqlite3.Connection, exp_id: str) -> None:
+    conn.execute(
+        "DELETE FROM fields WHERE owner = ? OR owner IN "
+        "(SELECT id FROM runs WHERE experiment_id = ?)",
+        (exp_id, exp_id),
+    )
+    conn.execute("DELETE FROM runs WHERE experiment_id = ?", (exp_id,))
+    conn.execute("DELETE FROM experiments WHERE id = ?", (exp_id,))
+
+
+_FieldRow = tuple[int, str, str, str | None, bytes | str]
+
+
+def _encode_fields(fields: Fields, prefix: str) -> list[_FieldRow]:
+    rows: list[_FieldRow] = []
+    for position, (key, value) in enumerate(dict.items(fields)):
+        if type(key) is not str:
+            raise EncodeError(f"field names are strings, got {key!r}")
+        try:
+            rows.append((position, key, *_encode_value(value, prefix)))
+        except TypedStoreError as exc:
+            raise type(exc)(f"field {key!r}: {exc}") from exc
+    return rows
+
+
+def _encode_value(value: Any, prefix: str) -> tuple[str, str | None, bytes | str]:
+    if type(value) is DataStore:
+        return "datastore", None, value.to_url(prefix)
+    json_codec = registry.get("json")
+    if json_codec.accepts(value):
+        return "json", None, json.dumps(value, separators=(",", ":"))
+    codec = registry.for_value(value)
+    return "codec", codec.name, b"".join(byte_view(c) for c in codec.encode(value))
+
+
+def _read_fields(conn: sqlite3.Connection, owner: str) -> Fields:
+    fields = Fields()
+    for key, kind, codec, value in conn.execute(
+        "SELECT key, kind, codec, value FROM fields WHERE owner = ? ORDER BY position", (owner,)
+    ):
+        try:
+            fields[key] = _decode_value(kind, codec, value)
+        except TypedStoreError as exc:
+            raise type(exc)(f"field {key!r}: {exc}") from exc
+        except ValueError as exc:
+            raise DatabaseError(f"field {key!r} is malformed: {exc}") from exc
+    return fields
+
+
+def _decode_value(kind: str, codec: str | None, value: Any) -> Any:
+    if kind == "json":
+        return _strictjson.loads(value)
+    if kind == "datastore":
+        return DataStore.from_url(value, lazy=True)
+    if kind == "codec" and codec is not None and isinstance(value, bytes):
+        return registry.get(codec).decode(memoryview(value), None)
+    raise DatabaseError(f"malformed field row (kind {kind!r})")
+
+
+def _refuse_experiment_prefix(prefix: str) -> None:
+    head = prefix.split("/", 1)[0]
+    if _ID.fullmatch(head) is None or _persisting.get() == head:
+        return
+    with database.reading() as conn:
+        if conn is None:
+            return
+        try:
+            found = conn.execute("SELECT 1 FROM experiments WHERE id = ?", (head,)).fetchone()
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot check experiments: {exc}") from exc
+    if found:
+        raise ReservedPrefixError(
+            f"prefix {prefix!r} is inside the datastore folder of experiment {head}, which "
+            "its persist() and delete() manage; choose a prefix other than the experiment id"
+        )
+
+
+add_prefix_guard(_refuse_experiment_prefix)

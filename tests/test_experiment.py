@@ -1,0 +1,304 @@
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import pytest
+
+import typedstore as ts
+from helpers import files_under
+from typedstore.errors import (
+    DatabaseError,
+    ExperimentExistsError,
+    ExperimentNotFoundError,
+    ReservedPrefixError,
+)
+
+
+@attrs.define(eq=False)
+class Model:
+    coef: np.ndarray[Any, Any]
+    bias: float
+
+
+ts.registry.register_attrs(Model, name="tests.experiment.Model")
+
+
+def sample() -> ts.Experiment:
+    exp = ts.create_experiment("sample")
+    exp.fields.lr = 0.01
+    exp.fields.tags = ["a", "b"]
+    exp.fields.pair = (1, 2)
+    exp.fields.data = ts.DataStore(x=np.arange(5), note=b"hello")
+    for i in range(3):
+        with exp.run() as run:
+            run.fields.i = i
+            run.fields.result = ts.DataStore(w=np.full(4, i), model=Model(np.ones(2) * i, 0.5))
+            run.fields.scalar = np.float32(i)
+    return exp
+
+
+def test_create_has_unique_ids() -> None:
+    ids = {ts.create_experiment().id for _ in range(100)}
+    assert len(ids) == 100
+    exp = ts.create_experiment()
+    assert exp.name == f"experiment-{exp.id[:8]}"
+    with pytest.raises(ValueError, match="name"):
+        ts.create_experiment("")
+
+
+def test_run_is_added_only_when_its_block_succeeds() -> None:
+    exp = ts.create_experiment()
+    with exp.run() as run:
+        run.fields.x = 1
+
+    def failing_run() -> None:
+        with exp.run() as failing:
+            failing.fields.x = 2
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        failing_run()
+    assert [r.fields.x for r in exp.runs] == [1]
+
+
+def test_persist_and_load(store: Path) -> None:
+    exp = sample()
+    exp.persist()
+    for key in ("sample", exp.id):
+        back = ts.load_experiment(key)
+        assert back.id == exp.id
+        assert back.name == "sample"
+        assert back.fields.lr == 0.01
+        assert back.fields.tags == ["a", "b"]
+        assert back.fields.pair == (1, 2)
+        assert "<not loaded>" in repr(back.fields.data)
+        assert np.array_equal(back.fields.data.x, np.arange(5))
+        assert back.fields.data.note == b"hello"
+        assert [run.id for run in back.runs] == [run.id for run in exp.runs]
+        for i, run in enumerate(back.runs):
+            assert run.fields.i == i
+            assert np.array_equal(run.fields.result.w, np.full(4, i))
+            assert run.fields.result.model.bias == 0.5
+            assert run.fields.scalar == np.float32(i)
+            assert type(run.fields.scalar) is np.float32
+
+
+def test_datastores_live_under_the_experiment_id(store: Path) -> None:
+    exp = sample()
+    exp.persist()
+    files = files_under(store)
+    assert len(files) == 4  # one object per DataStore
+    assert all(f.startswith(f"{exp.id}/") for f in files)
+
+
+def test_persist_fails_or_replaces(store: Path) -> None:
+    exp = sample()
+    exp.persist()
+    with pytest.raises(ExperimentExistsError, match="if_exists"):
+        exp.persist()
+    with pytest.raises(ValueError, match="if_exists"):
+        exp.persist(if_exists="append")  # type: ignore[arg-type]
+    exp.fields.lr = 0.5
+    exp.persist(if_exists="replace")
+    assert ts.load_experiment(exp.id).fields.lr == 0.5
+
+
+def test_name_clash_with_another_experiment(store: Path) -> None:
+    ts.create_experiment("same").persist()
+    with pytest.raises(ExperimentExistsError, match="taken"):
+        ts.create_experiment("same").persist(if_exists="replace")
+
+
+def test_folder_holds_exactly_the_last_persist(store: Path) -> None:
+    exp = sample()
+    exp.persist()
+    first = set(files_under(store))
+    exp.fields.extra = ts.DataStore(z=1)
+    exp.persist(if_exists="replace")
+    second = set(files_under(store))
+    assert not first & second
+    assert len(second) == 5
+    generations = {f.split("/")[1] for f in second}
+    assert len(generations) == 1
+
+
+def test_replacing_a_loaded_experiment_keeps_its_unread_data(store: Path) -> None:
+    sample().persist()
+    loaded = ts.load_experiment("sample")
+    loaded.fields.lr = 1.0
+    loaded.persist(if_exists="replace")
+    again = ts.load_experiment("sample")
+    assert again.fields.lr == 1.0
+    assert np.array_equal(again.fields.data.x, np.arange(5))
+    assert again.runs[2].fields.result.model.bias == 0.5
+
+
+def test_reload(store: Path) -> None:
+    exp = sample()
+    exp.persist()
+    exp.fields.lr = 99
+    exp.runs.clear()
+    assert exp.reload() is exp
+    assert exp.fields.lr == 0.01
+    assert len(exp.runs) == 3
+    with pytest.raises(ExperimentNotFoundError):
+        ts.create_experiment().reload()
+
+
+def test_delete_removes_rows_and_folder(store: Path) -> None:
+    exp = sample()
+    exp.persist()
+    other = ts.create_experiment("other")
+    other.fields.d = ts.DataStore(a=1)
+    other.persist()
+    exp.delete()
+    with pytest.raises(ExperimentNotFoundError):
+        ts.load_experiment(exp.id)
+    assert all(f.startswith(other.id) for f in files_under(store))
+    assert [e.name for e in ts.list_experiments()] == ["other"]
+
+
+def test_list_experiments(store: Path) -> None:
+    assert ts.list_experiments() == []
+    exp = sample()
+    exp.persist()
+    (info,) = ts.list_experiments()
+    assert (info.id, info.name, info.runs) == (exp.id, "sample", 3)
+
+
+def test_missing(store: Path) -> None:
+    with pytest.raises(ExperimentNotFoundError):
+        ts.load_experiment("nope")
+    sample().persist()
+    with pytest.raises(ExperimentNotFoundError, match="'nope'"):
+        ts.load_experiment("nope")
+
+
+def test_dataStoreio_refuses_experiment_prefixes(store: Path) -> None:
+    exp = sample()
+    exp.persist()
+    for prefix in (exp.id, f"{exp.id}/mine"):
+        with pytest.raises(ReservedPrefixError, match="experiment"):
+            ts.DataStoreIO.write(b"x", prefix)
+        with pytest.raises(ReservedPrefixError):
+            ts.DataStoreIO.serialize_write(np.zeros(2), prefix)
+    with pytest.raises(ReservedPrefixError):
+        ts.DataStoreIO.delete(exp.id)
+    assert ts.load_experiment(exp.id).fields.data.note == b"hello"
+    # Other prefixes, and ids of experiments not stored, are fine.
+    ts.DataStoreIO.write(b"x", "mine")
+    ts.DataStoreIO.write(b"x", ts.create_experiment().id)
+
+
+def test_memory_database(tmp_path: Path) -> None:
+    with ts.options.ctx(
+        {"database.url": "sqlite:///:memory:", "datastore.url": str(tmp_path / "s")}
+    ):
+        sample().persist()
+        assert ts.load_experiment("sample").fields.lr == 0.01
+
+
+def test_bad_database_url(store: Path) -> None:
+    with ts.options.ctx({"database.url": "postgres://x"}), pytest.raises(DatabaseError):
+        sample().persist()
+
+
+def test_unencodable_field_names_the_field(store: Path) -> None:
+    exp = ts.create_experiment()
+    exp.fields.f = lambda: 1
+    with pytest.raises(ts.errors.EncodeError, match="field 'f'"):
+        exp.persist()
+    assert ts.list_experiments() == []
+    assert files_under(store) == [] if store.exists() else True
+
+
+def test_failed_persist_leaves_the_previous_version(store: Path) -> None:
+    exp = sample()
+    exp.persist()
+    before = set(files_under(store))
+    exp.fields.data = ts.DataStore(ok=1)
+    exp.runs[0].fields.bad = lambda: 1
+    with pytest.raises(ts.errors.EncodeError):
+        exp.persist(if_exists="replace")
+    assert set(files_under(store)) == before
+    assert ts.load_experiment(exp.id).fields.data.note == b"hello"
+
+
+PERSIST_LOOP = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import typedstore as ts
+
+    ts.options.set("datastore.url", sys.argv[1])
+    ts.options.set("database.url", "sqlite:///" + sys.argv[2])
+    exp = ts.load_experiment("crash")
+    version = exp.fields.version
+    print("ready", flush=True)
+    while True:
+        version += 1
+        exp.fields.version = version
+        exp.fields.data = ts.DataStore(a=np.full(20_000, version), b=str(version))
+        for run in exp.runs:
+            run.fields.data = ts.DataStore(v=np.full(50_000, version))
+        exp.persist(if_exists="replace")
+    """
+)
+
+
+def check_intact(store: Path, db: Path) -> int:
+    with ts.options.ctx({"datastore.url": str(store), "database.url": f"sqlite:///{db}"}):
+        exp = ts.load_experiment("crash")
+        version = int(exp.fields.version)
+        assert np.array_equal(exp.fields.data.a, np.full(20_000, version))
+        assert exp.fields.data.b == str(version)
+        for run in exp.runs:
+            assert np.array_equal(run.fields.data.v, np.full(50_000, version))
+    ts.database.close_all()
+    return version
+
+
+def test_persist_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
+    store, db = tmp_path / "store", tmp_path / "crash.db"
+    with ts.options.ctx({"datastore.url": str(store), "database.url": f"sqlite:///{db}"}):
+        exp = ts.create_experiment("crash")
+        exp.fields.version = 0
+        exp.fields.data = ts.DataStore(a=np.full(20_000, 0), b="0")
+        for _ in range(3):
+            with exp.run() as run:
+                run.fields.data = ts.DataStore(v=np.full(50_000, 0))
+        exp.persist()
+    ts.database.close_all()
+    rng = random.Random(1234)
+    versions = []
+    for _ in range(25):
+        child = subprocess.Popen(
+            [sys.executable, "-c", PERSIST_LOOP, str(store), str(db)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0, 0.25))
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        versions.append(check_intact(store, db))
+    # The kills landed at different points: progress was made and survived each time.
+    assert versions == sorted(versions)
+    assert versions[-1] > 0
+    # Killed persists leave garbage generations; the next persist removes all of them.
+    with ts.options.ctx({"datastore.url": str(store), "database.url": f"sqlite:///{db}"}):
+        ts.load_experiment("crash").persist(if_exists="replace")
+    assert len({f.split("/")[1] for f in files_under(store)}) == 1
+    assert check_intact(store, db) == versions[-1]
