@@ -5,8 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import safetensors.numpy
 
+import typedstore as ts
 from typedstore.cli import main
 
 
@@ -23,27 +26,138 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_demo_in_a_fresh_directory(tmp_path: Path) -> None:
     result = run("demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    urls = re.findall(r"datastore:///demo/[0-9a-f]{32}\?codec=(\w+)", result.stdout)
-    assert urls == ["safetensors", "raw", "json"]
-    assert result.stdout.count(" ok ") == 3
-    stored = sorted(p.name for p in (tmp_path / "typedstore.datastore" / "demo").iterdir())
-    assert len(stored) == 3
+    out = result.stdout
+    assert re.search(r"array -> datastore:///demo/[0-9a-f]{32}\?codec=safetensors", out)
+    assert re.search(r"bytes -> datastore:///demo/[0-9a-f]{32}\?codec=raw", out)
+    assert "runs[0].fields.outputs.model = DemoModel(" in out
+    assert "runs[0].fields.outputs.log = b'epoch 1 ok\\nepoch 2 ok\\n'" in out
+    assert out.rstrip().endswith("DataStoreIO values read back equal: True")
+    assert (tmp_path / "typedstore.db").is_file()
+    (exp_id,) = re.findall(r"persisted experiment \S+ \(([0-9a-f]{32})\)", out)
+    folder = tmp_path / "typedstore.datastore" / exp_id
+    assert len([p for p in folder.rglob("*") if p.is_file()]) == 1
+    # Running it again adds a second experiment; nothing clashes.
+    assert run("demo", cwd=tmp_path).returncode == 0
+    assert run("experiments", cwd=tmp_path).stdout.count("experiment-") == 2
 
 
-def test_demo_with_a_url(tmp_path: Path) -> None:
-    assert main(["demo", "--url", str(tmp_path / "s"), "--prefix", "p/q"]) == 0
-    assert len(list((tmp_path / "s" / "p" / "q").iterdir())) == 3
+@pytest.fixture
+def cli_store(tmp_path: Path) -> list[str]:
+    return ["--datastore", str(tmp_path / "s"), "--database", f"sqlite:///{tmp_path / 'db'}"]
+
+
+def test_put_get_info_ls_rm(
+    tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "a.npy", array)
+    safetensors.numpy.save_file({"w": array, "b": np.ones(2)}, tmp_path / "m.safetensors")
+    (tmp_path / "notes.txt").write_bytes(b"hello")
+
+    assert main([*cli_store, "put", str(tmp_path / "a.npy"), "--prefix", "up"]) == 0
+    npy_url = capsys.readouterr().out.strip()
+    assert npy_url.endswith("?codec=safetensors")
+    assert main([*cli_store, "put", str(tmp_path / "m.safetensors"), "--prefix", "up"]) == 0
+    st_url = capsys.readouterr().out.strip()
+    assert main([*cli_store, "put", str(tmp_path / "notes.txt"), "--prefix", "up"]) == 0
+    raw_url = capsys.readouterr().out.strip()
+    assert raw_url.endswith("?codec=raw")
+    assert main([*cli_store, "put", str(tmp_path / "a.npy"), "--codec", "npy"]) == 0
+    assert capsys.readouterr().out.strip().endswith("?codec=npy")
+
+    with ts.options.ctx({"datastore.url": str(tmp_path / "s")}):
+        assert np.array_equal(ts.DataStoreIO(npy_url).read_deserialize(np.ndarray), array)
+        both = ts.DataStoreIO(st_url).read_deserialize(dict)
+        assert sorted(both) == ["b", "w"]
+        assert ts.DataStoreIO(raw_url).read() == b"hello"
+
+    assert main([*cli_store, "get", npy_url, "-o", str(tmp_path / "out.safetensors")]) == 0
+    got = safetensors.numpy.load_file(tmp_path / "out.safetensors")
+    assert np.array_equal(got["data"], array)
+
+    assert main([*cli_store, "info", st_url]) == 0
+    info = capsys.readouterr().out
+    assert "codec:     safetensors" in info
+    assert re.search(r"^w\s+<f4\s+\[3, 4\]\s+48", info, re.MULTILINE)
+
+    assert main([*cli_store, "ls", "up"]) == 0
+    listing = capsys.readouterr().out
+    assert len(re.findall(r"^up/[0-9a-f]{32}\s+safetensors", listing, re.MULTILINE)) == 2
+    assert re.search(r"^up/[0-9a-f]{32}\s+raw\s+5$", listing, re.MULTILINE)
+
+    assert main([*cli_store, "rm", "up"]) == 0
+    assert "removed 3 objects under up" in capsys.readouterr().out
+    assert main([*cli_store, "ls", "up"]) == 0
+    assert "no objects" in capsys.readouterr().out
+
+
+def test_get_to_stdout(tmp_path: Path, cli_store: list[str]) -> None:
+    with ts.options.ctx({"datastore.url": str(tmp_path / "s")}):
+        url = ts.DataStoreIO.write(b"\x00binary\xff", "p").url
+    result = subprocess.run(
+        [sys.executable, "-m", "typedstore", *cli_store, "get", url],
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout == b"\x00binary\xff"
+
+
+def test_experiments_and_show(
+    tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*cli_store, "experiments"]) == 0
+    assert "no experiments" in capsys.readouterr().out
+    with ts.options.ctx(
+        {"datastore.url": str(tmp_path / "s"), "database.url": f"sqlite:///{tmp_path / 'db'}"}
+    ):
+        exp = ts.create_experiment("trial")
+        exp.fields.lr = 0.1
+        with exp.run() as r:
+            r.fields.data = ts.DataStore(w=np.zeros(3))
+        exp.persist()
+    assert main([*cli_store, "experiments"]) == 0
+    assert re.search(rf"^{exp.id}\s+trial\s+1\s", capsys.readouterr().out, re.MULTILINE)
+    assert main([*cli_store, "show", "trial"]) == 0
+    shown = capsys.readouterr().out
+    assert "fields.lr = 0.1" in shown
+    assert f"fields.data = DataStore[w] -> datastore:///{exp.id}/" in shown
 
 
 def test_codecs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["codecs"]) == 0
     out = capsys.readouterr().out
-    for name in ("raw", "safetensors", "npy", "json", "pickle"):
-        assert re.search(rf"^{name}\s+1\s", out, re.MULTILINE)
+    for name in ("raw", "safetensors", "npy", "json", "attrs", "datastore", "pickle"):
+        assert re.search(rf"^{name}\s+1\s+\d+\s+built-in", out, re.MULTILINE)
 
 
-def test_errors_are_reported_without_traceback(tmp_path: Path) -> None:
-    result = run("demo", "--prefix", "../escape", cwd=tmp_path)
-    assert result.returncode == 2
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["info", "not-a-reference"], "does not start with"),
+        (["get", "datastore:///p/missing?codec=raw"], "no object under key 'p/missing'"),
+        (["show", "nope"], "no experiment"),
+        (["rm", "../x"], "refusing to delete"),
+        (["put", "/nonexistent/file"], "No such file"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_1(
+    tmp_path: Path, cli_store: list[str], args: list[str], message: str
+) -> None:
+    result = run(*cli_store, *args, cwd=tmp_path)
+    assert result.returncode == 1
     assert result.stderr.startswith("typedstore: error: ")
-    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, cli_store: list[str]) -> None:
+    result = run(*cli_store, "--debug", "show", "nope", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+    assert "ExperimentNotFoundError" in result.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["bogus"], ["put"], ["put", "f", "--codec", "Bad Name"]])
+def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
+    assert run(*args, cwd=tmp_path).returncode == 2

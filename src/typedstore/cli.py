@@ -1,94 +1,332 @@
-"""The ``typedstore`` command."""
+"""The ``typedstore`` command.
+
+Exit codes: 0 success, 1 error (one line on stderr; a traceback with ``--debug``),
+2 usage error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from collections.abc import Sequence
-from typing import Any
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
 
+import attrs
 import numpy as np
 
+from typedstore import _strictjson
+from typedstore._progress import progress
+from typedstore.codec import NAME_PATTERN
+from typedstore.codecs.safetensors import MAX_HEADER_SIZE, header_size, parse_header
+from typedstore.datastore import DataStore
+from typedstore.errors import DecodeError, TypedStoreError
+from typedstore.experiment import create_experiment, list_experiments, load_experiment
 from typedstore.io import DataStoreIO, current_storage
 from typedstore.options import options
+from typedstore.reference import Reference
 from typedstore.registry import registry
+from typedstore.storage import Storage
 
 __all__ = ["main"]
 
+_CHUNK = 8 << 20
+_SAFETENSORS_BASED = ("safetensors", "attrs", "datastore")
 
-def _describe(value: Any) -> str:
+
+def _short(value: Any) -> str:
+    if isinstance(value, DataStore):
+        ref = value.reference
+        keys = ", ".join(dict.keys(value))
+        return f"DataStore[{keys}]" + (f" -> {ref}" if ref else "")
     if isinstance(value, np.ndarray):
-        return f"ndarray shape={value.shape} dtype={value.dtype} sum={value.sum()}"
-    return repr(value)
+        return f"ndarray {value.dtype} {value.shape}"
+    if attrs.has(type(value)):
+        return f"{type(value).__qualname__}(...)"
+    text = repr(value)
+    return text if len(text) <= 70 else text[:67] + "..."
 
 
-def _demo(args: argparse.Namespace) -> int:
-    if args.url:
-        options.set("datastore.url", args.url)
+def _table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+@attrs.define
+class DemoModel:
+    """The attrs model class of the demo."""
+
+    coef: np.ndarray[Any, Any]
+    intercept: float
+    labels: list[str]
+
+
+def _demo(args: argparse.Namespace, out: TextIO) -> int:
+    if DemoModel not in registry.get("attrs").types:
+        registry.register_attrs(DemoModel, name="typedstore.demo.DemoModel")
     storage = current_storage()
-    print(f"datastore: {storage.url}\n")
-    values: list[tuple[str, Any, str | None]] = [
-        ("array", np.arange(12, dtype=np.float32).reshape(3, 4), "safetensors"),
-        ("bytes", b"raw bytes, stored as they are", None),
-        ("plain", {"lr": 0.001, "layers": [64, 32], "activation": "relu"}, None),
-    ]
-    written = []
-    for label, value, codec in values:
-        if isinstance(value, bytes):
-            io = DataStoreIO.write(value, relative_path_prefix=args.prefix)
-        else:
-            io = DataStoreIO.serialize_write(value, relative_path_prefix=args.prefix, codec=codec)
-        written.append((label, value, io))
-        print(f"wrote {label:<6} -> {io.url}")
-    print("\nobjects under the prefix:")
+    print(f"datastore: {storage.url}", file=out)
+    print(f"database:  {options.get('database.url')}\n", file=out)
+
+    # Values you manage yourself, with DataStoreIO.
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    by_codec = DataStoreIO.serialize_write(array, "demo", codec="safetensors")
+    as_is = DataStoreIO.write(b"raw bytes, stored as they are", "demo")
+    print("DataStoreIO (prefix 'demo'):", file=out)
+    print(f"  array -> {by_codec.url}", file=out)
+    print(f"  bytes -> {as_is.url}", file=out)
+
+    # An experiment: plain fields inline in the database, DataStores in the datastore.
+    experiment = create_experiment()
+    experiment.fields.dataset = "iris"
+    experiment.fields.array_reference = by_codec.url
+    with experiment.run() as run:
+        run.fields.accuracy = 0.93
+        run.fields.params = {"lr": 0.001, "layers": [64, 32]}
+        run.fields.outputs = DataStore(
+            weights=np.linspace(0, 1, 8).reshape(2, 4),
+            model=DemoModel(np.array([0.5, -1.0]), 0.25, ["setosa", "virginica"]),
+            log=b"epoch 1 ok\nepoch 2 ok\n",
+        )
+    experiment.persist()
+    print(f"\npersisted experiment {experiment.name} ({experiment.id})", file=out)
+    print("files in its datastore folder:", file=out)
+    for key in storage.list(experiment.id):
+        print(f"  {key}  ({storage.size(key)} bytes)", file=out)
+
+    loaded = load_experiment(experiment.id)
+    print("\nreloaded:", file=out)
+    for key, value in loaded.fields.items():
+        print(f"  fields.{key} = {_short(value)}", file=out)
+    for i, run in enumerate(loaded.runs):
+        for key, value in run.fields.items():
+            print(f"  runs[{i}].fields.{key} = {_short(value)}", file=out)
+        outputs = run.fields.outputs
+        print(f"  runs[{i}].fields.outputs.weights.sum() = {outputs.weights.sum():.1f}", file=out)
+        print(f"  runs[{i}].fields.outputs.model = {outputs.model}", file=out)
+        print(f"  runs[{i}].fields.outputs.log = {outputs.log!r}", file=out)
+    back = DataStoreIO(loaded.fields.array_reference).read_deserialize(np.ndarray)
+    same = np.array_equal(back, array) and DataStoreIO(as_is.url).read() == as_is.read()
+    print(f"\nDataStoreIO values read back equal: {same}", file=out)
+    return 0 if same else 1
+
+
+# --- objects ------------------------------------------------------------------------------
+
+
+def _sniff(storage: Storage, key: str, size: int) -> str:
+    """The codec an object looks like (references, not files, record the real one)."""
+    head = storage.read_range(key, 0, 16)
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    try:
+        n = header_size(head[:8], size)
+        _, metadata = parse_header(storage.read_range(key, 8, n), size)
+        kind = metadata.get("typedstore.kind", "")
+        return kind if kind in ("attrs", "datastore") else "safetensors"
+    except DecodeError:
+        pass
+    if size <= 1 << 20:
+        try:
+            _strictjson.loads(storage.read(key))
+            return "json"
+        except (ValueError, RecursionError):
+            pass
+    return "raw"
+
+
+def _ls(args: argparse.Namespace, out: TextIO) -> int:
+    storage = current_storage()
+    rows = [("KEY", "CODEC*", "SIZE")]
     for key in storage.list(args.prefix):
-        print(f"  {key}  ({storage.size(key)} bytes)")
-    print("\nread back:")
-    ok = True
-    for label, value, io in written:
-        back = DataStoreIO(io.url).read_deserialize(type(value))
-        same = bool(np.array_equal(back, value)) if isinstance(value, np.ndarray) else back == value
-        ok = ok and same
-        print(f"  {label:<6} {'ok ' if same else 'DIFFERENT'} {_describe(back)}")
-    return 0 if ok else 1
+        size = storage.size(key)
+        rows.append((key, _sniff(storage, key, size), str(size)))
+    if len(rows) == 1:
+        print("no objects", file=out)
+        return 0
+    _table(rows, out)
+    print("* guessed from the content; the reference holds the real codec", file=out)
+    return 0
 
 
-def _codecs(args: argparse.Namespace) -> int:
-    rows = [("name", "version", "priority", "source", "types")]
+def _info(args: argparse.Namespace, out: TextIO) -> int:
+    ref = Reference.parse(args.url)
+    storage = current_storage()
+    size = storage.size(ref.key)
+    print(f"reference: {ref}", file=out)
+    print(f"key:       {ref.key}", file=out)
+    print(f"codec:     {ref.codec}", file=out)
+    print(f"size:      {size} bytes", file=out)
+    if ref.codec not in _SAFETENSORS_BASED:
+        return 0
+    n = header_size(storage.read_range(ref.key, 0, 8), size)
+    tensors, metadata = parse_header(storage.read_range(ref.key, 8, min(n, MAX_HEADER_SIZE)), size)
+    entries: Any = {}
+    if metadata.get("typedstore.kind") == "datastore":
+        entries = _strictjson.loads(metadata.get("typedstore.entries", "{}"))
+    print(f"metadata:  {json.dumps(metadata, indent=2) if metadata else '{}'}", file=out)
+    rows = [("TENSOR", "DTYPE", "SHAPE", "BYTES", "ENTRY CODEC")]
+    for name, entry in tensors.items():
+        codec = entries.get(name, {}).get("codec", "") if isinstance(entries, dict) else ""
+        rows.append((name, entry.dtype.str, str(list(entry.shape)), str(entry.nbytes), codec))
+    _table(rows, out)
+    return 0
+
+
+def _get(args: argparse.Namespace, out: TextIO) -> int:
+    ref = Reference.parse(args.url)
+    storage = current_storage()
+    size = storage.size(ref.key)
+    target = open(args.output, "wb") if args.output else None  # noqa: SIM115
+    try:
+        sink = target if target is not None else sys.stdout.buffer
+        with progress(size, "get", unit="B", minimum=4 << 20) as bar:
+            for start in range(0, size, _CHUNK):
+                chunk = storage.read_range(ref.key, start, _CHUNK)
+                sink.write(chunk)
+                bar.update(len(chunk))
+        sink.flush()
+    finally:
+        if target is not None:
+            target.close()
+    if args.output:
+        print(f"wrote {size} bytes to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _put(args: argparse.Namespace, out: TextIO) -> int:
+    path = Path(args.file)
+    suffix = path.suffix.lower()
+    value: Any
+    if suffix == ".npy":
+        try:
+            value = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise DecodeError(f"{path}: not a .npy file typedstore can read: {exc}") from exc
+    elif suffix == ".safetensors":
+        value = registry.get("safetensors").decode(path.read_bytes(), None)
+        if len(value) == 1:
+            (value,) = value.values()
+    else:
+        value = path.read_bytes()
+    if args.codec is None and isinstance(value, bytes):
+        io = DataStoreIO.write(value, args.prefix)
+    else:
+        io = DataStoreIO.serialize_write(value, args.prefix, codec=args.codec)
+    print(io.url, file=out)
+    return 0
+
+
+def _rm(args: argparse.Namespace, out: TextIO) -> int:
+    removed = DataStoreIO.delete(args.prefix)
+    print(f"removed {removed} object{'s' * (removed != 1)} under {args.prefix}", file=out)
+    return 0
+
+
+# --- registry and experiments ----------------------------------------------------------------
+
+
+def _codecs(args: argparse.Namespace, out: TextIO) -> int:
+    rows = [("NAME", "VERSION", "PRIORITY", "SOURCE", "TYPES")]
     for name in registry.names():
         codec = registry.get(name)
-        types = ", ".join(f"{t.__module__}.{t.__qualname__}" for t in codec.types)
-        rows.append(
-            (name, str(codec.version), str(registry.priority(name)), registry.source(name), types)
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for *cells, types in rows:
-        padded = (cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-        print("  ".join(padded), types, sep="  ")
+        types = ", ".join(f"{t.__module__}.{t.__qualname__}" for t in codec.types) or "-"
+        source = registry.source(name)
+        rows.append((name, str(codec.version), str(registry.priority(name)), source, types))
+    _table(rows, out)
     return 0
+
+
+def _experiments(args: argparse.Namespace, out: TextIO) -> int:
+    infos = list_experiments()
+    if not infos:
+        print("no experiments", file=out)
+        return 0
+    rows = [("ID", "NAME", "RUNS", "PERSISTED")]
+    rows += [(e.id, e.name, str(e.runs), e.persisted_at) for e in infos]
+    _table(rows, out)
+    return 0
+
+
+def _show(args: argparse.Namespace, out: TextIO) -> int:
+    experiment = load_experiment(args.experiment)
+    print(
+        f"experiment {experiment.name} ({experiment.id}), created {experiment.created_at}", file=out
+    )
+    for key, value in experiment.fields.items():
+        print(f"  fields.{key} = {_short(value)}", file=out)
+    for i, run in enumerate(experiment.runs):
+        print(f"  run {i} ({run.id})", file=out)
+        for key, value in run.fields.items():
+            print(f"    fields.{key} = {_short(value)}", file=out)
+    return 0
+
+
+def _codec_name(text: str) -> str:
+    if NAME_PATTERN.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(f"invalid codec name {text!r}")
+    return text
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="typedstore",
+        description="Typed storage of large values, out of the database and back.",
+    )
+    parser.add_argument("--datastore", metavar="URL", help="datastore root (option datastore.url)")
+    parser.add_argument("--database", metavar="URL", help="database (option database.url)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace, TextIO], int], text: str) -> Any:
+        sub = commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(run=run)
+        return sub
+
+    command("demo", _demo, "run the main job: an experiment with a DataStore, persisted, reloaded")
+    command("codecs", _codecs, "list the registered codecs")
+    command("ls", _ls, "list stored objects with their size").add_argument("prefix", nargs="?")
+    command("info", _info, "describe a stored object without loading it").add_argument("url")
+    get = command("get", _get, "write a stored object's bytes to a file or stdout")
+    get.add_argument("url")
+    get.add_argument("-o", "--output", metavar="FILE")
+    put = command("put", _put, "store a file (.npy and .safetensors as arrays, else raw)")
+    put.add_argument("file")
+    put.add_argument("--prefix", default=None)
+    put.add_argument("--codec", type=_codec_name, default=None)
+    command("rm", _rm, "delete every object under a prefix").add_argument("prefix")
+    command("experiments", _experiments, "list the stored experiments")
+    command("show", _show, "show an experiment's fields and runs").add_argument("experiment")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``typedstore`` command; return its exit code."""
-    parser = argparse.ArgumentParser(
-        prog="typedstore", description="Typed storage of large values, out of the database."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser(
-        "demo", help="store an array, raw bytes and a plain value, then read them back"
-    )
-    demo.add_argument("--url", help="datastore root (default: option datastore.url)")
-    demo.add_argument("--prefix", default="demo", help="relative path prefix (default: demo)")
-    demo.set_defaults(run=_demo)
-    codecs = commands.add_parser("codecs", help="list the registered codecs")
-    codecs.set_defaults(run=_codecs)
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if args.datastore:
+        overrides["datastore.url"] = args.datastore
+    if args.database:
+        overrides["database.url"] = args.database
+    if args.quiet:
+        overrides["progress"] = False
     try:
-        return int(args.run(args))
-    except Exception as exc:  # the command line shows errors, not tracebacks
-        from typedstore.errors import TypedStoreError
-
-        if not isinstance(exc, TypedStoreError):
-            raise
-        print(f"typedstore: error: {exc}", file=sys.stderr)
-        return 2
+        with options.ctx(overrides):
+            return int(args.run(args, sys.stdout))
+    except (TypedStoreError, OSError, ValueError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        message = " ".join(str(exc).split())
+        print(f"typedstore: error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -14,7 +14,7 @@ import numpy as np
 
 from typedstore import _strictjson
 from typedstore.attrdict import AttrDict
-from typedstore.codec import Buffer, Codec
+from typedstore.codec import Buffer
 from typedstore.codecs.safetensors import (
     TensorEntry,
     TensorSource,
@@ -470,8 +470,6 @@ def _restore(url: str) -> DataStore:
     return DataStore.from_url(url, lazy=True)
 
 
-def _codec() -> Codec[Any]:
-    return DataStoreCodec(registry)
-
-
-registry.register(_codec())
+# The container codec is built in, but it lives here: it needs DataStore, which is above
+# the registry in the dependency order.
+registry._add(DataStoreCodec(registry), 0, "built-in")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import attrs
 
 from typedstore import _strictjson, database
+from typedstore._progress import progress
 from typedstore.attrdict import AttrDict
 from typedstore.codec import byte_view
 from typedstore.datastore import DataStore
@@ -124,10 +125,15 @@ class Experiment:
         prefix = f"{self.id}/{generation}"
         token = _persisting.set(self.id)
         try:
-            with options.ctx({"datastore.relative_path_prefix": prefix}):
-                rows = [(self.id, _encode_fields(self.fields, prefix))] + [
-                    (run.id, _encode_fields(run.fields, prefix)) for run in self.runs
-                ]
+            owners = [(self.id, self.fields)] + [(run.id, run.fields) for run in self.runs]
+            with (
+                options.ctx({"datastore.relative_path_prefix": prefix}),
+                progress(len(owners), f"persist {self.name}", unit="run", minimum=20) as bar,
+            ):
+                rows = []
+                for owner, fields in owners:
+                    rows.append((owner, _encode_fields(fields, prefix)))
+                    bar.update()
             with database.transaction() as conn:
                 self._check_can_persist(if_exists, conn)
                 _delete_rows(conn, self.id)

@@ -69,6 +69,11 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
         "datastore.fsync": _Spec(
             False, _bool, "fsync each object and its directory so writes survive power loss."
         ),
+        "progress": _Spec(
+            True,
+            _bool,
+            "Show progress bars on stderr for long operations (only when it is a terminal).",
+        ),
         "codecs.pickle.allow": _Spec(
             (), _patterns, "Extra classes the pickle codec may build: globs over module.qualname."
         ),
