@@ -252,3 +252,31 @@ def test_reading_a_large_array_allocates_only_the_result(store: Path) -> None:
         tracemalloc.stop()
     assert np.array_equal(back, array)
     assert peak < array.nbytes * 1.05
+
+
+def test_zero_copy_arrays_share_memory_with_the_map(store: Path) -> None:
+    import mmap
+
+    array = np.arange(1 << 20, dtype=np.float32)  # 4 MiB: memory-mapped
+    io = ts.DataStoreIO.serialize_write(array, "p")
+    view = io.read_deserialize(np.ndarray, zero_copy=True)
+    assert np.array_equal(view, array)
+    assert not view.flags.writeable
+    base: Any = view
+    while not isinstance(base, mmap.mmap) and base is not None:
+        base = getattr(base, "base", None) if not isinstance(base, memoryview) else base.obj
+    assert isinstance(base, mmap.mmap)
+    with pytest.raises(ValueError, match="read-only"):
+        view[0] = 1
+    # Objects are never changed in place: the view outlives even a delete.
+    ts.DataStoreIO.delete("p")
+    assert float(view[-1]) == float(array[-1])
+
+
+def test_zero_copy_of_small_objects_and_other_codecs(store: Path) -> None:
+    small = ts.DataStoreIO.serialize_write(np.arange(3), "p")
+    assert np.array_equal(small.read_deserialize(np.ndarray, zero_copy=True), np.arange(3))
+    other = ts.DataStoreIO.serialize_write(np.array(["a"]), "p")  # npy: decodes as usual
+    back = other.read_deserialize(np.ndarray, zero_copy=True)
+    assert back.flags.writeable
+    assert back.tolist() == ["a"]

@@ -14,7 +14,16 @@ if sys.version_info >= (3, 12):
 else:
     from typing_extensions import Buffer
 
-__all__ = ["NAME_PATTERN", "Buffer", "Codec", "byte_view", "check_codec_name"]
+__all__ = [
+    "NAME_PATTERN",
+    "Buffer",
+    "Codec",
+    "Reader",
+    "StreamingCodec",
+    "ZeroCopyCodec",
+    "byte_view",
+    "check_codec_name",
+]
 
 T = TypeVar("T")
 
@@ -57,6 +66,42 @@ class Codec(Protocol[T]):
 
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> T:
         """Decode a stored object; raise :class:`~typedstore.errors.DecodeError` if malformed."""
+        ...
+
+
+class Reader(Protocol):
+    """Random access to one stored object, for codecs that decode straight from storage."""
+
+    @property
+    def size(self) -> int:
+        """The object's size in bytes."""
+        ...
+
+    def read(self, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``start`` (fewer only at the end of the object)."""
+        ...
+
+    def readinto(self, start: int, buffer: Buffer) -> int:
+        """Fill ``buffer`` from ``start``; return how many bytes were read."""
+        ...
+
+
+@runtime_checkable
+class StreamingCodec(Codec[T], Protocol[T]):
+    """A codec that can also decode from a :class:`Reader`, reading large parts directly
+    into the memory of the result (no intermediate copy)."""
+
+    def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> T:
+        """Decode the object behind ``reader``; same result and errors as ``decode``."""
+        ...
+
+
+@runtime_checkable
+class ZeroCopyCodec(Codec[T], Protocol[T]):
+    """A codec that can return values sharing memory with the stored data."""
+
+    def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> T:
+        """Like ``decode``, but the result may be read-only views into ``data``."""
         ...
 
 

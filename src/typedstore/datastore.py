@@ -14,7 +14,7 @@ import numpy as np
 
 from typedstore import _strictjson
 from typedstore.attrdict import AttrDict
-from typedstore.codec import Buffer
+from typedstore.codec import Buffer, Codec, Reader
 from typedstore.codecs.safetensors import (
     TensorEntry,
     TensorSource,
@@ -23,6 +23,8 @@ from typedstore.codecs.safetensors import (
     header_size,
     parse_header,
     read_header,
+    read_header_from,
+    read_tensor,
 )
 from typedstore.errors import (
     DecodeError,
@@ -162,6 +164,24 @@ class DataStoreCodec:
             ) from exc
         return chunks, _EntryInfo(codec.name, codec.version, False)
 
+    def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> DataStore:
+        """As :meth:`decode`, reading arrays straight into their own memory."""
+        tensors, metadata = read_header_from(reader)
+        table = _entry_table(metadata, tensors)
+        result = DataStore()
+        for key, info in table.items():
+            entry = tensors[key]
+            if info.tensor:
+                _entry_codec(self._registry, key, info)
+                value = read_tensor(reader, entry)
+            else:
+                raw = reader.read(entry.start, entry.nbytes)
+                if len(raw) != entry.nbytes:
+                    raise DecodeError(f"entry {key!r} is truncated")
+                value = _decode_entry(self._registry, key, info, entry, raw)
+            dict.__setitem__(result, key, value)
+        return result
+
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> DataStore:
         """Every value of the container, each decoded by its own codec."""
         view = memoryview(data)
@@ -178,10 +198,8 @@ class DataStoreCodec:
         return result
 
 
-def _decode_entry(
-    reg: CodecRegistry, key: str, info: _EntryInfo, entry: TensorEntry, data: Buffer
-) -> Any:
-    """One entry's value from its bytes (``data`` holds exactly the entry)."""
+def _entry_codec(reg: CodecRegistry, key: str, info: _EntryInfo) -> Codec[Any]:
+    """The codec of an entry, checked to read the version that wrote it."""
     try:
         codec = reg.get(info.codec)
     except UnknownCodecError as exc:
@@ -191,6 +209,14 @@ def _decode_entry(
             f"entry {key!r} was written by version {info.version} of codec {info.codec!r}; "
             f"this installation has version {codec.version}"
         )
+    return codec
+
+
+def _decode_entry(
+    reg: CodecRegistry, key: str, info: _EntryInfo, entry: TensorEntry, data: Buffer
+) -> Any:
+    """One entry's value from its bytes (``data`` holds exactly the entry)."""
+    codec = _entry_codec(reg, key, info)
     try:
         if info.tensor:
             return decode_tensor(data, attrs.evolve(entry, start=0, end=entry.nbytes))

@@ -129,12 +129,20 @@ class DataStoreIO:
         return current_storage().read(self._reference.key)
 
     @overload
-    def read_deserialize(self, expected_type: type[T]) -> T: ...
+    def read_deserialize(self, expected_type: type[T], *, zero_copy: bool = False) -> T: ...
     @overload
-    def read_deserialize(self, expected_type: None = None) -> Any: ...
+    def read_deserialize(self, expected_type: None = None, *, zero_copy: bool = False) -> Any: ...
 
-    def read_deserialize(self, expected_type: type[Any] | None = None) -> Any:
+    def read_deserialize(
+        self, expected_type: type[Any] | None = None, *, zero_copy: bool = False
+    ) -> Any:
         """Read and decode the object with the codec its reference names.
+
+        With ``zero_copy=True``, codecs that can (``safetensors``) return read-only arrays
+        that share memory with a memory map of the stored object, in a time that does not
+        depend on its size; the map lives as long as any such array. Stored objects are
+        never modified in place, so the arrays stay valid even if the object is deleted.
+        Other codecs decode as usual.
 
         Raises UnknownCodecError for a codec that is not registered, DecodeError for
         malformed data (UnsafeDataError for a refused pickle), NotFoundError for a missing
@@ -142,15 +150,27 @@ class DataStoreIO:
         """
         ref = self._reference
         codec = registry.get(ref.codec)
-        with current_storage().open_view(ref.key) as view:
-            try:
-                value = codec.decode(view, expected_type)
-            except DecodeError as exc:
-                raise type(exc)(f"{ref}: {exc}") from exc
-            except TypedStoreError:
-                raise
-            except Exception as exc:
-                raise DecodeError(f"{ref}: codec {ref.codec!r} failed to decode: {exc}") from exc
+        storage = current_storage()
+        # Optional codec capabilities are looked up by name: isinstance checks against
+        # runtime protocols cost microseconds on every small read.
+        decode_view = getattr(codec, "decode_view", None) if zero_copy else None
+        decode_from = getattr(codec, "decode_from", None)
+        try:
+            if decode_view is not None:
+                with storage.open_view(ref.key) as view:
+                    value = decode_view(view, expected_type)
+            elif decode_from is not None:
+                with storage.open_reader(ref.key) as reader:
+                    value = decode_from(reader, expected_type)
+            else:
+                with storage.open_view(ref.key) as view:
+                    value = codec.decode(view, expected_type)
+        except DecodeError as exc:
+            raise type(exc)(f"{ref}: {exc}") from exc
+        except TypedStoreError:
+            raise
+        except Exception as exc:
+            raise DecodeError(f"{ref}: codec {ref.codec!r} failed to decode: {exc}") from exc
         if expected_type is not None and not isinstance(value, expected_type):
             raise TypeMismatchError(
                 f"{ref}: expected {expected_type.__qualname__}, "

@@ -207,3 +207,27 @@ def test_at_least_as_strict_as_the_official_parser(data: st.DataObject) -> None:
     assert set(ours) == set(theirs)
     for name in ours:
         assert np.array_equal(ours[name], theirs[name], equal_nan=True)
+
+
+@given(st.dictionaries(st.text(min_size=1), any_arrays(SAFETENSORS_DTYPES), min_size=1, max_size=4))
+def test_decode_from_a_reader_and_as_views_agree(arrays: dict[str, np.ndarray[Any, Any]]) -> None:
+    from typedstore.storage import BytesReader
+
+    data = join(codec.encode(arrays))
+    plain = codec.decode(data)
+    streamed = codec.decode_from(BytesReader(data))
+    viewed = codec.decode_view(data)
+    for name in arrays:
+        assert_same_array(streamed[name], plain[name])
+        assert np.array_equal(viewed[name], plain[name], equal_nan=True)
+        assert viewed[name].nbytes == 0 or np.shares_memory(
+            viewed[name], np.frombuffer(data, np.uint8)
+        )
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_malformed_through_a_reader(name: str) -> None:
+    from typedstore.storage import BytesReader
+
+    with pytest.raises(DecodeError):
+        codec.decode_from(BytesReader(MALFORMED[name]))

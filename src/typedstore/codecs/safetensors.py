@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from typedstore import _strictjson
-from typedstore.codec import Buffer, byte_view
+from typedstore.codec import Buffer, Reader, byte_view
 from typedstore.errors import DecodeError, EncodeError
 
 __all__ = [
@@ -32,6 +32,9 @@ __all__ = [
     "header_size",
     "parse_header",
     "read_header",
+    "read_header_from",
+    "read_tensor",
+    "view_tensor",
     "supports_dtype",
 ]
 
@@ -220,6 +223,31 @@ def _entry(name: str, info: Any, base: int) -> TensorEntry:
     return TensorEntry(name, dtype, tuple(shape), base + offsets[0], base + offsets[1])
 
 
+def read_header_from(reader: Reader) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+    """:func:`read_header` for a file behind a reader: reads only the header's bytes."""
+    size = header_size(reader.read(0, 8), reader.size)
+    return parse_header(reader.read(8, size), reader.size)
+
+
+def read_tensor(reader: Reader, entry: TensorEntry) -> npt.NDArray[Any]:
+    """A fresh array read straight from storage into its own memory."""
+    out = np.empty(entry.shape, dtype=entry.dtype)
+    if entry.nbytes and reader.readinto(entry.start, out.reshape(-1).view(np.uint8).data) != (
+        entry.nbytes
+    ):
+        raise DecodeError(f"safetensors: tensor {entry.name!r} is truncated")
+    return out
+
+
+def view_tensor(data: Buffer, entry: TensorEntry) -> npt.NDArray[Any]:
+    """A read-only array sharing memory with ``data`` (no copy)."""
+    if not entry.nbytes:
+        return np.empty(entry.shape, dtype=entry.dtype)
+    flat = np.frombuffer(memoryview(data), dtype=entry.dtype, count=math.prod(entry.shape),
+                         offset=entry.start)  # fmt: skip
+    return flat.reshape(entry.shape)
+
+
 def decode_tensor(data: Buffer, entry: TensorEntry) -> npt.NDArray[Any]:
     """A fresh, writable array holding one tensor of a validated file."""
     out = np.empty(entry.shape, dtype=entry.dtype)
@@ -267,16 +295,35 @@ class SafetensorsCodec:
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """Fresh arrays: one array or a dict of them (see the class docstring)."""
         entries, metadata = read_header(data)
-        single = metadata.get(_KIND) == "ndarray" or (
-            expected_type is not None
-            and issubclass(expected_type, np.ndarray)
-            and metadata.get(_KIND) != "dict"
-        )
-        if single:
-            if len(entries) != 1:
-                raise DecodeError(
-                    f"safetensors: expected one array, the file holds {len(entries)} tensors"
-                )
-            (entry,) = entries.values()
-            return decode_tensor(data, entry)
-        return {name: decode_tensor(data, entry) for name, entry in entries.items()}
+        return _assemble(entries, metadata, expected_type, lambda e: decode_tensor(data, e))
+
+    def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> Any:
+        """As :meth:`decode`, reading each tensor straight into its result's memory."""
+        entries, metadata = read_header_from(reader)
+        return _assemble(entries, metadata, expected_type, lambda e: read_tensor(reader, e))
+
+    def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
+        """As :meth:`decode`, but the arrays are read-only views into ``data`` (no copy)."""
+        entries, metadata = read_header(data)
+        return _assemble(entries, metadata, expected_type, lambda e: view_tensor(data, e))
+
+
+def _assemble(
+    entries: Mapping[str, TensorEntry],
+    metadata: Mapping[str, str],
+    expected_type: type[Any] | None,
+    load: Callable[[TensorEntry], npt.NDArray[Any]],
+) -> Any:
+    single = metadata.get(_KIND) == "ndarray" or (
+        expected_type is not None
+        and issubclass(expected_type, np.ndarray)
+        and metadata.get(_KIND) != "dict"
+    )
+    if single:
+        if len(entries) != 1:
+            raise DecodeError(
+                f"safetensors: expected one array, the file holds {len(entries)} tensors"
+            )
+        (entry,) = entries.values()
+        return load(entry)
+    return {name: load(entry) for name, entry in entries.items()}

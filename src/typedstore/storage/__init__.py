@@ -10,9 +10,9 @@ from urllib.parse import unquote, urlsplit
 from typedstore.errors import StorageError
 from typedstore.storage._base import Storage
 from typedstore.storage._local import LocalStorage
-from typedstore.storage._memory import MemoryStorage
+from typedstore.storage._memory import BytesReader, MemoryStorage
 
-__all__ = ["LocalStorage", "MemoryStorage", "Storage", "storage_for_url"]
+__all__ = ["BytesReader", "LocalStorage", "MemoryStorage", "Storage", "storage_for_url"]
 
 _memory: dict[str, MemoryStorage] = {}
 _local: dict[tuple[str, bool], LocalStorage] = {}

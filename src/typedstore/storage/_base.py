@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
-from typedstore.codec import Buffer
+from typedstore.codec import Buffer, Reader
 
 __all__ = ["Storage"]
 
@@ -38,6 +38,10 @@ class Storage(Protocol):
 
     def readinto(self, key: str, start: int, buffer: Buffer) -> int:
         """Fill writable ``buffer`` from offset ``start``; return how many bytes were read."""
+        ...
+
+    def open_reader(self, key: str) -> AbstractContextManager[Reader]:
+        """Random access to the object under ``key`` inside the ``with`` block."""
         ...
 
     def open_view(self, key: str) -> AbstractContextManager[memoryview]:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from typedstore.codec import Buffer, byte_view
+from typedstore.codec import Buffer, Reader, byte_view
 from typedstore.errors import InvalidKeyError, NotFoundError, StorageError
 from typedstore.keys import check_key, is_valid_segment
 
@@ -107,13 +107,8 @@ class LocalStorage:
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         """Up to ``length`` bytes from offset ``start`` (never more than the file holds)."""
-        if start < 0 or length < 0:
-            raise ValueError(f"invalid byte range: start {start}, length {length}")
-        with self._open_fd(key) as fd:
-            size = os.fstat(fd).st_size
-            out = bytearray(max(0, min(length, size - start)))
-            got = self._preadv(key, fd, start, memoryview(out))
-        return bytes(out[:got]) if got < len(out) else bytes(out)
+        with self.open_reader(key) as reader:
+            return reader.read(start, length)
 
     def readinto(self, key: str, start: int, buffer: Buffer) -> int:
         """Fill ``buffer`` from offset ``start`` with ``preadv``, straight into its memory."""
@@ -122,6 +117,12 @@ class LocalStorage:
             raise ValueError(f"invalid byte range: start {start}")
         with self._open_fd(key) as fd:
             return self._preadv(key, fd, start, target)
+
+    @contextlib.contextmanager
+    def open_reader(self, key: str) -> Iterator[Reader]:
+        """A reader holding one open file: ``pread`` straight into the caller's memory."""
+        with self._open_fd(key) as fd:
+            yield _FileReader(self, key, fd)
 
     @contextlib.contextmanager
     def _open_fd(self, key: str) -> Iterator[int]:
@@ -283,6 +284,26 @@ class LocalStorage:
         if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
             return NotFoundError(f"no object under key {key!r} in {self.url}")
         return StorageError(f"cannot read {key!r} under {self.url}: {exc}")
+
+
+class _FileReader:
+    def __init__(self, storage: LocalStorage, key: str, fd: int) -> None:
+        self._storage = storage
+        self._key = key
+        self._fd = fd
+        self.size = os.fstat(fd).st_size
+
+    def read(self, start: int, length: int) -> bytes:
+        if start < 0 or length < 0:
+            raise ValueError(f"invalid byte range: start {start}, length {length}")
+        out = bytearray(max(0, min(length, self.size - start)))
+        got = self._storage._preadv(self._key, self._fd, start, memoryview(out))
+        return bytes(out[:got]) if got < len(out) else bytes(out)
+
+    def readinto(self, start: int, buffer: Buffer) -> int:
+        if start < 0:
+            raise ValueError(f"invalid byte range: start {start}")
+        return self._storage._preadv(self._key, self._fd, start, byte_view(buffer))
 
 
 def _write_all(fd: int, view: memoryview) -> None:

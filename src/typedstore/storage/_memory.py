@@ -6,11 +6,11 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
-from typedstore.codec import Buffer, byte_view
+from typedstore.codec import Buffer, Reader, byte_view
 from typedstore.errors import NotFoundError, StorageError
 from typedstore.keys import check_key
 
-__all__ = ["MemoryStorage"]
+__all__ = ["BytesReader", "MemoryStorage"]
 
 
 class MemoryStorage:
@@ -60,6 +60,10 @@ class MemoryStorage:
         target[: len(data)] = data
         return len(data)
 
+    def open_reader(self, key: str) -> AbstractContextManager[Reader]:
+        """A reader over the object's bytes."""
+        return nullcontext(BytesReader(self.read(key)))
+
     def open_view(self, key: str) -> AbstractContextManager[memoryview]:
         """A read-only view of the object."""
         return nullcontext(memoryview(self.read(key)))
@@ -95,6 +99,30 @@ class MemoryStorage:
             for k in doomed:
                 del self._objects[k]
         return len(doomed)
+
+
+class BytesReader:
+    """A :class:`~typedstore.codec.Reader` over bytes in memory."""
+
+    def __init__(self, data: Buffer) -> None:
+        self._view = byte_view(data)
+
+    @property
+    def size(self) -> int:
+        """Length of the data."""
+        return self._view.nbytes
+
+    def read(self, start: int, length: int) -> bytes:
+        """A slice of the data."""
+        _check_range(start, length)
+        return bytes(self._view[start : start + length])
+
+    def readinto(self, start: int, buffer: Buffer) -> int:
+        """Copy a slice of the data into ``buffer``."""
+        target = byte_view(buffer)
+        data = self._view[start : start + target.nbytes]
+        target[: data.nbytes] = data
+        return data.nbytes
 
 
 def _check_range(start: int, length: int) -> None:
