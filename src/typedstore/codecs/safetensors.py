@@ -34,8 +34,8 @@ __all__ = [
     "read_header",
     "read_header_from",
     "read_tensor",
-    "view_tensor",
     "supports_dtype",
+    "view_tensor",
 ]
 
 #: The official parser's cap on the JSON header (100 MB).
