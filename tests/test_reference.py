@@ -157,3 +157,18 @@ def test_new_object_keys_are_unique() -> None:
     made = {new_object_key("exp/1") for _ in range(1000)}
     assert len(made) == 1000
     assert all(k.startswith("exp/1/") and len(k.rsplit("/", 1)[1]) == 32 for k in made)
+
+
+@given(st.text(alphabet="ab./_-\\ \x00é", max_size=12))
+def test_fast_key_pattern_agrees_with_the_segment_rules(key: str) -> None:
+    from typedstore.keys import _KEY
+
+    class Key(str):
+        pass
+
+    try:
+        check_key(Key(key))  # a str subclass takes the segment-by-segment path
+        slow = True
+    except InvalidKeyError:
+        slow = False
+    assert bool(_KEY.fullmatch(key)) == slow

@@ -8,8 +8,8 @@ key can never name anything outside the root, whatever reference it came from.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from typedstore.errors import InvalidKeyError
 
@@ -17,10 +17,15 @@ __all__ = ["MAX_KEY_LENGTH", "check_key", "new_object_key"]
 
 MAX_KEY_LENGTH = 1024
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+# The whole rule in one pattern, for the common case of a valid key (keys are checked on
+# every read and write); the segment loop below only explains a refusal.
+_KEY = re.compile(r"(?!(?:[^/]*/)*\.\.?(?:/|$))[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
 
 
 def check_key(key: object, *, what: str = "key") -> str:
     """Return ``key`` if it follows the key rules, else raise InvalidKeyError."""
+    if type(key) is str and len(key) <= MAX_KEY_LENGTH and _KEY.fullmatch(key):
+        return key
     if not isinstance(key, str):
         raise InvalidKeyError(f"{what} must be a str, got {type(key).__name__}")
     if not key:
@@ -45,5 +50,7 @@ def is_valid_segment(name: str) -> bool:
 
 
 def new_object_key(prefix: str) -> str:
-    """A fresh, unique key under ``prefix`` (a random uuid4 as object id)."""
-    return check_key(f"{check_key(prefix, what='prefix')}/{uuid.uuid4().hex}")
+    """A fresh, unique key under ``prefix``: 128 random bits as 32 hex digits."""
+    if len(prefix) > MAX_KEY_LENGTH - 33:
+        raise InvalidKeyError(f"prefix is longer than {MAX_KEY_LENGTH - 33} characters")
+    return f"{check_key(prefix, what='prefix')}/{os.urandom(16).hex()}"

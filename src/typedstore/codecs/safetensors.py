@@ -61,6 +61,8 @@ _DTYPES: Mapping[str, np.dtype[Any]] = {
     "C64": np.dtype("<c8"),
 }
 _NAMES: Mapping[np.dtype[Any], str] = {dtype: name for name, dtype in _DTYPES.items()}
+# Both byte orders: accepts() runs on every dispatch, so one set lookup, no conversion.
+_SUPPORTED = frozenset(_NAMES) | frozenset(dtype.newbyteorder(">") for dtype in _NAMES)
 
 
 def _little(dtype: np.dtype[Any]) -> np.dtype[Any]:
@@ -69,7 +71,7 @@ def _little(dtype: np.dtype[Any]) -> np.dtype[Any]:
 
 def supports_dtype(dtype: np.dtype[Any]) -> bool:
     """Whether safetensors can hold arrays of ``dtype`` (in either byte order)."""
-    return _little(dtype) in _NAMES
+    return dtype in _SUPPORTED
 
 
 @attrs.frozen
@@ -275,16 +277,13 @@ class SafetensorsCodec:
     def accepts(self, value: object) -> bool:
         """An ndarray of a supported dtype, or a non-empty dict of them with str keys."""
         if type(value) is np.ndarray:
-            return supports_dtype(value.dtype)
-        if type(value) is dict:
-            return bool(value) and all(
-                type(k) is str
-                and k != _METADATA
-                and type(v) is np.ndarray
-                and supports_dtype(v.dtype)
-                for k, v in value.items()
-            )
-        return False
+            return value.dtype in _SUPPORTED
+        if type(value) is not dict or not value or _METADATA in value:
+            return False
+        for k, v in value.items():
+            if type(k) is not str or type(v) is not np.ndarray or v.dtype not in _SUPPORTED:
+                return False
+        return True
 
     def encode(self, value: npt.NDArray[Any] | dict[str, npt.NDArray[Any]]) -> Sequence[Buffer]:
         """Header plus each array's memory (copied only to fix layout or byte order)."""

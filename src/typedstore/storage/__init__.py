@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from typedstore.errors import StorageError
@@ -16,6 +15,7 @@ __all__ = ["BytesReader", "LocalStorage", "MemoryStorage", "Storage", "storage_f
 
 _memory: dict[str, MemoryStorage] = {}
 _local: dict[tuple[str, bool], LocalStorage] = {}
+_resolved: dict[tuple[str, bool, str], Storage] = {}
 _lock = threading.Lock()
 
 
@@ -26,6 +26,21 @@ def storage_for_url(url: str, *, fsync: bool = False) -> Storage:
     :class:`LocalStorage`; ``memory://NAME`` gives the process-wide
     :class:`MemoryStorage` of that name. Instances are shared per URL.
     """
+    # Every read and write asks for its storage: answer from a cache. A relative path
+    # means something else after a chdir, so the current directory is part of the key.
+    cache_key = (url, fsync, "" if os.path.isabs(url) or "://" in url else os.getcwd())
+    found = _resolved.get(cache_key)
+    if found is not None:
+        return found
+    storage = _make(url, fsync)
+    with _lock:
+        if len(_resolved) > 256:
+            _resolved.clear()
+        _resolved[cache_key] = storage
+    return storage
+
+
+def _make(url: str, fsync: bool) -> Storage:
     scheme = urlsplit(url).scheme if "://" in url else ""
     if scheme == "memory":
         name = url[len("memory://") :]
@@ -35,15 +50,15 @@ def storage_for_url(url: str, *, fsync: bool = False) -> Storage:
         parts = urlsplit(url)
         if parts.netloc not in ("", "localhost"):
             raise StorageError(f"datastore URL {url!r}: file URLs must name a local path")
-        path = Path(unquote(parts.path))
+        path = unquote(parts.path)
     elif scheme:
         raise StorageError(
             f"datastore URL {url!r}: unsupported scheme {scheme!r} "
             "(supported: a local path, file://, memory://)"
         )
     else:
-        path = Path(url)
-    root = str(Path(os.path.abspath(path)))
+        path = url
+    root = os.path.abspath(path)
     with _lock:
         storage = _local.get((root, fsync))
         if storage is None:

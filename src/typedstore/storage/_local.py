@@ -33,23 +33,27 @@ class LocalStorage:
     Writes go to a temporary file in the target directory and are renamed into place, so
     a reader sees a whole object or none. With ``fsync=True`` the file and its directory
     are flushed to disk before ``write`` returns, so the object survives power loss.
-    Every path is checked to stay inside the root after symlinks are resolved.
+    Every directory is checked to stay inside the root after symlinks are resolved (once
+    per directory and process: the check is remembered), and a file that is itself a
+    symlink is followed only if it resolves inside the root.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
-        self._root = Path(root).absolute()
+        self._root = os.path.abspath(os.fspath(root))
         self._fsync = fsync
-        self._real_root: Path | None = None
+        self._real_root: str | None = None
+        # Directories (by key prefix, "" for the root) already checked to be inside.
+        self._dirs: dict[str, str] = {}
 
     @property
     def root(self) -> Path:
         """The root directory (absolute)."""
-        return self._root
+        return Path(self._root)
 
     @property
     def url(self) -> str:
         """The root directory as a ``file://`` URL."""
-        return self._root.as_uri()
+        return Path(self._root).as_uri()
 
     @property
     def fsync(self) -> bool:
@@ -58,20 +62,22 @@ class LocalStorage:
 
     def write(self, key: str, chunks: Sequence[Buffer]) -> int:
         """Store the concatenation of ``chunks`` under ``key`` atomically; return its size."""
-        path = self._path(key)
+        parent, name = _split(key)
         views = [byte_view(chunk) for chunk in chunks]
         total = sum(view.nbytes for view in views)
-        try:
-            parent = self._make_dirs(path.parent)
-            target = parent / path.name
-            if target.is_dir():
-                raise StorageError(f"cannot write {key!r}: a directory is in the way")
-            tmp = parent / f"{_TEMP_PREFIX}{uuid.uuid4().hex}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except StorageError:
-            raise
-        except OSError as exc:
-            raise StorageError(f"cannot write {key!r} under {self.url}: {exc}") from exc
+        for attempt in (1, 2):
+            directory = self._dir(parent, create=True)
+            tmp = f"{directory}/{_TEMP_PREFIX}{uuid.uuid4().hex}"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                break
+            except FileNotFoundError as exc:
+                # The directory was removed since it was checked (a delete): check again.
+                self._dirs.pop(parent, None)
+                if attempt == 2:
+                    raise StorageError(f"cannot write {key!r} under {self.url}: {exc}") from exc
+            except OSError as exc:
+                raise StorageError(f"cannot write {key!r} under {self.url}: {exc}") from exc
         try:
             try:
                 if total >= _PREALLOCATE_MIN:
@@ -82,28 +88,30 @@ class LocalStorage:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(tmp, target)
+            os.replace(tmp, f"{directory}/{name}")
         except BaseException as exc:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(tmp)
+            if isinstance(exc, IsADirectoryError):
+                raise StorageError(f"cannot write {key!r}: a prefix of that name exists") from exc
             if isinstance(exc, OSError):
                 raise StorageError(f"cannot write {key!r} under {self.url}: {exc}") from exc
             raise
         if self._fsync:
             try:
-                _fsync_dir(parent)
+                _fsync_dir(directory)
             except OSError as exc:
                 raise StorageError(f"cannot flush directory of {key!r}: {exc}") from exc
         return total
 
     def read(self, key: str) -> bytes:
         """The whole object under ``key``."""
-        path = self._existing(key)
-        try:
-            with open(path, "rb", buffering=0) as f:
-                return f.readall()
-        except OSError as exc:
-            raise self._read_error(key, exc) from exc
+        with self._open_fd(key) as fd:
+            try:
+                with open(fd, "rb", buffering=0, closefd=False) as f:
+                    return f.readall()
+            except OSError as exc:
+                raise self._read_error(key, exc) from exc
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         """Up to ``length`` bytes from offset ``start`` (never more than the file holds)."""
@@ -125,13 +133,169 @@ class LocalStorage:
             yield _FileReader(self, key, fd)
 
     @contextlib.contextmanager
-    def _open_fd(self, key: str) -> Iterator[int]:
-        path = self._existing(key)
+    def open_view(self, key: str) -> Iterator[memoryview]:
+        """A read-only view of the object; memory-mapped for large files."""
+        mapped = None
+        with self._open_fd(key) as fd:
+            try:
+                size = os.fstat(fd).st_size
+                if size < _MMAP_MIN:
+                    with open(fd, "rb", buffering=0, closefd=False) as f:
+                        view = memoryview(f.readall())
+                else:
+                    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                    view = memoryview(mapped)
+            except OSError as exc:
+                raise self._read_error(key, exc) from exc
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            yield view
+        finally:
+            if mapped is not None:
+                try:
+                    view.release()
+                    mapped.close()
+                except BufferError:
+                    # Something still exports the map (a zero-copy result): the map is
+                    # closed when the last such result is garbage collected.
+                    pass
+
+    def size(self, key: str) -> int:
+        """Size in bytes of the object under ``key``."""
+        with self._open_fd(key) as fd:
+            return os.fstat(fd).st_size
+
+    def exists(self, key: str) -> bool:
+        """Whether an object (a regular file) is stored under ``key``."""
+        try:
+            with self._open_fd(key):
+                return True
+        except NotFoundError:
+            return False
+
+    def list(self, prefix: str | None = None) -> Iterator[str]:
+        """Keys of the objects under ``prefix``, sorted; temporary files are skipped."""
+        if prefix is None:
+            base = self._root
+        else:
+            check_key(prefix, what="prefix")
+            base = os.path.join(self._root, *prefix.split("/"))
+        real = self._contained(base)
+        if os.path.isfile(real):
+            return iter([] if prefix is None else [prefix])
+        found: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(real):
+            dirnames[:] = [d for d in dirnames if is_valid_segment(d)]
+            rel = os.path.relpath(dirpath, real)
+            parts = [] if rel == "." else rel.split(os.sep)
+            head = [] if prefix is None else [prefix]
+            found.extend("/".join([*head, *parts, n]) for n in filenames if is_valid_segment(n))
+        return iter(sorted(found))
+
+    def children(self, prefix: str) -> Sequence[str]:
+        """Names directly under ``prefix``: objects, and folders even if they hold only
+        temporary files left by interrupted writes."""
+        try:
+            real = self._contained(os.path.join(self._root, *check_key(prefix).split("/")))
+            return sorted(name for name in os.listdir(real) if is_valid_segment(name))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
         except OSError as exc:
-            raise self._read_error(key, exc) from exc
+            raise StorageError(f"cannot list {prefix!r} under {self.url}: {exc}") from exc
+
+    def delete(self, prefix: str) -> int:
+        """Remove the object ``prefix`` or the whole subtree under it; return the count.
+
+        Deleting ``exp1`` never touches ``exp10``: only the path ``<root>/exp1`` and what is
+        under it are removed. A symlink is removed itself, never followed.
+        """
+        parent, name = _split(prefix, what="prefix")
         try:
+            path = f"{self._dir(parent, create=False)}/{name}"
+        except NotFoundError:
+            return 0
+        self._dirs.clear()
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StorageError(f"cannot delete {prefix!r}: {exc}") from exc
+        try:
+            if stat.S_ISDIR(st.st_mode):
+                count = sum(1 for _ in self.list(prefix))
+                shutil.rmtree(path)
+                return count
+            os.unlink(path)
+            return 1
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise StorageError(f"cannot delete {prefix!r} under {self.url}: {exc}") from exc
+
+    def _root_real(self) -> str:
+        if self._real_root is None:
+            real = os.path.realpath(self._root)
+            if not os.path.isdir(real):
+                return real  # not created yet: do not remember a guess
+            self._real_root = real
+        return self._real_root
+
+    def _contained(self, path: str) -> str:
+        """``path`` with symlinks resolved, checked to be inside the root."""
+        real = os.path.realpath(path)
+        root = self._root_real()
+        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+            raise InvalidKeyError(f"{path} resolves outside the store root {root}")
+        return real
+
+    def _dir(self, parent: str, *, create: bool) -> str:
+        """The checked real path of the directory for keys under ``parent``."""
+        known = self._dirs.get(parent)
+        if known is not None:
+            return known
+        path = os.path.join(self._root, *parent.split("/")) if parent else self._root
+        # Check before creating anything, so a symlinked directory cannot make us create
+        # folders outside the root; check again after, in case the tree changed meanwhile.
+        real = self._contained(path)
+        if create:
+            try:
+                os.makedirs(real, exist_ok=True)
+            except (FileExistsError, NotADirectoryError) as exc:
+                raise StorageError(
+                    f"cannot create prefix {parent!r}: an object is in the way"
+                ) from exc
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot create prefix {parent!r} under {self.url}: {exc}"
+                ) from exc
+            real = self._contained(path)
+        elif not os.path.isdir(real):
+            raise NotFoundError(f"no prefix {parent!r} in {self.url}")
+        if len(self._dirs) > 4096:
+            self._dirs.clear()
+        self._dirs[parent] = real
+        return real
+
+    @contextlib.contextmanager
+    def _open_fd(self, key: str) -> Iterator[int]:
+        parent, name = _split(key)
+        try:
+            path = f"{self._dir(parent, create=False)}/{name}"
+        except NotFoundError:
+            raise NotFoundError(f"no object under key {key!r} in {self.url}") from None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise self._read_error(key, exc) from exc
+            # The file is a symlink: follow it only if it stays inside the root.
+            try:
+                fd = os.open(self._contained(path), os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as inner:
+                raise self._read_error(key, inner) from inner
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NotFoundError(f"no object under key {key!r} in {self.url}")
             yield fd
         finally:
             os.close(fd)
@@ -148,142 +312,15 @@ class LocalStorage:
             raise self._read_error(key, exc) from exc
         return done
 
-    @contextlib.contextmanager
-    def open_view(self, key: str) -> Iterator[memoryview]:
-        """A read-only view of the object; memory-mapped for large files."""
-        path = self._existing(key)
-        try:
-            with open(path, "rb", buffering=0) as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < _MMAP_MIN:
-                    view = memoryview(f.readall())
-                    mapped = None
-                else:
-                    mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-                    view = memoryview(mapped)
-        except OSError as exc:
-            raise self._read_error(key, exc) from exc
-        try:
-            yield view
-        finally:
-            if mapped is not None:
-                try:
-                    view.release()
-                    mapped.close()
-                except BufferError:
-                    # Something still exports the map (a zero-copy result): the map is
-                    # closed when the last such result is garbage collected.
-                    pass
-
-    def size(self, key: str) -> int:
-        """Size in bytes of the object under ``key``."""
-        try:
-            st = self._existing(key).stat()
-        except OSError as exc:
-            raise self._read_error(key, exc) from exc
-        if not stat.S_ISREG(st.st_mode):
-            raise NotFoundError(f"no object under key {key!r} in {self.url}")
-        return st.st_size
-
-    def exists(self, key: str) -> bool:
-        """Whether an object (a regular file) is stored under ``key``."""
-        try:
-            return self._existing(key).is_file()
-        except NotFoundError:
-            return False
-
-    def list(self, prefix: str | None = None) -> Iterator[str]:
-        """Keys of the objects under ``prefix``, sorted; temporary files are skipped."""
-        base = self._root if prefix is None else self._path(prefix, what="prefix")
-        try:
-            real = self._contained(base)
-        except NotFoundError:
-            return iter(())
-        if real.is_file():
-            return iter([] if prefix is None else [prefix])
-        found: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(real):
-            dirnames[:] = [d for d in dirnames if is_valid_segment(d)]
-            rel = Path(dirpath).relative_to(real).parts
-            for name in filenames:
-                if is_valid_segment(name):
-                    found.append("/".join([*([] if prefix is None else [prefix]), *rel, name]))
-        return iter(sorted(found))
-
-    def children(self, prefix: str) -> Sequence[str]:
-        """Names directly under ``prefix``: objects, and folders even if they hold only
-        temporary files left by interrupted writes."""
-        try:
-            real = self._contained(self._path(prefix, what="prefix"))
-            return sorted(name for name in os.listdir(real) if is_valid_segment(name))
-        except (FileNotFoundError, NotADirectoryError, NotFoundError):
-            return []
-        except OSError as exc:
-            raise StorageError(f"cannot list {prefix!r} under {self.url}: {exc}") from exc
-
-    def delete(self, prefix: str) -> int:
-        """Remove the object ``prefix`` or the whole subtree under it; return the count.
-
-        Deleting ``exp1`` never touches ``exp10``: only the path ``<root>/exp1`` and what is
-        under it are removed.
-        """
-        path = self._path(prefix, what="prefix")
-        self._contained(path.parent)
-        try:
-            st = path.lstat()
-        except FileNotFoundError:
-            return 0
-        except OSError as exc:
-            raise StorageError(f"cannot delete {prefix!r}: {exc}") from exc
-        try:
-            if stat.S_ISDIR(st.st_mode):
-                count = sum(1 for _ in self.list(prefix))
-                shutil.rmtree(path)
-                return count
-            path.unlink()
-            return 1
-        except FileNotFoundError:
-            return 0
-        except OSError as exc:
-            raise StorageError(f"cannot delete {prefix!r} under {self.url}: {exc}") from exc
-
-    def _path(self, key: str, *, what: str = "key") -> Path:
-        return self._root.joinpath(*check_key(key, what=what).split("/"))
-
-    def _root_real(self) -> Path:
-        if self._real_root is None:
-            real = self._root.resolve()
-            if not real.is_dir():
-                return real  # not created yet: do not cache a guess
-            self._real_root = real
-        return self._real_root
-
-    def _contained(self, path: Path) -> Path:
-        """``path`` with symlinks resolved, checked to be inside the root."""
-        real = path.resolve()
-        root = self._root_real()
-        if real != root and not real.is_relative_to(root):
-            raise InvalidKeyError(f"{path} resolves outside the store root {root}")
-        return real
-
-    def _existing(self, key: str) -> Path:
-        path = self._path(key)
-        real = self._contained(path)
-        if not real.exists():
-            raise NotFoundError(f"no object under key {key!r} in {self.url}")
-        return real
-
-    def _make_dirs(self, directory: Path) -> Path:
-        # Check before creating anything, so a symlinked directory cannot make us create
-        # folders outside the root; check again after, in case the tree changed meanwhile.
-        self._contained(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        return self._contained(directory)
-
     def _read_error(self, key: str, exc: OSError) -> Exception:
         if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
             return NotFoundError(f"no object under key {key!r} in {self.url}")
         return StorageError(f"cannot read {key!r} under {self.url}: {exc}")
+
+
+def _split(key: str, *, what: str = "key") -> tuple[str, str]:
+    parent, _, name = check_key(key, what=what).rpartition("/")
+    return parent, name
 
 
 class _FileReader:
@@ -324,7 +361,7 @@ def _preallocate(fd: int, size: int) -> None:
             raise
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: str) -> None:
     fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         os.fsync(fd)

@@ -19,6 +19,8 @@ class MemoryStorage:
     def __init__(self, name: str = "") -> None:
         self._name = name
         self._objects: dict[str, bytes] = {}
+        # How many objects lie under each prefix, to refuse an object at a prefix quickly.
+        self._prefixes: dict[str, int] = {}
         self._lock = threading.Lock()
 
     @property
@@ -31,12 +33,14 @@ class MemoryStorage:
         check_key(key)
         data = b"".join(byte_view(chunk) for chunk in chunks)
         with self._lock:
-            segments = key.split("/")
-            for i in range(1, len(segments)):
-                if "/".join(segments[:i]) in self._objects:
-                    raise StorageError(f"cannot write {key!r}: a parent is an object")
-            if any(k.startswith(key + "/") for k in self._objects):
+            parents = _parents(key)
+            if any(parent in self._objects for parent in parents):
+                raise StorageError(f"cannot write {key!r}: a parent is an object")
+            if key in self._prefixes:
                 raise StorageError(f"cannot write {key!r}: it is a prefix of other objects")
+            if key not in self._objects:
+                for parent in parents:
+                    self._prefixes[parent] = self._prefixes.get(parent, 0) + 1
             self._objects[key] = data
         return len(data)
 
@@ -98,6 +102,11 @@ class MemoryStorage:
             doomed = [k for k in self._objects if _under(k, prefix)]
             for k in doomed:
                 del self._objects[k]
+                for parent in _parents(k):
+                    if self._prefixes[parent] == 1:
+                        del self._prefixes[parent]
+                    else:
+                        self._prefixes[parent] -= 1
         return len(doomed)
 
 
@@ -128,6 +137,11 @@ class BytesReader:
 def _check_range(start: int, length: int) -> None:
     if start < 0 or length < 0:
         raise ValueError(f"invalid byte range: start {start}, length {length}")
+
+
+def _parents(key: str) -> list[str]:
+    segments = key.split("/")
+    return ["/".join(segments[:i]) for i in range(1, len(segments))]
 
 
 def _under(key: str, prefix: str) -> bool:
