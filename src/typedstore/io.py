@@ -25,6 +25,10 @@ __all__ = ["DEFAULT_PREFIX", "DataStoreIO", "add_prefix_guard", "current_storage
 
 T = TypeVar("T")
 
+# Below this size an object is read whole and decoded from memory; above it, codecs that
+# can decode from storage read large parts straight into the result's memory.
+_STREAM_MIN = 1 << 20
+
 #: The prefix used when neither the call nor option ``datastore.relative_path_prefix``
 #: names one.
 DEFAULT_PREFIX = "default"
@@ -159,19 +163,27 @@ class DataStoreIO:
             if decode_view is not None:
                 with storage.open_view(ref.key) as view:
                     value = decode_view(view, expected_type)
-            elif decode_from is not None:
-                with storage.open_reader(ref.key) as reader:
-                    value = decode_from(reader, expected_type)
-            else:
-                with storage.open_view(ref.key) as view:
-                    value = codec.decode(view, expected_type)
+                return self._checked(value, expected_type)
+            with storage.open_reader(ref.key) as reader:
+                if reader.size < _STREAM_MIN:
+                    # Small objects: one read, then decode from memory.
+                    data = memoryview(reader.read(0, reader.size))
+                    return self._checked(codec.decode(data, expected_type), expected_type)
+                if decode_from is not None:
+                    return self._checked(decode_from(reader, expected_type), expected_type)
+            with storage.open_view(ref.key) as view:
+                value = codec.decode(view, expected_type)
         except DecodeError as exc:
             raise type(exc)(f"{ref}: {exc}") from exc
         except TypedStoreError:
             raise
         except Exception as exc:
             raise DecodeError(f"{ref}: codec {ref.codec!r} failed to decode: {exc}") from exc
+        return self._checked(value, expected_type)
+
+    def _checked(self, value: Any, expected_type: type[Any] | None) -> Any:
         if expected_type is not None and not isinstance(value, expected_type):
+            ref = self._reference
             raise TypeMismatchError(
                 f"{ref}: expected {expected_type.__qualname__}, "
                 f"codec {ref.codec!r} decoded a {type(value).__qualname__}"

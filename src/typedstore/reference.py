@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -19,6 +20,8 @@ SCHEME = "datastore"
 _PREFIX = f"{SCHEME}:///"
 _MAX_URL_LENGTH = 4096
 _MAX_PARAMS = 16
+# The form typedstore itself writes, with nothing to decode: parsed without urllib.
+_SIMPLE = re.compile(r"datastore:///([A-Za-z0-9._/-]{1,1024})\?codec=([a-z0-9_.-]{1,64})")
 
 
 def _frozen_params(params: Mapping[str, str] | None) -> Mapping[str, str]:
@@ -67,6 +70,12 @@ class Reference:
     @classmethod
     def parse(cls, url: str) -> Reference:
         """Parse a reference URL strictly; raise InvalidReferenceError if it is malformed."""
+        simple = _SIMPLE.fullmatch(url) if type(url) is str else None
+        if simple is not None:
+            try:
+                return cls(key=simple[1], codec=simple[2])
+            except InvalidKeyError as exc:
+                raise InvalidKeyError(f"reference {url!r}: {exc}") from None
         if not isinstance(url, str):
             raise InvalidReferenceError(f"a reference is a str, got {type(url).__name__}")
         if len(url) > _MAX_URL_LENGTH:

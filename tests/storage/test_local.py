@@ -39,7 +39,7 @@ s.write("p/x", [b"old"])
 os.write = failing
 calls.clear()
 try:
-    s.write("p/x", [b"new-", b"data"])
+    s.write("p/x", [b"new-" * 20_000, b"data"])  # over 64 KiB: two write calls
 except StorageError as exc:
     print("StorageError", exc)
 os.write = real_write

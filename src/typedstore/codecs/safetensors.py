@@ -195,34 +195,38 @@ def parse_header(header: Buffer, total: int) -> tuple[dict[str, TensorEntry], di
 
 
 def _entry(name: str, info: Any, base: int) -> TensorEntry:
-    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+    # Runs once per tensor on every read: plain loops, no generator expressions.
+    if type(info) is not dict or len(info) != 3:
         raise DecodeError(
             f"safetensors: tensor {name!r} must have exactly dtype, shape and data_offsets"
         )
-    dtype = _DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
-    if dtype is None:
-        raise DecodeError(f"safetensors: tensor {name!r} has unsupported dtype {info['dtype']!r}")
-    shape = info["shape"]
-    if (
-        not isinstance(shape, list)
-        or len(shape) > _MAX_NDIM
-        or not all(type(d) is int and d >= 0 for d in shape)
-    ):
-        raise DecodeError(f"safetensors: tensor {name!r} has an invalid shape")
-    offsets = info["data_offsets"]
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(type(o) is int and o >= 0 for o in offsets)
-        or offsets[0] > offsets[1]
-    ):
-        raise DecodeError(f"safetensors: tensor {name!r} has invalid data_offsets")
-    if offsets[1] - offsets[0] != math.prod(shape) * dtype.itemsize:
+    try:
+        dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    except KeyError:
         raise DecodeError(
-            f"safetensors: tensor {name!r}: shape {shape} of {info['dtype']} needs "
-            f"{math.prod(shape) * dtype.itemsize} bytes, offsets give {offsets[1] - offsets[0]}"
+            f"safetensors: tensor {name!r} must have exactly dtype, shape and data_offsets"
+        ) from None
+    dtype = _DTYPES.get(dtype_name) if type(dtype_name) is str else None
+    if dtype is None:
+        raise DecodeError(f"safetensors: tensor {name!r} has unsupported dtype {dtype_name!r}")
+    if type(shape) is not list or len(shape) > _MAX_NDIM:
+        raise DecodeError(f"safetensors: tensor {name!r} has an invalid shape")
+    count = 1
+    for dim in shape:
+        if type(dim) is not int or dim < 0:
+            raise DecodeError(f"safetensors: tensor {name!r} has an invalid shape")
+        count *= dim
+    if type(offsets) is not list or len(offsets) != 2:
+        raise DecodeError(f"safetensors: tensor {name!r} has invalid data_offsets")
+    begin, end = offsets
+    if type(begin) is not int or type(end) is not int or not 0 <= begin <= end:
+        raise DecodeError(f"safetensors: tensor {name!r} has invalid data_offsets")
+    if end - begin != count * dtype.itemsize:
+        raise DecodeError(
+            f"safetensors: tensor {name!r}: shape {shape} of {dtype_name} needs "
+            f"{count * dtype.itemsize} bytes, offsets give {end - begin}"
         )
-    return TensorEntry(name, dtype, tuple(shape), base + offsets[0], base + offsets[1])
+    return TensorEntry(name, dtype, tuple(shape), base + begin, base + end)
 
 
 def read_header_from(reader: Reader) -> tuple[dict[str, TensorEntry], dict[str, str]]:
@@ -252,12 +256,7 @@ def view_tensor(data: Buffer, entry: TensorEntry) -> npt.NDArray[Any]:
 
 def decode_tensor(data: Buffer, entry: TensorEntry) -> npt.NDArray[Any]:
     """A fresh, writable array holding one tensor of a validated file."""
-    out = np.empty(entry.shape, dtype=entry.dtype)
-    if entry.nbytes:
-        out.reshape(-1).view(np.uint8)[:] = np.frombuffer(
-            memoryview(data), dtype=np.uint8, count=entry.nbytes, offset=entry.start
-        )
-    return out
+    return view_tensor(data, entry).copy()
 
 
 class SafetensorsCodec:

@@ -1,0 +1,576 @@
+"""typedstore against the tools users would pick instead, measured side by side.
+
+Scenarios (all in one run, contenders interleaved round by round so that machine noise
+hits all of them alike; medians with min-max; ratios against the raw-I/O baseline of the
+same run):
+
+- ``large``: one float32 array (256 MiB; also 1 GiB without ``--quick``) written and read
+  by raw file I/O, typedstore, the safetensors library, numpy, pickle and joblib.
+- ``datastore``: 100 arrays of 1 MiB in one object.
+- ``dispatch``: registry lookups for already-seen types.
+- ``small``: thousands of small values, one object each (run last: after mass deletes,
+  ext4 makes new files slow for a while).
+
+Peak memory per contender is measured in a separate process (``--memory``).
+
+    python benchmarks/bench.py --quick               # under 2 minutes
+    python benchmarks/bench.py --memory --write      # full run, updates RESULTS.md and chart
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import pickle
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.numpy
+
+import typedstore as ts
+
+try:
+    import joblib
+except ImportError:  # optional contender
+    joblib = None
+
+HERE = Path(__file__).resolve().parent
+MiB = 1 << 20
+Op = Callable[[], object]
+Array = np.ndarray[Any, Any]
+
+
+def warm(nbytes: int) -> None:
+    """Touch ~3x the payload: memory the VM gave back to its host is slow to reuse."""
+    scratch = np.ones(3 * nbytes, dtype=np.uint8)
+    del scratch
+
+
+def as_bytes(array: Array) -> memoryview:
+    """The array's memory as bytes, without a copy."""
+    return memoryview(array.reshape(-1).view(np.uint8).data)
+
+
+def raw_write(path: Path, buffers: list[memoryview], preallocate: bool = False) -> None:
+    """Plain write of buffers to a new file (the write limit of this machine)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if preallocate:
+            os.posix_fallocate(fd, 0, sum(b.nbytes for b in buffers))
+        for view in buffers:
+            while view.nbytes:
+                view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def raw_read_into(path: Path, arrays: list[Array]) -> list[Array]:
+    """Read a file straight into fresh arrays (the read limit of this machine)."""
+    out = [np.empty_like(a) for a in arrays]
+    with open(path, "rb", buffering=0) as f:
+        for a in out:
+            f.readinto(as_bytes(a))
+    return out
+
+
+class Runner:
+    """Times contenders round by round and keeps every sample."""
+
+    def __init__(self, rounds: int, payload: int) -> None:
+        self.rounds = rounds
+        self.payload = payload
+        self.samples: dict[str, list[float]] = {}
+
+    def run(self, contenders: dict[str, tuple[Op | None, Op]]) -> None:
+        """contenders: name -> (untimed setup run before each timing, the timed op)."""
+        for round_ in range(self.rounds + 1):  # round 0 warms up and is dropped
+            for name, (setup, op) in contenders.items():
+                if setup is not None:
+                    setup()
+                if self.payload:
+                    warm(self.payload)
+                gc.collect()
+                start = time.perf_counter()
+                op()
+                elapsed = time.perf_counter() - start
+                if round_:
+                    self.samples.setdefault(name, []).append(elapsed)
+
+    def rows(self, op: str, baseline: str, nbytes: int, per: int = 1) -> list[dict[str, Any]]:
+        """Result rows, each median as a ratio to the median of ``baseline``."""
+        base = statistics.median(self.samples[baseline]) / per
+        return [
+            {
+                "op": op,
+                **row(name, [t / per for t in runs], base, nbytes, "us" if per > 1 else "ms"),
+            }
+            for name, runs in self.samples.items()
+        ]
+
+
+def row(name: str, runs: list[float], base: float, nbytes: int, unit: str) -> dict[str, Any]:
+    """One result: median, min-max, throughput and ratio."""
+    median = statistics.median(runs)
+    scale = 1e6 if unit == "us" else 1e3
+    return {
+        "contender": name,
+        "median": median * scale,
+        "min": min(runs) * scale,
+        "max": max(runs) * scale,
+        "unit": unit,
+        "GB/s": nbytes / median / 1e9 if nbytes else None,
+        "ratio": median / base,
+    }
+
+
+# --- scenarios ----------------------------------------------------------------------------
+
+
+def large(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
+    """One large float32 array, written and read by every contender."""
+    array = np.random.default_rng(0).random(mib * MiB // 4, dtype=np.float32)
+    n = array.nbytes
+    paths = {name: tmp / f"large-{name}" for name in ("raw", "st", "npy", "pkl", "jl")}
+    paths["npy"] = tmp / "large.npy"
+    ts.options.set("datastore.url", str(tmp / "store"))
+    refs: dict[str, str] = {}
+
+    def unlink(path: Path) -> Op:
+        return lambda: path.unlink(missing_ok=True)
+
+    def ts_write() -> None:
+        refs["w"] = ts.DataStoreIO.serialize_write(array, "large").url
+
+    def pickle_dump() -> None:
+        with open(paths["pkl"], "wb") as f:
+            pickle.dump(array, f, protocol=5)
+
+    def pickle_load() -> Any:
+        with open(paths["pkl"], "rb") as f:
+            return pickle.load(f)
+
+    writers: dict[str, tuple[Op | None, Op]] = {
+        "raw write": (unlink(paths["raw"]), lambda: raw_write(paths["raw"], [as_bytes(array)])),
+        "raw write, preallocated": (
+            unlink(paths["raw"]),
+            lambda: raw_write(paths["raw"], [as_bytes(array)], preallocate=True),
+        ),
+        "typedstore serialize_write": (lambda: ts.DataStoreIO.delete("large"), ts_write),
+        "safetensors save_file": (
+            unlink(paths["st"]),
+            lambda: safetensors.numpy.save_file({"a": array}, paths["st"]),
+        ),
+        "np.save": (unlink(paths["npy"]), lambda: np.save(paths["npy"], array)),
+        "pickle dump": (unlink(paths["pkl"]), pickle_dump),
+    }
+    if joblib is not None:
+        writers["joblib dump"] = (unlink(paths["jl"]), lambda: joblib.dump(array, paths["jl"]))
+    writes = Runner(rounds, n)
+    writes.run(writers)
+    readers: dict[str, tuple[Op | None, Op]] = {
+        "raw readinto fresh array": (None, lambda: raw_read_into(paths["raw"], [array])),
+        "mmap (np.load mmap_mode)": (None, lambda: np.load(paths["npy"], mmap_mode="r")),
+        "typedstore read_deserialize": (
+            None,
+            lambda: ts.DataStoreIO(refs["w"]).read_deserialize(np.ndarray),
+        ),
+        "typedstore zero_copy": (
+            None,
+            lambda: ts.DataStoreIO(refs["w"]).read_deserialize(np.ndarray, zero_copy=True),
+        ),
+        "safetensors load_file": (None, lambda: safetensors.numpy.load_file(paths["st"])),
+        "np.load": (None, lambda: np.load(paths["npy"])),
+        "pickle load": (None, pickle_load),
+    }
+    if joblib is not None:
+        readers["joblib load"] = (None, lambda: joblib.load(paths["jl"]))
+    reads = Runner(rounds, n)
+    reads.run(readers)
+    ts.DataStoreIO.delete("large")
+    for path in paths.values():
+        path.unlink(missing_ok=True)
+    return writes.rows("write", "raw write", n) + reads.rows("read", "raw readinto fresh array", n)
+
+
+def datastore(tmp: Path, rounds: int) -> list[dict[str, Any]]:
+    """One DataStore of 100 arrays of 1 MiB."""
+    rng = np.random.default_rng(1)
+    arrays = {f"a{i}": rng.random(MiB // 8) for i in range(100)}
+    values = list(arrays.values())
+    n = sum(a.nbytes for a in values)
+    raw_path, st_path = tmp / "ds-raw", tmp / "ds-st"
+    ts.options.set("datastore.url", str(tmp / "store"))
+    refs: dict[str, str] = {}
+
+    def ts_write() -> None:
+        refs["ds"] = ts.DataStore(arrays).to_url("ds")
+
+    writes = Runner(rounds, n)
+    writes.run(
+        {
+            "raw write": (
+                lambda: raw_path.unlink(missing_ok=True),
+                lambda: raw_write(raw_path, [as_bytes(a) for a in values]),
+            ),
+            "raw write, preallocated": (
+                lambda: raw_path.unlink(missing_ok=True),
+                lambda: raw_write(raw_path, [as_bytes(a) for a in values], preallocate=True),
+            ),
+            "typedstore DataStore.to_url": (lambda: ts.DataStoreIO.delete("ds"), ts_write),
+            "safetensors save_file": (
+                lambda: st_path.unlink(missing_ok=True),
+                lambda: safetensors.numpy.save_file(arrays, st_path),
+            ),
+        }
+    )
+    reads = Runner(rounds, n)
+    reads.run(
+        {
+            "raw readinto 100 fresh arrays": (None, lambda: raw_read_into(raw_path, values)),
+            "typedstore from_url": (None, lambda: ts.DataStore.from_url(refs["ds"])),
+            "typedstore lazy, one entry": (
+                None,
+                lambda: ts.DataStore.from_url(refs["ds"], lazy=True)["a50"],
+            ),
+            "safetensors load_file": (None, lambda: safetensors.numpy.load_file(st_path)),
+        }
+    )
+    ts.DataStoreIO.delete("ds")
+    return writes.rows("write", "raw write", n) + reads.rows(
+        "read", "raw readinto 100 fresh arrays", n
+    )
+
+
+def small(tmp: Path, count: int, rounds: int) -> list[dict[str, Any]]:
+    """Thousands of small values, one object each; times are per object."""
+    ts.options.set("datastore.url", str(tmp / "store"))
+    blob = os.urandom(1024)
+    arrays: dict[str, Array] = {
+        "w": np.ones((4, 4), np.float32),
+        "b": np.zeros(4),
+        "i": np.arange(8),
+    }
+    buffers = [as_bytes(a) for a in arrays.values()]
+    raw_dir = tmp / "small-raw"
+    raw_dir.mkdir(exist_ok=True)
+    counter = iter(range(10**9))
+    made: dict[str, list[str]] = {}
+
+    def raw_atomic(chunks: list[memoryview]) -> str:
+        name = str(next(counter))
+        raw_write(raw_dir / f"~{name}", chunks)
+        os.replace(raw_dir / f"~{name}", raw_dir / name)
+        return name
+
+    def pickle_file(value: Any) -> str:
+        name = f"{next(counter)}.pkl"
+        with open(raw_dir / name, "wb") as f:
+            pickle.dump(value, f, protocol=5)
+        return name
+
+    def st_file(value: dict[str, Array]) -> str:
+        name = f"{next(counter)}.st"
+        safetensors.numpy.save_file(value, raw_dir / name)
+        return name
+
+    def read_file(name: str) -> bytearray:
+        with open(raw_dir / name, "rb", buffering=0) as f:
+            out = bytearray(os.fstat(f.fileno()).st_size)
+            f.readinto(out)
+        return out
+
+    def read_pickle(name: str) -> Any:
+        with open(raw_dir / name, "rb") as f:
+            return pickle.load(f)
+
+    def batch(label: str, op: Callable[[], str]) -> tuple[None, Op]:
+        def run() -> None:
+            made[label] = [op() for _ in range(count)]
+
+        return (None, run)
+
+    def read_batch(label: str, op: Callable[[str], object]) -> tuple[None, Op]:
+        return (None, lambda: [op(name) for name in made[label]])
+
+    groups: dict[str, dict[str, tuple[Op | None, Op]]] = {
+        "1 KiB bytes write": {
+            "raw atomic write": batch("raw1k", lambda: raw_atomic([memoryview(blob)])),
+            "typedstore write": batch("ts1k", lambda: ts.DataStoreIO.write(blob, "small").url),
+            "safetensors save_file": batch(
+                "st1k", lambda: st_file({"b": np.frombuffer(blob, np.uint8)})
+            ),
+            "pickle dump": batch("pk1k", lambda: pickle_file(blob)),
+        },
+        "3 small arrays write": {
+            "raw atomic write": batch("rawd", lambda: raw_atomic(buffers)),
+            "typedstore serialize_write": batch(
+                "tsd", lambda: ts.DataStoreIO.serialize_write(arrays, "small").url
+            ),
+            "safetensors save_file": batch("std", lambda: st_file(arrays)),
+            "pickle dump": batch("pkd", lambda: pickle_file(arrays)),
+        },
+        "1 KiB bytes read": {
+            "raw read": read_batch("raw1k", read_file),
+            "typedstore read": read_batch("ts1k", lambda url: ts.DataStoreIO(url).read()),
+            "safetensors load_file": read_batch(
+                "st1k", lambda name: safetensors.numpy.load_file(raw_dir / name)
+            ),
+            "pickle load": read_batch("pk1k", read_pickle),
+        },
+        "3 small arrays read": {
+            "raw read": read_batch("rawd", read_file),
+            "typedstore read_deserialize": read_batch(
+                "tsd", lambda url: ts.DataStoreIO(url).read_deserialize(dict)
+            ),
+            "safetensors load_file": read_batch(
+                "std", lambda name: safetensors.numpy.load_file(raw_dir / name)
+            ),
+            "pickle load": read_batch("pkd", read_pickle),
+        },
+    }
+    rows = []
+    for group, contenders in groups.items():
+        runner = Runner(rounds, 0)
+        runner.run(contenders)
+        baseline = next(iter(contenders))
+        rows += runner.rows(group, baseline, 0, per=count)
+    return rows
+
+
+def dispatch() -> list[dict[str, Any]]:
+    """Registry lookups for already-seen types (ratio against 1 us)."""
+    values = {
+        "ndarray": np.zeros(3),
+        "dict of 3 arrays": {"a": np.zeros(3), "b": np.ones(2), "c": np.arange(4)},
+        "bytes": b"x",
+        "tuple (pickle fallback)": (1, 2),
+    }
+    rows = []
+    for name, value in values.items():
+        ts.registry.for_value(value)
+        runs = []
+        for _ in range(7):
+            start = time.perf_counter()
+            for _ in range(100_000):
+                ts.registry.for_value(value)
+            runs.append((time.perf_counter() - start) / 100_000)
+        rows.append({"op": "dispatch", **row(name, runs, 1e-6, 0, "us")})
+    return rows
+
+
+# --- memory, in a separate process per contender ----------------------------------------------
+
+MEMORY_CONTENDERS = (
+    "raw write",
+    "typedstore serialize_write",
+    "safetensors save_file",
+    "np.save",
+    "raw readinto fresh array",
+    "typedstore read_deserialize",
+    "safetensors load_file",
+    "np.load",
+    "pickle load",
+)
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(field)
+
+
+def memory_probe(contender: str, mib: int, tmp: Path) -> None:
+    """Child process: run one contender once, print its peak memory beyond the baseline."""
+    array = np.random.default_rng(0).random(mib * MiB // 4, dtype=np.float32)
+    ts.options.set("datastore.url", str(tmp / "store"))
+    url = ts.DataStoreIO.serialize_write(array, "probe").url
+    safetensors.numpy.save_file({"a": array}, tmp / "probe.st")
+    np.save(tmp / "probe.npy", array)
+    with open(tmp / "probe.pkl", "wb") as f:
+        pickle.dump(array, f, protocol=5)
+
+    def pickle_load() -> Any:
+        with open(tmp / "probe.pkl", "rb") as f:
+            return pickle.load(f)
+
+    ops: dict[str, tuple[bool, Op]] = {
+        "raw write": (False, lambda: raw_write(tmp / "x.raw", [as_bytes(array)])),
+        "typedstore serialize_write": (
+            False,
+            lambda: ts.DataStoreIO.serialize_write(array, "probe"),
+        ),
+        "safetensors save_file": (
+            False,
+            lambda: safetensors.numpy.save_file({"a": array}, tmp / "x.st"),
+        ),
+        "np.save": (False, lambda: np.save(tmp / "x.npy", array)),
+        "raw readinto fresh array": (True, lambda: raw_read_into(tmp / "probe.st", [array])),
+        "typedstore read_deserialize": (
+            True,
+            lambda: ts.DataStoreIO(url).read_deserialize(np.ndarray),
+        ),
+        "safetensors load_file": (True, lambda: safetensors.numpy.load_file(tmp / "probe.st")),
+        "np.load": (True, lambda: np.load(tmp / "probe.npy")),
+        "pickle load": (True, pickle_load),
+    }
+    is_read, op = ops[contender]
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
+    before = _status_kib("VmRSS")
+    result = op()
+    peak = _status_kib("VmHWM")
+    extra = (peak - before) * 1024 - (array.nbytes if is_read else 0)
+    del result
+    print(json.dumps({"extra": extra, "payload": array.nbytes}))
+
+
+def memory(tmp: Path, mib: int) -> list[dict[str, Any]]:
+    """Peak extra memory of each contender, each in a fresh process."""
+    rows = []
+    for contender in MEMORY_CONTENDERS:
+        args = ["--memory-probe", contender, "--mib", str(mib), "--tmp", str(tmp)]
+        out = subprocess.run(
+            [sys.executable, __file__, *args], capture_output=True, text=True, check=True
+        ).stdout
+        result = json.loads(out)
+        rows.append(
+            {
+                "contender": contender,
+                "extra MiB": result["extra"] / MiB,
+                "% of array": 100 * result["extra"] / result["payload"],
+            }
+        )
+    return rows
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of result rows."""
+    lines = [
+        "| op | contender | median | min-max | GB/s | ratio |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        rate = f"{r['GB/s']:.2f}" if r["GB/s"] else ""
+        lines.append(
+            f"| {r['op']} | {r['contender']} | {r['median']:.1f} {r['unit']} | "
+            f"{r['min']:.1f}-{r['max']:.1f} | {rate} | {r['ratio']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def memory_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of peak memory rows."""
+    lines = ["| contender | extra MiB | % of array |", "|---|---:|---:|"]
+    lines += [f"| {r['contender']} | {r['extra MiB']:.1f} | {r['% of array']:.1f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def chart(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Write and read throughput of the large-array contenders, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = next(k for k in results if k.startswith("large"))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, op in zip(axes, ("write", "read"), strict=True):
+        chosen = [r for r in results[key] if r["op"] == op]
+        names = [r["contender"] for r in chosen]
+        colors = ["tab:orange" if n.startswith("typedstore") else "tab:gray" for n in names]
+        ax.barh(names, [r["GB/s"] for r in chosen], color=colors)
+        ax.invert_yaxis()
+        ax.set_title(f"{key}: {op} (GB/s, higher is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def report(results: dict[str, list[dict[str, Any]]], mem: list[dict[str, Any]], cmd: str) -> str:
+    """RESULTS.md."""
+    total_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- command: `{cmd}`",
+        f"- date: {time.strftime('%Y-%m-%d')}",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores, {total_gib:.0f} GiB, "
+        f"{platform.system()} {platform.release()}",
+        f"- versions: Python {platform.python_version()}, typedstore {ts.__version__}, "
+        f"numpy {np.__version__}, safetensors {safetensors.__version__}"
+        + (f", joblib {joblib.__version__}" if joblib is not None else ""),
+        "- ratio: median against the first (raw I/O) contender of the same group in the same "
+        "run; for dispatch, against 1 us",
+        "",
+        "![throughput](results.png)",
+        "",
+    ]
+    for key, rows in results.items():
+        lines += [f"## {key}", "", table(rows), ""]
+    if mem:
+        lines += ["## Peak memory beyond the array (and the result, for reads), 256 MiB", ""]
+        lines += [memory_table(mem), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Run the suite and print (optionally write) the results."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer rounds and objects, 256 MiB only"
+    )
+    parser.add_argument("--memory", action="store_true", help="also measure peak memory")
+    parser.add_argument("--write", action="store_true", help="update RESULTS.md and results.png")
+    parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
+    parser.add_argument("--mib", type=int, default=256, help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        memory_probe(args.memory_probe, args.mib, Path(args.tmp))
+        return
+    rounds = 3 if args.quick else 5
+    started = time.time()
+    results: dict[str, list[dict[str, Any]]] = {}
+
+    def show(key: str, rows: list[dict[str, Any]]) -> None:
+        results[key] = rows
+        print(f"## {key}\n\n{table(rows)}\n", flush=True)
+
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR", ".")) as name:
+        tmp = Path(name)
+        for mib in [256] if args.quick else [256, 1024]:
+            show(f"large {mib} MiB", large(tmp, mib, rounds))
+        show("datastore, 100 x 1 MiB", datastore(tmp, rounds))
+        show("dispatch", dispatch())
+        count = 2000 if args.quick else 10_000
+        show(f"small, {count} objects (times per object)", small(tmp, count, rounds))
+        mem = memory(tmp, 256) if args.memory else []
+    if mem:
+        print(f"## peak memory, 256 MiB\n\n{memory_table(mem)}\n")
+    print(f"took {time.time() - started:.0f} s")
+    if args.write:
+        cmd = "python benchmarks/bench.py" + "".join(
+            f" --{flag}" for flag in ("quick", "memory", "write") if getattr(args, flag)
+        )
+        (HERE / "RESULTS.md").write_text(report(results, mem, cmd))
+        chart(results, HERE / "results.png")
+
+
+if __name__ == "__main__":
+    main()
