@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typedstore import errors
+from typedstore import errors, maintenance
 from typedstore.codec import Buffer, Codec
 from typedstore.datastore import DataStore
 from typedstore.experiment import (
@@ -37,6 +37,7 @@ __all__ = [
     "errors",
     "list_experiments",
     "load_experiment",
+    "maintenance",
     "options",
     "registry",
 ]

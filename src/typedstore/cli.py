@@ -25,10 +25,10 @@ from typedstore.datastore import DataStore
 from typedstore.errors import DecodeError, TypedStoreError
 from typedstore.experiment import create_experiment, list_experiments, load_experiment
 from typedstore.io import DataStoreIO, current_storage
+from typedstore.maintenance import gc, sniff, verify
 from typedstore.options import options
 from typedstore.reference import Reference
 from typedstore.registry import registry
-from typedstore.storage import Storage
 
 __all__ = ["main"]
 
@@ -120,35 +120,12 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
 # --- objects ------------------------------------------------------------------------------
 
 
-def _sniff(storage: Storage, key: str, size: int) -> str:
-    """The codec an object looks like (references, not files, record the real one)."""
-    head = storage.read_range(key, 0, 16)
-    if head.startswith(b"\x93NUMPY"):
-        return "npy"
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "pickle"
-    try:
-        n = header_size(head[:8], size)
-        _, metadata = parse_header(storage.read_range(key, 8, n), size)
-        kind = metadata.get("typedstore.kind", "")
-        return kind if kind in ("attrs", "datastore") else "safetensors"
-    except DecodeError:
-        pass
-    if size <= 1 << 20:
-        try:
-            _strictjson.loads(storage.read(key))
-            return "json"
-        except (ValueError, RecursionError):
-            pass
-    return "raw"
-
-
 def _ls(args: argparse.Namespace, out: TextIO) -> int:
     storage = current_storage()
     rows = [("KEY", "CODEC*", "SIZE")]
     for key in storage.list(args.prefix):
         size = storage.size(key)
-        rows.append((key, _sniff(storage, key, size), str(size)))
+        rows.append((key, sniff(storage, key, size), str(size)))
     if len(rows) == 1:
         print("no objects", file=out)
         return 0
@@ -270,6 +247,27 @@ def _show(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _gc(args: argparse.Namespace, out: TextIO) -> int:
+    report = gc(older_than=args.older_than)
+    print(
+        f"removed {report.temporary_files} temporary files and {report.generations} "
+        "unreferenced experiment generations",
+        file=out,
+    )
+    return 0
+
+
+def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    checked = damaged = 0
+    for _, damage in verify(args.prefix):
+        checked += 1
+        if damage is not None:
+            damaged += 1
+            print(f"DAMAGED {damage.reference}: {' '.join(damage.error.split())}", file=out)
+    print(f"{checked} objects checked, {damaged} damaged", file=out)
+    return 1 if damaged else 0
+
+
 def _codec_name(text: str) -> str:
     if NAME_PATTERN.fullmatch(text) is None:
         raise argparse.ArgumentTypeError(f"invalid codec name {text!r}")
@@ -305,6 +303,14 @@ def _parser() -> argparse.ArgumentParser:
     put.add_argument("--codec", type=_codec_name, default=None)
     command("rm", _rm, "delete every object under a prefix").add_argument("prefix")
     command("experiments", _experiments, "list the stored experiments")
+    collect = command("gc", _gc, "remove leftovers of interrupted writes and persists")
+    collect.add_argument(
+        "--older-than", type=float, default=3600.0, metavar="SECONDS",
+        help="only what is older than this (default 3600: writes in progress are younger)",
+    )  # fmt: skip
+    command("verify", _verify, "decode every object; exit 1 if any is damaged").add_argument(
+        "prefix", nargs="?"
+    )
     command("show", _show, "show an experiment's fields and runs").add_argument("experiment")
     return parser
 

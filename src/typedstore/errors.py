@@ -11,13 +11,15 @@ exception a caller would catch without knowing typedstore::
     ├── NoCodecError (TypeError)             no registered codec accepts a value
     ├── EncodeError (ValueError)             a codec failed to encode a value
     ├── DecodeError (ValueError)             stored bytes are malformed for their codec
-    │   └── UnsafeDataError                  a pickle names a class that is not allowed
+    │   ├── UnsafeDataError                  a pickle names a class that is not allowed
+    │   └── IntegrityError                   stored bytes do not match the reference's checksum
     ├── TypeMismatchError (TypeError)        a decoded value is not of the expected type
     ├── InvalidReferenceError (ValueError)   a malformed ``datastore://`` reference
     │   └── InvalidKeyError                  a storage key that breaks the key rules
     ├── NotFoundError (FileNotFoundError)    no object is stored under a key
     │   └── ExperimentNotFoundError          no experiment has that id or name
     ├── ExperimentExistsError (FileExistsError)  persist(if_exists="fail") of a stored one
+    ├── PersistConflictError                 another process persisted the same experiment
     ├── ReservedPrefixError (ValueError)     a DataStoreIO prefix that is an experiment's
     ├── DatabaseError                        the experiments database failed
     └── StorageError (OSError)               the storage failed to write, read or delete
@@ -31,11 +33,13 @@ __all__ = [
     "EncodeError",
     "ExperimentExistsError",
     "ExperimentNotFoundError",
+    "IntegrityError",
     "InvalidKeyError",
     "InvalidReferenceError",
     "NoCodecError",
     "NotFoundError",
     "OptionValueError",
+    "PersistConflictError",
     "PluginWarning",
     "RegistrationError",
     "ReservedPrefixError",
@@ -88,6 +92,10 @@ class UnsafeDataError(DecodeError):
     """Stored data asks to build something that is not allowed (pickle allow-list)."""
 
 
+class IntegrityError(DecodeError):
+    """The stored bytes do not match the checksum in their reference."""
+
+
 class TypeMismatchError(TypedStoreError, TypeError):
     """A decoded value is not an instance of the expected type."""
 
@@ -114,6 +122,10 @@ class ExperimentNotFoundError(NotFoundError):
 
 class ExperimentExistsError(TypedStoreError, FileExistsError):
     """An experiment is already stored (``persist(if_exists="fail")``), or its name is taken."""
+
+
+class PersistConflictError(TypedStoreError):
+    """Another process persisted the same experiment at the same time and won."""
 
 
 class ReservedPrefixError(TypedStoreError, ValueError):

@@ -24,12 +24,16 @@ from typedstore.errors import (
     EncodeError,
     ExperimentExistsError,
     ExperimentNotFoundError,
+    PersistConflictError,
     ReservedPrefixError,
+    StorageError,
     TypedStoreError,
 )
 from typedstore.io import add_prefix_guard, current_storage
 from typedstore.options import options
+from typedstore.reference import Reference
 from typedstore.registry import registry
+from typedstore.storage import Storage
 
 __all__ = [
     "Experiment",
@@ -132,10 +136,20 @@ class Experiment:
             ):
                 rows = []
                 for owner, fields in owners:
-                    rows.append((owner, _encode_fields(fields, prefix)))
+                    try:
+                        rows.append((owner, _encode_fields(fields, prefix)))
+                    except StorageError as exc:
+                        if generation in storage.children(self.id):
+                            raise
+                        raise PersistConflictError(
+                            f"experiment {self.name!r} ({self.id}) was persisted by another "
+                            "process meanwhile, which removed this persist's objects; nothing "
+                            "was changed by this one: retry"
+                        ) from exc
                     bar.update()
             with database.transaction() as conn:
                 self._check_can_persist(if_exists, conn)
+                _check_written(storage, self, rows)
                 _delete_rows(conn, self.id)
                 conn.execute(
                     "INSERT INTO experiments VALUES (?, ?, ?, ?, ?)",
@@ -156,9 +170,7 @@ class Experiment:
             raise
         finally:
             _persisting.reset(token)
-        for folder in storage.children(self.id):
-            if folder != generation:
-                storage.delete(f"{self.id}/{folder}")
+        _collect(storage, self.id)
 
     def _check_can_persist(self, if_exists: str, conn: sqlite3.Connection | None = None) -> None:
         with contextlib.ExitStack() as stack:
@@ -195,7 +207,46 @@ class Experiment:
         """Remove the experiment's rows and its datastore folder."""
         with database.transaction() as conn:
             _delete_rows(conn, self.id)
-        current_storage().delete(self.id)
+        # Rows first: a crash now leaves only unreferenced files behind, never rows
+        # without their files.
+        _collect(current_storage(), self.id)
+
+
+def _check_written(
+    storage: Storage, experiment: Experiment, rows: list[tuple[str, list[_FieldRow]]]
+) -> None:
+    """Inside the commit transaction: this persist's objects are all still there."""
+    for _, encoded in rows:
+        for _, key, kind, _, value in encoded:
+            written = kind == "datastore" and isinstance(value, str)
+            if written and not storage.exists(Reference.parse(str(value)).key):
+                raise PersistConflictError(
+                    f"experiment {experiment.name!r} ({experiment.id}) was persisted by "
+                    f"another process meanwhile, which removed this persist's objects "
+                    f"(field {key!r}); nothing was changed by this one: retry"
+                )
+
+
+def _collect(storage: Storage, exp_id: str) -> None:
+    """Delete every generation of ``exp_id`` but the one its rows name (all of the
+    folder when there are no rows).
+
+    Runs under the database's write lock, so a persist committing concurrently either
+    committed before (and its generation is kept) or finds its objects gone and fails.
+    """
+    with database.transaction() as conn:
+        try:
+            row = conn.execute(
+                "SELECT generation FROM experiments WHERE id = ?", (exp_id,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot read experiment {exp_id}: {exc}") from exc
+        if row is None:
+            storage.delete(exp_id)
+            return
+        for folder in storage.children(exp_id):
+            if folder != row[0]:
+                storage.delete(f"{exp_id}/{folder}")
 
 
 def create_experiment(name: str | None = None) -> Experiment:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
 
 from typedstore.codec import Buffer, Codec
 from typedstore.errors import (
     DecodeError,
     EncodeError,
+    IntegrityError,
     InvalidKeyError,
     NoCodecError,
     TypedStoreError,
@@ -123,14 +125,30 @@ class DataStoreIO:
         return cls._store(chosen, chunks, prefix)
 
     @classmethod
-    def _store(cls, codec: Codec[Any], chunks: Any, prefix: str) -> DataStoreIO:
+    def _store(cls, codec: Codec[Any], chunks: Sequence[Buffer], prefix: str) -> DataStoreIO:
         key = new_object_key(prefix)
+        params = {}
+        if options.get("datastore.checksum") == "sha256":
+            digest = hashlib.sha256()
+            for chunk in chunks:
+                digest.update(chunk)
+            params["sha256"] = digest.hexdigest()
         current_storage().write(key, chunks)
-        return cls(Reference(key=key, codec=codec.name))
+        return cls(Reference(key=key, codec=codec.name, params=params))
 
     def read(self) -> bytes:
-        """The stored bytes, whatever the codec."""
-        return current_storage().read(self._reference.key)
+        """The stored bytes, whatever the codec (checked against ``sha256=`` if present)."""
+        data = current_storage().read(self._reference.key)
+        self._verify(data)
+        return data
+
+    def _verify(self, data: Buffer) -> None:
+        expected = self._reference.params.get("sha256")
+        if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+            raise IntegrityError(
+                f"{self._reference}: the stored bytes do not match the reference's sha256 "
+                "(the object was damaged or replaced)"
+            )
 
     @overload
     def read_deserialize(self, expected_type: type[T], *, zero_copy: bool = False) -> T: ...
@@ -159,7 +177,15 @@ class DataStoreIO:
         # runtime protocols cost microseconds on every small read.
         decode_view = getattr(codec, "decode_view", None) if zero_copy else None
         decode_from = getattr(codec, "decode_from", None)
+        if "sha256" in ref.params:
+            # The whole object is hashed anyway: decode from the same (mapped) bytes.
+            decode_from = None
         try:
+            if "sha256" in ref.params:
+                with storage.open_view(ref.key) as view:
+                    self._verify(view)
+                    value = (decode_view or codec.decode)(view, expected_type)
+                return self._checked(value, expected_type)
             if decode_view is not None:
                 with storage.open_view(ref.key) as view:
                     value = decode_view(view, expected_type)

@@ -26,6 +26,12 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else _str(value)
 
 
+def _checksum(value: Any) -> str | None:
+    if value not in (None, "sha256"):
+        raise TypeError("expected None or 'sha256'")
+    return value  # type: ignore[no-any-return]
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError("expected True or False")
@@ -65,6 +71,11 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
         ),
         "datastore.relative_path_prefix": _Spec(
             None, _opt_str, "Prefix used when a write names none (None means 'default')."
+        ),
+        "datastore.checksum": _Spec(
+            None,
+            _checksum,
+            "None, or 'sha256': add sha256= to new references and verify it on reads.",
         ),
         "datastore.fsync": _Spec(
             False, _bool, "fsync each object and its directory so writes survive power loss."

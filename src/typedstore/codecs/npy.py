@@ -77,7 +77,9 @@ class NpyCodec:
                 )
             else:
                 raise DecodeError(f"npy: unsupported format version {major}.{minor}")
-        except (ValueError, SyntaxError, TypeError, EOFError) as exc:
+        except DecodeError:
+            raise
+        except Exception as exc:  # numpy's header parser raises many kinds on bad input
             raise DecodeError(f"npy: malformed header: {exc}") from exc
         if dtype.hasobject:
             raise DecodeError("npy: object arrays are refused (they would need pickle)")

@@ -68,6 +68,16 @@ class Storage(Protocol):
         """Names of the objects and sub-prefixes directly under ``prefix``, sorted."""
         ...
 
+    def last_modified(self, prefix: str) -> float | None:
+        """When anything under ``prefix`` (or the object) last changed, as a Unix time;
+        None if nothing is there."""
+        ...
+
+    def remove_temporary(self, older_than: float) -> int:
+        """Remove leftovers of interrupted writes older than ``older_than`` seconds;
+        return how many."""
+        ...
+
     def delete(self, prefix: str) -> int:
         """Remove the object ``prefix`` or every object under it; return how many."""
         ...

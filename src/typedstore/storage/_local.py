@@ -8,6 +8,7 @@ import mmap
 import os
 import shutil
 import stat
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -201,6 +202,38 @@ class LocalStorage:
             return []
         except OSError as exc:
             raise StorageError(f"cannot list {prefix!r} under {self.url}: {exc}") from exc
+
+    def last_modified(self, prefix: str) -> float | None:
+        """The newest modification time of the prefix's folder, its subfolders and files."""
+        try:
+            real = self._contained(os.path.join(self._root, *check_key(prefix).split("/")))
+            newest = os.stat(real).st_mtime
+            for dirpath, _, filenames in os.walk(real):
+                newest = max(newest, os.stat(dirpath).st_mtime)
+                for name in filenames:
+                    with contextlib.suppress(FileNotFoundError):
+                        newest = max(newest, os.stat(os.path.join(dirpath, name)).st_mtime)
+        except FileNotFoundError:
+            return None
+        return newest
+
+    def remove_temporary(self, older_than: float) -> int:
+        """Remove temporary files (``~tmp-*``) older than ``older_than`` seconds."""
+        if not os.path.isdir(self._root):
+            return 0
+        cutoff = time.time() - older_than
+        removed = 0
+        for dirpath, dirnames, filenames in os.walk(self._contained(self._root)):
+            dirnames[:] = [d for d in dirnames if is_valid_segment(d)]
+            for name in filenames:
+                if not name.startswith(_TEMP_PREFIX):
+                    continue
+                path = os.path.join(dirpath, name)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.lstat(path).st_mtime <= cutoff:
+                        os.unlink(path)
+                        removed += 1
+        return removed
 
     def delete(self, prefix: str) -> int:
         """Remove the object ``prefix`` or the whole subtree under it; return the count.

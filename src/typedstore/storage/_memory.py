@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
@@ -19,6 +20,7 @@ class MemoryStorage:
     def __init__(self, name: str = "") -> None:
         self._name = name
         self._objects: dict[str, bytes] = {}
+        self._times: dict[str, float] = {}
         # How many objects lie under each prefix, to refuse an object at a prefix quickly.
         self._prefixes: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -42,6 +44,7 @@ class MemoryStorage:
                 for parent in parents:
                     self._prefixes[parent] = self._prefixes.get(parent, 0) + 1
             self._objects[key] = data
+            self._times[key] = time.time()
         return len(data)
 
     def read(self, key: str) -> bytes:
@@ -95,6 +98,17 @@ class MemoryStorage:
             keys = [k for k in self._objects if k.startswith(prefix + "/")]
         return sorted({k.split("/")[depth] for k in keys})
 
+    def last_modified(self, prefix: str) -> float | None:
+        """The newest write time under ``prefix``."""
+        check_key(prefix, what="prefix")
+        with self._lock:
+            times = [t for k, t in self._times.items() if _under(k, prefix)]
+        return max(times, default=None)
+
+    def remove_temporary(self, older_than: float) -> int:
+        """Nothing to do: writes to memory are never interrupted half-way."""
+        return 0
+
     def delete(self, prefix: str) -> int:
         """Remove ``prefix`` and everything under it."""
         check_key(prefix, what="prefix")
@@ -102,6 +116,7 @@ class MemoryStorage:
             doomed = [k for k in self._objects if _under(k, prefix)]
             for k in doomed:
                 del self._objects[k]
+                del self._times[k]
                 for parent in _parents(k):
                     if self._prefixes[parent] == 1:
                         del self._prefixes[parent]

@@ -1,0 +1,148 @@
+"""Maintenance: remove leftovers of interrupted writes, and verify stored objects."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+
+import attrs
+
+from typedstore import _strictjson, database
+from typedstore.codecs.safetensors import header_size, parse_header
+from typedstore.datastore import DataStore
+from typedstore.errors import DatabaseError, DecodeError, TypedStoreError
+from typedstore.io import DataStoreIO, current_storage
+from typedstore.reference import Reference
+from typedstore.storage import Storage
+
+__all__ = ["Damage", "GcReport", "gc", "sniff", "verify"]
+
+
+@attrs.frozen
+class GcReport:
+    """What :func:`gc` removed."""
+
+    temporary_files: int
+    generations: int
+
+
+@attrs.frozen
+class Damage:
+    """An object that does not decode, with the reason."""
+
+    key: str
+    reference: str | None
+    error: str
+
+
+def gc(older_than: float = 3600.0) -> GcReport:
+    """Remove what interrupted writes and persists left behind, if older than ``older_than``
+    seconds: temporary files, and generations of experiments that their rows do not name.
+
+    The age threshold protects writes and persists still in progress; reads never see
+    either kind of leftover.
+    """
+    storage = current_storage()
+    temporary = storage.remove_temporary(older_than)
+    generations = 0
+    cutoff = time.time() - older_than
+    for exp_id, current in _experiment_generations():
+        for folder in storage.children(exp_id):
+            prefix = f"{exp_id}/{folder}"
+            modified = storage.last_modified(prefix)
+            if folder != current and modified is not None and modified <= cutoff:
+                with database.transaction() as conn:
+                    # Re-read under the write lock: a persist may have just committed it.
+                    row = conn.execute(
+                        "SELECT generation FROM experiments WHERE id = ?", (exp_id,)
+                    ).fetchone()
+                    if row is not None and row[0] != folder:
+                        storage.delete(prefix)
+                        generations += 1
+    return GcReport(temporary, generations)
+
+
+def _experiment_generations() -> list[tuple[str, str]]:
+    with database.reading() as conn:
+        if conn is None:
+            return []
+        try:
+            return list(conn.execute("SELECT id, generation FROM experiments"))
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot list experiments: {exc}") from exc
+
+
+def _referenced() -> dict[str, str]:
+    """Key -> reference, for every DataStore an experiment's rows name."""
+    with database.reading() as conn:
+        if conn is None:
+            return {}
+        try:
+            urls = [
+                row[0] for row in conn.execute("SELECT value FROM fields WHERE kind = 'datastore'")
+            ]
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"cannot read experiments: {exc}") from exc
+    refs = {}
+    for url in urls:
+        try:
+            refs[Reference.parse(url).key] = url
+        except TypedStoreError:
+            continue  # reported as damage of the row by load_experiment, not of a file
+    return refs
+
+
+def sniff(storage: Storage, key: str, size: int) -> str:
+    """The codec an object looks like (references, not files, record the real one).
+
+    Anything that starts like a safetensors file (a plausible header length, then ``{``)
+    counts as one, even if its header is damaged, so that :func:`verify` reports it.
+    """
+    head = storage.read_range(key, 0, 16)
+    if head.startswith(b"\x93NUMPY"):
+        return "npy"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    try:
+        n = header_size(head[:8], size)
+    except DecodeError:
+        n = -1
+    if n >= 2 and head[8:9] == b"{":
+        try:
+            _, metadata = parse_header(storage.read_range(key, 8, n), size)
+        except DecodeError:
+            return "safetensors"
+        kind = metadata.get("typedstore.kind", "")
+        return kind if kind in ("attrs", "datastore") else "safetensors"
+    if size <= 1 << 20:
+        try:
+            _strictjson.loads(storage.read(key))
+            return "json"
+        except (ValueError, RecursionError):
+            pass
+    return "raw"
+
+
+def verify(prefix: str | None = None) -> Iterator[tuple[str, Damage | None]]:
+    """Decode every object under ``prefix`` (all objects when None), checking checksums.
+
+    Yields ``(key, None)`` for a sound object and ``(key, Damage)`` for a damaged one.
+    Objects named by experiments are read with their references (exact codec and
+    checksum); others with the codec their content looks like, so a damaged loose object
+    may only show as not decodable by any codec it resembles.
+    """
+    storage = current_storage()
+    known = _referenced()
+    for key in storage.list(prefix):
+        url = known.get(key)
+        try:
+            if url is not None:
+                DataStore.from_url(url).load()
+            else:
+                codec = sniff(storage, key, storage.size(key))
+                DataStoreIO(Reference(key, codec)).read_deserialize()
+        except TypedStoreError as exc:
+            yield key, Damage(key, url or f"datastore:///{key}?codec={codec}", str(exc))
+            continue
+        yield key, None

@@ -1,0 +1,98 @@
+"""Random and mutated input for every decoder: only typedstore errors, in bounded time."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import struct
+import tracemalloc
+from typing import Any
+
+import attrs
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import typedstore as ts
+from helpers import join
+from typedstore.errors import TypedStoreError
+
+
+@attrs.define
+class Fuzzed:
+    weights: np.ndarray[Any, Any]
+    name: str
+    sizes: list[int]
+
+
+ts.registry.register_attrs(Fuzzed, name="tests.fuzz.Fuzzed")
+
+SAMPLES: dict[str, Any] = {
+    "raw": b"some bytes",
+    "json": {"a": [1, 2.5, "x", None, True]},
+    "safetensors": {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2)},
+    "npy": np.array([1 + 2j, 3j]),
+    "pickle": (1, "two", np.arange(3)),
+    "attrs": Fuzzed(np.ones((2, 2)), "f", [1, 2]),
+    "datastore": ts.DataStore(a=np.arange(4), b={"k": 1}, c=b"x", d=(1, 2)),
+}
+
+# Each example must finish quickly: a decoder that loops or allocates wildly fails here.
+bounded = settings(deadline=2000, max_examples=150)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+@bounded
+@given(data=st.binary(max_size=512))
+def test_random_bytes(name: str, data: bytes) -> None:
+    with contextlib.suppress(TypedStoreError):
+        ts.registry.get(name).decode(memoryview(data), None)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+@bounded
+@given(st.data())
+def test_mutated_encodings(name: str, data: st.DataObject) -> None:
+    codec = ts.registry.get(name)
+    encoded = bytearray(join(codec.encode(SAMPLES[name])))
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(encoded) - 1))
+        encoded[position] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        cut = data.draw(st.integers(0, len(encoded)))
+        encoded = encoded[:cut] if data.draw(st.booleans()) else encoded + encoded[cut:]
+    with contextlib.suppress(TypedStoreError):
+        codec.decode(memoryview(bytes(encoded)), None)
+
+
+@bounded
+@given(st.text(max_size=300))
+def test_references(text: str) -> None:
+    for url in (text, f"datastore:///{text}", f"datastore:///a/b?codec={text}"):
+        with contextlib.suppress(TypedStoreError):
+            ts.Reference.parse(url)
+
+
+def huge_safetensors() -> bytes:
+    header = json.dumps({"a": {"dtype": "F64", "shape": [2**20, 2**20], "data_offsets": [0, 8]}})
+    return struct.pack("<Q", len(header)) + header.encode() + b"\0" * 8
+
+
+def huge_npy() -> bytes:
+    text = "{'descr': '<f8', 'fortran_order': False, 'shape': (1048576, 1048576), }"
+    text += " " * (-(10 + len(text) + 1) % 64) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode() + b"\0" * 8
+
+
+@pytest.mark.parametrize(("codec", "data"), [("safetensors", huge_safetensors()),
+                                             ("npy", huge_npy())])  # fmt: skip
+def test_huge_shapes_are_refused_before_allocating(codec: str, data: bytes) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(ts.errors.DecodeError):
+            ts.registry.get(codec).decode(memoryview(data), None)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20  # the claimed array would be 8 TiB
