@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -532,6 +533,26 @@ def report(results: dict[str, list[dict[str, Any]]], mem: list[dict[str, Any]], 
     return "\n".join(lines)
 
 
+_INTRO = """
+How typedstore compares with raw file I/O and the tools users would pick instead, measured
+side by side on the machine below. Targets: large arrays within 5% of raw I/O both ways
+with no extra copy in memory; a lazy DataStore entry at a small fraction of a full read.
+This page is written by `python benchmarks/bench.py --write`; the method is described in
+`benchmarks/README.md` of the repository.
+"""
+
+
+def write_docs() -> None:
+    """docs/performance.md and its chart, from benchmarks/RESULTS.md and results.png."""
+    text = (HERE / "RESULTS.md").read_text()
+    text = text.replace("# Benchmark results\n", "# Performance\n" + _INTRO, 1)
+    text = text.replace("](results.png)", "](assets/results.png)")
+    docs = HERE.parent / "docs"
+    (docs / "assets").mkdir(exist_ok=True)
+    (docs / "performance.md").write_text(text)
+    shutil.copyfile(HERE / "results.png", docs / "assets" / "results.png")
+
+
 def main() -> None:
     """Run the suite and print (optionally write) the results."""
     parser = argparse.ArgumentParser(
@@ -542,12 +563,18 @@ def main() -> None:
     )
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
     parser.add_argument("--write", action="store_true", help="update RESULTS.md and results.png")
+    parser.add_argument(
+        "--docs", action="store_true", help="only rewrite the docs page from RESULTS.md"
+    )
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     parser.add_argument("--mib", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
         memory_probe(args.memory_probe, args.mib, Path(args.tmp))
+        return
+    if args.docs:
+        write_docs()
         return
     rounds = 3 if args.quick else 5
     started = time.time()
@@ -575,6 +602,7 @@ def main() -> None:
         )
         (HERE / "RESULTS.md").write_text(report(results, mem, cmd))
         chart(results, HERE / "results.png")
+        write_docs()
 
 
 if __name__ == "__main__":
