@@ -349,6 +349,71 @@ def small(tmp: Path, count: int, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
+def s3(rounds: int, mib: int = 64) -> list[dict[str, Any]]:
+    """An array in S3 (moto's server, in its own process, on loopback): typedstore against
+    a plain s3fs put and get of the same bytes."""
+    import socket
+
+    import s3fs
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        options = {
+            "key": "bench",
+            "secret": "bench",
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
+        fs = s3fs.S3FileSystem(**options)
+        for _ in range(100):
+            try:
+                fs.call_s3("create_bucket", Bucket="bench")
+                break
+            except Exception:
+                time.sleep(0.1)
+        ts.options.set("datastore.url", "s3://bench/ts")
+        ts.options.set("datastore.storage_options", options)
+        array = np.random.default_rng(2).random(mib * MiB // 8)
+        payload = array.tobytes()
+        refs: dict[str, str] = {}
+
+        def ts_write() -> None:
+            refs["w"] = ts.DataStoreIO.serialize_write(array, "s3").url
+
+        writes = Runner(rounds, len(payload))
+        writes.run(
+            {
+                "s3fs pipe_file (plain put)": (None, lambda: fs.pipe_file("bench/raw", payload)),
+                "typedstore serialize_write": (None, ts_write),
+            }
+        )
+        reads = Runner(rounds, len(payload))
+        reads.run(
+            {
+                "s3fs cat_file (plain get)": (None, lambda: fs.cat_file("bench/raw")),
+                "typedstore read_deserialize": (
+                    None,
+                    lambda: ts.DataStoreIO(refs["w"]).read_deserialize(np.ndarray),
+                ),
+            }
+        )
+    finally:
+        server.terminate()
+        server.wait()
+        ts.options.reset("datastore.storage_options")
+    n = len(payload)
+    return writes.rows("write", "s3fs pipe_file (plain put)", n) + reads.rows(
+        "read", "s3fs cat_file (plain get)", n
+    )
+
+
 def dispatch() -> list[dict[str, Any]]:
     """Registry lookups for already-seen types (ratio against 1 us)."""
     values = {
@@ -589,6 +654,7 @@ def main() -> None:
         for mib in [256] if args.quick else [256, 1024]:
             show(f"large {mib} MiB", large(tmp, mib, rounds))
         show("datastore, 100 x 1 MiB", datastore(tmp, rounds))
+        show("S3 on loopback (moto server), 64 MiB", s3(rounds))
         show("dispatch", dispatch())
         count = 2000 if args.quick else 10_000
         show(f"small, {count} objects (times per object)", small(tmp, count, rounds))

@@ -29,6 +29,7 @@ from typedstore.maintenance import gc, sniff, verify
 from typedstore.options import options
 from typedstore.reference import Reference
 from typedstore.registry import registry
+from typedstore.storage import storage_for_url
 
 __all__ = ["main"]
 
@@ -247,6 +248,29 @@ def _show(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _copy(args: argparse.Namespace, out: TextIO) -> int:
+    storage_options = (
+        json.loads(args.storage_options)
+        if args.storage_options
+        else options.get("datastore.storage_options")
+    )
+    source = storage_for_url(args.source, storage_options=storage_options)
+    target = storage_for_url(args.target, storage_options=storage_options)
+    keys = list(source.list())
+    sizes = {key: source.size(key) for key in keys}
+    with progress(sum(sizes.values()), "copy", unit="B", minimum=4 << 20) as bar:
+        for key in keys:
+            # References are root-relative: the same keys make the same references work.
+            target.write(key, [source.read(key)])
+            bar.update(sizes[key])
+    print(
+        f"copied {len(keys)} objects ({sum(sizes.values())} bytes) from {source.url} "
+        f"to {target.url}",
+        file=out,
+    )
+    return 0
+
+
 def _gc(args: argparse.Namespace, out: TextIO) -> int:
     report = gc(older_than=args.older_than)
     print(
@@ -303,6 +327,12 @@ def _parser() -> argparse.ArgumentParser:
     put.add_argument("--codec", type=_codec_name, default=None)
     command("rm", _rm, "delete every object under a prefix").add_argument("prefix")
     command("experiments", _experiments, "list the stored experiments")
+    copy = command("copy", _copy, "copy every object of one datastore to another (same keys)")
+    copy.add_argument("source", metavar="SRC_URL")
+    copy.add_argument("target", metavar="DST_URL")
+    copy.add_argument(
+        "--storage-options", metavar="JSON", help="fsspec options for remote stores (JSON)"
+    )
     collect = command("gc", _gc, "remove leftovers of interrupted writes and persists")
     collect.add_argument(
         "--older-than", type=float, default=3600.0, metavar="SECONDS",

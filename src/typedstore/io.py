@@ -38,7 +38,11 @@ DEFAULT_PREFIX = "default"
 
 def current_storage() -> Storage:
     """The storage named by option ``datastore.url`` (with ``datastore.fsync``)."""
-    return storage_for_url(options.get("datastore.url"), fsync=options.get("datastore.fsync"))
+    return storage_for_url(
+        options.get("datastore.url"),
+        fsync=options.get("datastore.fsync"),
+        storage_options=options.get("datastore.storage_options"),
+    )
 
 
 #: Checks run on every prefix a caller gives DataStoreIO; each raises to refuse it.

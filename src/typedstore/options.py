@@ -32,6 +32,14 @@ def _checksum(value: Any) -> str | None:
     return value  # type: ignore[no-any-return]
 
 
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise TypeError("expected a dict with str keys, or None")
+    return MappingProxyType(dict(value))
+
+
 def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise TypeError("expected True or False")
@@ -76,6 +84,11 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
             None,
             _checksum,
             "None, or 'sha256': add sha256= to new references and verify it on reads.",
+        ),
+        "datastore.storage_options": _Spec(
+            None,
+            _mapping,
+            "Options for a remote datastore, given to fsspec (credentials, client_kwargs...).",
         ),
         "datastore.fsync": _Spec(
             False, _bool, "fsync each object and its directory so writes survive power loss."
