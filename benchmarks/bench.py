@@ -153,6 +153,10 @@ def large(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
     def ts_write() -> None:
         refs["w"] = ts.DataStoreIO.serialize_write(array, "large").url
 
+    def ts_write_sha256() -> None:
+        with ts.options.ctx({"datastore.checksum": "sha256"}):
+            refs["sha"] = ts.DataStoreIO.serialize_write(array, "large-sha").url
+
     def pickle_dump() -> None:
         with open(paths["pkl"], "wb") as f:
             pickle.dump(array, f, protocol=5)
@@ -168,6 +172,10 @@ def large(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
             lambda: raw_write(paths["raw"], [as_bytes(array)], preallocate=True),
         ),
         "typedstore serialize_write": (lambda: ts.DataStoreIO.delete("large"), ts_write),
+        "typedstore serialize_write, sha256": (
+            lambda: ts.DataStoreIO.delete("large-sha"),
+            ts_write_sha256,
+        ),
         "safetensors save_file": (
             unlink(paths["st"]),
             lambda: safetensors.numpy.save_file({"a": array}, paths["st"]),
@@ -186,6 +194,10 @@ def large(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
             None,
             lambda: ts.DataStoreIO(refs["w"]).read_deserialize(np.ndarray),
         ),
+        "typedstore read_deserialize, sha256": (
+            None,
+            lambda: ts.DataStoreIO(refs["sha"]).read_deserialize(np.ndarray),
+        ),
         "typedstore zero_copy": (
             None,
             lambda: ts.DataStoreIO(refs["w"]).read_deserialize(np.ndarray, zero_copy=True),
@@ -199,6 +211,7 @@ def large(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
     reads = Runner(rounds, n)
     reads.run(readers)
     ts.DataStoreIO.delete("large")
+    ts.DataStoreIO.delete("large-sha")
     for path in paths.values():
         path.unlink(missing_ok=True)
     return writes.rows("write", "raw write", n) + reads.rows("read", "raw readinto fresh array", n)

@@ -19,6 +19,18 @@ SAFETENSORS_DTYPES = [
 ]  # fmt: skip
 
 
+#: Plain data that JSON gives back exactly.
+plain = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
 def join(chunks: Sequence[Buffer]) -> bytes:
     """The stored object a codec's buffers make."""
     return b"".join(byte_view(c) for c in chunks)

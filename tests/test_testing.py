@@ -12,19 +12,9 @@ import pytest
 from hypothesis import strategies as st
 
 import typedstore as ts
-from helpers import SAFETENSORS_DTYPES, any_arrays
+from helpers import SAFETENSORS_DTYPES, any_arrays, plain
 from typedstore.codec import Buffer
 from typedstore.testing import check_codec, equal
-
-plain = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
-    max_leaves=20,
-)
 
 
 @attrs.define(eq=False)

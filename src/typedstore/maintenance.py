@@ -137,12 +137,12 @@ def verify(prefix: str | None = None) -> Iterator[tuple[str, Damage | None]]:
     for key in storage.list(prefix):
         url = known.get(key)
         try:
-            if url is not None:
-                DataStore.from_url(url).load()
+            if url is None:
+                url = str(Reference(key, sniff(storage, key, storage.size(key))))
+                DataStoreIO(url).read_deserialize()
             else:
-                codec = sniff(storage, key, storage.size(key))
-                DataStoreIO(Reference(key, codec)).read_deserialize()
+                DataStore.from_url(url).load()
         except TypedStoreError as exc:
-            yield key, Damage(key, url or f"datastore:///{key}?codec={codec}", str(exc))
+            yield key, Damage(key, url, str(exc))
             continue
         yield key, None

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from typedstore.codec import Codec, byte_view, check_codec_name
+from typedstore.codec import Codec, byte_view
 from typedstore.errors import DecodeError, RegistrationError, TypedStoreError
 from typedstore.registry import CodecRegistry
 
@@ -64,7 +64,6 @@ def check_codec(
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
-    _check_metadata(codec)
     _check_registration(codec)
     checked = settings(
         max_examples=max_examples,
@@ -120,22 +119,13 @@ def _encode(codec: Codec[Any], value: Any) -> bytes:
     return b"".join(byte_view(chunk) for chunk in codec.encode(value))
 
 
-def _check_metadata(codec: Codec[Any]) -> None:
-    try:
-        check_codec_name(codec.name)
-    except RegistrationError as exc:
-        raise AssertionError(str(exc)) from None
-    version: object = codec.version
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise AssertionError(f"codec {codec.name!r}: version must be a positive int: {version!r}")
-    types: object = codec.types
-    if not isinstance(types, tuple) or not all(isinstance(t, type) for t in types):
-        raise AssertionError(f"codec {codec.name!r}: types must be a tuple of types: {types!r}")
-
-
 def _check_registration(codec: Codec[Any]) -> None:
+    # Registration checks the name, version and types rules: the registry's own checks.
     registry = CodecRegistry(load_plugins=False)
-    registry.register(codec)
+    try:
+        registry.register(codec)
+    except RegistrationError as exc:
+        raise AssertionError(f"the codec cannot be registered: {exc}") from None
     assert registry.get(codec.name) is codec, "the registry does not find the codec by name"
     try:
         registry.register(codec)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import join, round_trip
+from helpers import join, plain, round_trip
 from typedstore.codecs import JsonCodec, RawCodec
 from typedstore.errors import DecodeError
 
@@ -45,17 +45,6 @@ def test_raw_refuses_subclasses_and_others() -> None:
     assert not raw.accepts(MyBytes(b"x"))
     assert not raw.accepts("text")
     assert not raw.accepts(np.zeros(3))
-
-
-plain = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
-    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
-    max_leaves=30,
-)
 
 
 def same(a: Any, b: Any) -> bool:

@@ -241,3 +241,31 @@ def test_copy_local_store_to_s3(
         assert ts.DataStore.from_url(urls[1]).a == 1
         assert ts.DataStoreIO(urls[2]).read() == b"raw"
     assert len(files_under(local)) == 3
+
+
+def test_wrong_credentials(s3_endpoint: str, bucket: str) -> None:
+    import urllib.request
+
+    def require_auth(count: str) -> None:
+        # moto's server checks credentials after `count` more requests (inf: never).
+        request = urllib.request.Request(
+            f"{s3_endpoint}/moto-api/reset-auth",
+            data=count.encode(),
+            headers={"Content-Type": "text/plain"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request) as response:
+            assert response.status == 200
+
+    wrong = {**s3_options(s3_endpoint), "key": "AKIAWRONG", "secret": "wrong"}
+    require_auth("0")
+    try:
+        with ts.options.ctx(
+            {"datastore.url": f"s3://{bucket}/creds", "datastore.storage_options": wrong}
+        ):
+            with pytest.raises(StorageError, match="access denied"):
+                ts.DataStoreIO.write(b"x", "p")
+            with pytest.raises(StorageError, match="access denied"):
+                ts.DataStoreIO("datastore:///p/0123?codec=raw").read()
+    finally:
+        require_auth("inf")
