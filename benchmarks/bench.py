@@ -579,7 +579,8 @@ def chart(results: dict[str, list[dict[str, Any]]], path: Path) -> None:
         colors = ["tab:orange" if n.startswith("typedstore") else "tab:gray" for n in names]
         ax.barh(names, [r["GB/s"] for r in chosen], color=colors)
         ax.invert_yaxis()
-        ax.set_title(f"{key}: {op} into fresh memory (GB/s, higher is better)")
+        what = "write" if op == "write" else "read into fresh memory"
+        ax.set_title(f"{key}: {what}\n(GB/s, higher is better)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -620,6 +621,22 @@ This page is written by `python benchmarks/bench.py --write`; the method is desc
 """
 
 
+def parse_results(text: str) -> dict[str, list[dict[str, Any]]]:
+    """The result rows of a RESULTS.md (to redraw the chart without measuring again)."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line[3:]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if section and len(cells) == 6 and cells[0] not in ("op", "---"):
+            rate = float(cells[4]) if cells[4] else None
+            results.setdefault(section, []).append(
+                {"op": cells[0], "contender": cells[1], "GB/s": rate}
+            )
+    return results
+
+
 def write_docs() -> None:
     """docs/performance.md and its chart, from benchmarks/RESULTS.md and results.png."""
     text = (HERE / "RESULTS.md").read_text()
@@ -642,7 +659,7 @@ def main() -> None:
     parser.add_argument("--memory", action="store_true", help="also measure peak memory")
     parser.add_argument("--write", action="store_true", help="update RESULTS.md and results.png")
     parser.add_argument(
-        "--docs", action="store_true", help="only rewrite the docs page from RESULTS.md"
+        "--docs", action="store_true", help="only redraw the chart and docs page from RESULTS.md"
     )
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     parser.add_argument("--mib", type=int, default=256, help=argparse.SUPPRESS)
@@ -652,6 +669,7 @@ def main() -> None:
         memory_probe(args.memory_probe, args.mib, Path(args.tmp))
         return
     if args.docs:
+        chart(parse_results((HERE / "RESULTS.md").read_text()), HERE / "results.png")
         write_docs()
         return
     rounds = 3 if args.quick else 5
