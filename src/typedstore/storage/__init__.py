@@ -43,8 +43,10 @@ def storage_for_url(
     """
     # Every read and write asks for its storage: answer from a cache. A relative path
     # means something else after a chdir, so the current directory is part of the key.
-    options_key = json.dumps(
-        None if storage_options is None else dict(storage_options), sort_keys=True, default=repr
+    options_key = (
+        ""
+        if storage_options is None
+        else json.dumps(dict(storage_options), sort_keys=True, default=repr)
     )
     cache_key = (
         url,
