@@ -224,12 +224,14 @@ def test_faults_at_every_step(tmp_path: Path, scenario: str, function: str, code
         exp.persist()
         before = ts.DataStoreIO.serialize_write(np.arange(10), "loose").url
     ts.database.close_all()
+    failures = 0
     for k in range(1, 60):
         proc = python(FAULT, str(store), str(db), scenario, function, str(k), code)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         outcome = json.loads(out)
         if outcome["error"] is not None:
+            failures += 1
             assert outcome["error"] in ("StorageError", "DatabaseError"), outcome
             assert os.strerror(getattr(__import__("errno"), code)) in outcome["message"]
         with ts.options.ctx({"datastore.url": str(store), "database.url": f"sqlite:///{db}"}):
@@ -248,6 +250,7 @@ def test_faults_at_every_step(tmp_path: Path, scenario: str, function: str, code
             break  # k is past the last call: every step has been failed once
     else:
         pytest.fail("the scenario never completed")
+    assert failures > 0, f"no {function} call of the {scenario} path was ever failed"
 
 
 def test_checksums(store: Path) -> None:
