@@ -24,8 +24,11 @@ _MAX_PARAMS = 16
 _SIMPLE = re.compile(r"datastore:///([A-Za-z0-9._/-]{1,1024})\?codec=([a-z0-9_.-]{1,64})")
 
 
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+
+
 def _frozen_params(params: Mapping[str, str] | None) -> Mapping[str, str]:
-    return MappingProxyType(dict(params or {}))
+    return MappingProxyType(dict(params)) if params else _NO_PARAMS
 
 
 def _check_param(name: str, value: str) -> None:

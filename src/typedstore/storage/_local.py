@@ -111,8 +111,21 @@ class LocalStorage:
 
     def read(self, key: str) -> bytes:
         """The whole object under ``key``."""
-        with self._open_fd(key) as fd:
-            return _FileReader(self, key, fd).read(0, os.fstat(fd).st_size)
+        # The hot path of small reads: one open, one fstat, usually one read.
+        fd, size = self._open(key)
+        try:
+            parts = []
+            while size > 0:
+                part = os.read(fd, size)
+                if not part:
+                    break
+                parts.append(part)
+                size -= len(part)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        except OSError as exc:
+            raise self._read_error(key, exc) from exc
+        finally:
+            os.close(fd)
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         """Up to ``length`` bytes from offset ``start`` (never more than the file holds)."""
@@ -130,8 +143,11 @@ class LocalStorage:
     @contextlib.contextmanager
     def open_reader(self, key: str) -> Iterator[Reader]:
         """A reader holding one open file: ``pread`` straight into the caller's memory."""
-        with self._open_fd(key) as fd:
-            yield _FileReader(self, key, fd)
+        fd, size = self._open(key)
+        try:
+            yield _FileReader(self, key, fd, size)
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def open_view(self, key: str) -> Iterator[memoryview]:
@@ -311,6 +327,15 @@ class LocalStorage:
 
     @contextlib.contextmanager
     def _open_fd(self, key: str) -> Iterator[int]:
+        fd, _ = self._open(key)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def _open(self, key: str) -> tuple[int, int]:
+        """A descriptor of the regular file under ``key`` and its size (the caller closes
+        the descriptor)."""
         parent, name = _split(key)
         try:
             path = f"{self._dir(parent, create=False)}/{name}"
@@ -327,11 +352,14 @@ class LocalStorage:
             except OSError as inner:
                 raise self._read_error(key, inner) from inner
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise NotFoundError(f"no object under key {key!r} in {self.url}")
-            yield fd
-        finally:
+            st = os.fstat(fd)
+        except OSError as exc:
             os.close(fd)
+            raise self._read_error(key, exc) from exc
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise NotFoundError(f"no object under key {key!r} in {self.url}")
+        return fd, st.st_size
 
     def _preadv(self, key: str, fd: int, start: int, target: memoryview) -> int:
         done = 0
@@ -357,18 +385,30 @@ def _split(key: str, *, what: str = "key") -> tuple[str, str]:
 
 
 class _FileReader:
-    def __init__(self, storage: LocalStorage, key: str, fd: int) -> None:
+    def __init__(self, storage: LocalStorage, key: str, fd: int, size: int) -> None:
         self._storage = storage
         self._key = key
         self._fd = fd
-        self.size = os.fstat(fd).st_size
+        self.size = size
 
     def read(self, start: int, length: int) -> bytes:
         if start < 0 or length < 0:
             raise ValueError(f"invalid byte range: start {start}, length {length}")
-        out = bytearray(max(0, min(length, self.size - start)))
-        got = self._storage._preadv(self._key, self._fd, start, memoryview(out))
-        return bytes(out[:got]) if got < len(out) else bytes(out)
+        # Never ask for more than the file holds: a length from a hostile header must
+        # not become an allocation.
+        remaining = max(0, min(length, self.size - start))
+        parts = []
+        try:
+            while remaining > 0:
+                part = os.pread(self._fd, remaining, start)
+                if not part:
+                    break
+                parts.append(part)
+                start += len(part)
+                remaining -= len(part)
+        except OSError as exc:
+            raise self._storage._read_error(self._key, exc) from exc
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readinto(self, start: int, buffer: Buffer) -> int:
         if start < 0:
