@@ -37,7 +37,8 @@ DEFAULT_PREFIX = "default"
 
 
 def current_storage() -> Storage:
-    """The storage named by option ``datastore.url`` (with ``datastore.fsync``)."""
+    """The storage named by option ``datastore.url`` (with ``datastore.fsync`` and
+    ``datastore.storage_options``)."""
     return storage_for_url(
         options.get("datastore.url"),
         fsync=options.get("datastore.fsync"),
