@@ -119,7 +119,9 @@ class Experiment:
         then switches the rows, and only then are the previous objects deleted, so if the
         process dies at any point the previous version (rows and files) still loads.
         Raises ExperimentExistsError when the experiment is stored and ``if_exists`` is
-        ``"fail"``, or when another experiment has its name.
+        ``"fail"``, or when another experiment has its name, and PersistConflictError when
+        another process persisted the same experiment meanwhile and removed this persist's
+        objects (nothing is changed then; retrying is safe).
         """
         if if_exists not in ("fail", "replace"):
             raise ValueError(f"if_exists must be 'fail' or 'replace', got {if_exists!r}")
@@ -141,11 +143,7 @@ class Experiment:
                     except StorageError as exc:
                         if generation in storage.children(self.id):
                             raise
-                        raise PersistConflictError(
-                            f"experiment {self.name!r} ({self.id}) was persisted by another "
-                            "process meanwhile, which removed this persist's objects; nothing "
-                            "was changed by this one: retry"
-                        ) from exc
+                        raise _conflict(self) from exc
                     bar.update()
             with database.transaction() as conn:
                 self._check_can_persist(if_exists, conn)
@@ -217,14 +215,18 @@ def _check_written(
 ) -> None:
     """Inside the commit transaction: this persist's objects are all still there."""
     for _, encoded in rows:
-        for _, key, kind, _, value in encoded:
+        for _, _, kind, _, value in encoded:
             written = kind == "datastore" and isinstance(value, str)
             if written and not storage.exists(Reference.parse(str(value)).key):
-                raise PersistConflictError(
-                    f"experiment {experiment.name!r} ({experiment.id}) was persisted by "
-                    f"another process meanwhile, which removed this persist's objects "
-                    f"(field {key!r}); nothing was changed by this one: retry"
-                )
+                raise _conflict(experiment)
+
+
+def _conflict(experiment: Experiment) -> PersistConflictError:
+    return PersistConflictError(
+        f"experiment {experiment.name!r} ({experiment.id}) was persisted by another process "
+        "meanwhile, which removed this persist's objects; nothing was changed by this one: "
+        "retry"
+    )
 
 
 def _collect(storage: Storage, exp_id: str) -> None:
