@@ -33,6 +33,7 @@ from typedstore.errors import (
     TypedStoreError,
     TypeMismatchError,
     UnknownCodecError,
+    decoding,
 )
 from typedstore.io import DataStoreIO, current_storage
 from typedstore.reference import Reference
@@ -217,16 +218,10 @@ def _decode_entry(
 ) -> Any:
     """One entry's value from its bytes (``data`` holds exactly the entry)."""
     codec = _entry_codec(reg, key, info)
-    try:
+    with decoding(f"entry {key!r} (codec {info.codec!r})"):
         if info.tensor:
             return decode_tensor(data, attrs.evolve(entry, start=0, end=entry.nbytes))
         return codec.decode(data, None)
-    except DecodeError as exc:
-        raise type(exc)(f"entry {key!r} (codec {info.codec!r}): {exc}") from exc
-    except TypedStoreError:
-        raise
-    except Exception as exc:
-        raise DecodeError(f"entry {key!r} (codec {info.codec!r}): {exc}") from exc
 
 
 def _raw_entry(source: _Source, key: str) -> tuple[TensorSource, _EntryInfo]:

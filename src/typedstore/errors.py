@@ -27,6 +27,9 @@ exception a caller would catch without knowing typedstore::
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 __all__ = [
     "DatabaseError",
     "DecodeError",
@@ -49,6 +52,7 @@ __all__ = [
     "UnknownCodecError",
     "UnknownOptionError",
     "UnsafeDataError",
+    "decoding",
 ]
 
 
@@ -138,3 +142,18 @@ class DatabaseError(TypedStoreError):
 
 class PluginWarning(UserWarning):
     """A codec plugin from the ``typedstore.codecs`` entry point group failed to load."""
+
+
+@contextlib.contextmanager
+def decoding(context: str) -> Iterator[None]:
+    """Inside the block, a DecodeError gets ``context`` in front of its message and any
+    exception that is not a typedstore error becomes a DecodeError (chained), so that the
+    errors of numpy, json or pickle never escape raw."""
+    try:
+        yield
+    except DecodeError as exc:
+        raise type(exc)(f"{context}: {exc}") from exc
+    except TypedStoreError:
+        raise
+    except Exception as exc:
+        raise DecodeError(f"{context}: {exc}") from exc

@@ -8,7 +8,6 @@ from typing import Any, TypeVar, overload
 
 from typedstore.codec import Buffer, Codec
 from typedstore.errors import (
-    DecodeError,
     EncodeError,
     IntegrityError,
     InvalidKeyError,
@@ -16,6 +15,7 @@ from typedstore.errors import (
     TypedStoreError,
     TypeMismatchError,
     UnknownCodecError,
+    decoding,
 )
 from typedstore.keys import check_key, new_object_key
 from typedstore.options import options
@@ -185,7 +185,7 @@ class DataStoreIO:
         if "sha256" in ref.params:
             # The whole object is hashed anyway: decode from the same (mapped) bytes.
             decode_from = None
-        try:
+        with decoding(f"{ref} (codec {ref.codec!r})"):
             if "sha256" in ref.params:
                 with storage.open_view(ref.key) as view:
                     self._verify(view)
@@ -204,12 +204,6 @@ class DataStoreIO:
                     return self._checked(decode_from(reader, expected_type), expected_type)
             with storage.open_view(ref.key) as view:
                 value = codec.decode(view, expected_type)
-        except DecodeError as exc:
-            raise type(exc)(f"{ref}: {exc}") from exc
-        except TypedStoreError:
-            raise
-        except Exception as exc:
-            raise DecodeError(f"{ref}: codec {ref.codec!r} failed to decode: {exc}") from exc
         return self._checked(value, expected_type)
 
     def _checked(self, value: Any, expected_type: type[Any] | None) -> Any:
