@@ -186,7 +186,9 @@ def test_malicious_pickles_are_refused_and_nothing_runs(name: str, marker: Path)
 @pytest.mark.parametrize("name", MALICIOUS_NAMES)
 def test_broad_allow_patterns_do_not_open_dangerous_names(name: str, marker: Path) -> None:
     patterns = ["numpy.*", "collections.*", "pathlib.*", "typedstore.*"]
-    with ts.options.ctx({"codecs.pickle.allow": patterns}), pytest.raises(UnsafeDataError):
+    # Refused as unsafe, or (Python 3.13, where pathlib is a package without an `os`
+    # attribute) as naming something that does not exist: either way a DecodeError.
+    with ts.options.ctx({"codecs.pickle.allow": patterns}), pytest.raises(DecodeError):
         codec.decode(malicious(marker)[name])
     assert not marker.exists()
 

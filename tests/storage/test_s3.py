@@ -189,7 +189,8 @@ def test_failed_upload_leaves_no_object(s3_store: RemoteStorage) -> None:
             raise RuntimeError("source broke")
 
     big = np.ones(3 * 2**20)  # 24 MiB: a multipart upload is under way when it fails
-    with pytest.raises(StorageError, match="bytes-like"):
+    # (Python 3.12+ calls __buffer__ and reports "source broke"; 3.11 says "bytes-like".)
+    with pytest.raises(StorageError, match=r"cannot write 'p/x'"):
         s3_store.write("p/x", [big.data, Exploding()])
     assert not s3_store.exists("p/x")
     assert list(s3_store.list("p")) == []
