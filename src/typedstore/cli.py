@@ -20,7 +20,7 @@ import numpy as np
 from typedstore import _strictjson
 from typedstore._progress import progress
 from typedstore.codec import NAME_PATTERN
-from typedstore.codecs.safetensors import MAX_HEADER_SIZE, header_size, parse_header
+from typedstore.codecs.safetensors import read_header_from
 from typedstore.datastore import DataStore
 from typedstore.errors import DecodeError, TypedStoreError
 from typedstore.experiment import create_experiment, list_experiments, load_experiment
@@ -145,8 +145,8 @@ def _info(args: argparse.Namespace, out: TextIO) -> int:
     print(f"size:      {size} bytes", file=out)
     if ref.codec not in _SAFETENSORS_BASED:
         return 0
-    n = header_size(storage.read_range(ref.key, 0, 8), size)
-    tensors, metadata = parse_header(storage.read_range(ref.key, 8, min(n, MAX_HEADER_SIZE)), size)
+    with storage.open_reader(ref.key) as reader:
+        tensors, metadata = read_header_from(reader)
     entries: Any = {}
     if metadata.get("typedstore.kind") == "datastore":
         entries = _strictjson.loads(metadata.get("typedstore.entries", "{}"))

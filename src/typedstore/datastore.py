@@ -20,8 +20,6 @@ from typedstore.codecs.safetensors import (
     TensorSource,
     decode_tensor,
     encode_tensors,
-    header_size,
-    parse_header,
     read_header,
     read_header_from,
     read_tensor,
@@ -257,17 +255,15 @@ class DataStore(AttrDict):
     back as a DataStore (read whole when its key is first touched).
     """
 
-    __slots__ = ("_ts_lock", "_ts_prefix", "_ts_source", "_ts_stored")
+    __slots__ = ("_ts_lock", "_ts_source", "_ts_stored")
 
     _ts_source: _Source | None
     _ts_stored: str | None
-    _ts_prefix: str | None
     _ts_lock: threading.Lock
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         object.__setattr__(self, "_ts_source", None)
         object.__setattr__(self, "_ts_stored", None)
-        object.__setattr__(self, "_ts_prefix", None)
         object.__setattr__(self, "_ts_lock", threading.Lock())
         super().__init__(*args, **kwargs)
 
@@ -379,12 +375,12 @@ class DataStore(AttrDict):
         """
         with self._ts_lock:
             stored = self._ts_stored
-            same_prefix = relative_path_prefix in (None, self._ts_prefix)
-            if stored is not None and same_prefix and self._unchanged():
-                return stored
+            if stored is not None and self._unchanged():
+                prefix = Reference.parse(stored).key.rsplit("/", 1)[0]
+                if relative_path_prefix in (None, prefix):
+                    return stored
             url = DataStoreIO.serialize_write(self, relative_path_prefix, codec="datastore").url
             object.__setattr__(self, "_ts_stored", url)
-            object.__setattr__(self, "_ts_prefix", Reference.parse(url).key.rsplit("/", 1)[0])
         return url
 
     @classmethod
@@ -400,7 +396,6 @@ class DataStore(AttrDict):
             raise TypeMismatchError(f"{ref}: codec {ref.codec!r} does not hold a DataStore")
         result = _load_lazy(ref) if lazy else DataStoreIO(ref).read_deserialize(DataStore)
         object.__setattr__(result, "_ts_stored", ref.url)
-        object.__setattr__(result, "_ts_prefix", ref.key.rsplit("/", 1)[0])
         return result
 
     def load(self) -> DataStore:
@@ -472,13 +467,10 @@ def _short(value: Any) -> str:
 
 def _load_lazy(ref: Reference) -> DataStore:
     storage = current_storage()
-    try:
-        size = storage.size(ref.key)
-        n = header_size(storage.read_range(ref.key, 0, 8), size)
-        tensors, metadata = parse_header(storage.read_range(ref.key, 8, n), size)
+    # One open for the whole header (its length, then its bytes), not one per read.
+    with decoding(str(ref)), storage.open_reader(ref.key) as reader:
+        tensors, metadata = read_header_from(reader)
         table = _entry_table(metadata, tensors)
-    except DecodeError as exc:
-        raise type(exc)(f"{ref}: {exc}") from exc
     result = DataStore()
     for key in table:
         dict.__setitem__(result, key, _UNLOADED)
