@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,13 @@ def round_trip(codec: Codec[Any], value: Any, expected_type: type[Any] | None = 
     """Encode then decode through a read-only view, as storages hand data to codecs."""
     data = join(codec.encode(value))
     return codec.decode(memoryview(data), expected_type)
+
+
+def using(store: Path, db: Path) -> AbstractContextManager[None]:
+    """Options pointing the datastore at ``store`` and the database at the file ``db``."""
+    import typedstore as ts
+
+    return ts.options.ctx({"datastore.url": str(store), "database.url": f"sqlite:///{db}"})
 
 
 def files_under(path: Path) -> list[str]:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import typedstore as ts
-from helpers import files_under
+from helpers import files_under, using
 from typedstore.errors import (
     DatabaseError,
     ExperimentExistsError,
@@ -257,7 +257,7 @@ PERSIST_LOOP = textwrap.dedent(
 
 
 def check_intact(store: Path, db: Path) -> int:
-    with ts.options.ctx({"datastore.url": str(store), "database.url": f"sqlite:///{db}"}):
+    with using(store, db):
         exp = ts.load_experiment("crash")
         version = int(exp.fields.version)
         assert np.array_equal(exp.fields.data.a, np.full(20_000, version))
@@ -270,7 +270,7 @@ def check_intact(store: Path, db: Path) -> int:
 
 def test_persist_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
     store, db = tmp_path / "store", tmp_path / "crash.db"
-    with ts.options.ctx({"datastore.url": str(store), "database.url": f"sqlite:///{db}"}):
+    with using(store, db):
         exp = ts.create_experiment("crash")
         exp.fields.version = 0
         exp.fields.data = ts.DataStore(a=np.full(20_000, 0), b="0")
@@ -298,7 +298,7 @@ def test_persist_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
     assert versions == sorted(versions)
     assert versions[-1] > 0
     # Killed persists leave garbage generations; the next persist removes all of them.
-    with ts.options.ctx({"datastore.url": str(store), "database.url": f"sqlite:///{db}"}):
+    with using(store, db):
         ts.load_experiment("crash").persist(if_exists="replace")
     assert len({f.split("/")[1] for f in files_under(store)}) == 1
     assert check_intact(store, db) == versions[-1]

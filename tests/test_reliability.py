@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import typedstore as ts
-from helpers import files_under
+from helpers import files_under, using
 from typedstore.errors import IntegrityError, TypedStoreError
 
 PRELUDE = textwrap.dedent(
@@ -156,7 +156,7 @@ print(json.dumps({"wins": wins, "conflicts": conflicts}))
 
 def test_two_processes_persisting_one_experiment(tmp_path: Path) -> None:
     store, db = tmp_path / "store", tmp_path / "db"
-    with ts.options.ctx({"datastore.url": str(store), "database.url": f"sqlite:///{db}"}):
+    with using(store, db):
         exp = ts.create_experiment("shared")
         exp.fields.version = 0
         exp.fields.data = ts.DataStore(v=np.full(20_000, 0))
@@ -169,7 +169,7 @@ def test_two_processes_persisting_one_experiment(tmp_path: Path) -> None:
         assert proc.returncode == 0, err
         results.append(json.loads(out))
     assert sum(r["wins"] for r in results) >= 15
-    with ts.options.ctx({"datastore.url": str(store), "database.url": f"sqlite:///{db}"}):
+    with using(store, db):
         final = ts.load_experiment("shared")
         version = final.fields.version
         assert np.array_equal(final.fields.data.v, np.full(20_000, version))
@@ -217,7 +217,7 @@ print(json.dumps(outcome))
 )  # fmt: skip
 def test_faults_at_every_step(tmp_path: Path, scenario: str, function: str, code: str) -> None:
     store, db = tmp_path / "store", tmp_path / "db"
-    with ts.options.ctx({"datastore.url": str(store), "database.url": f"sqlite:///{db}"}):
+    with using(store, db):
         exp = ts.create_experiment("faulty")
         exp.fields.version = 1
         exp.fields.data = ts.DataStore(v=np.full(300_000, 1))
@@ -234,7 +234,7 @@ def test_faults_at_every_step(tmp_path: Path, scenario: str, function: str, code
             failures += 1
             assert outcome["error"] in ("StorageError", "DatabaseError"), outcome
             assert os.strerror(getattr(__import__("errno"), code)) in outcome["message"]
-        with ts.options.ctx({"datastore.url": str(store), "database.url": f"sqlite:///{db}"}):
+        with using(store, db):
             # Nothing stored before is damaged, and no partial object is visible.
             kept = ts.DataStoreIO(before).read_deserialize(np.ndarray)
             assert np.array_equal(kept, np.arange(10))
