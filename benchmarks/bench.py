@@ -7,6 +7,7 @@ same run):
 - ``large``: one float32 array (256 MiB; also 1 GiB without ``--quick``) written and read
   by raw file I/O, typedstore, the safetensors library, numpy, pickle and joblib.
 - ``datastore``: 100 arrays of 1 MiB in one object.
+- ``s3``: 64 MiB through an S3 server on loopback (moto), against plain s3fs.
 - ``dispatch``: registry lookups for already-seen types.
 - ``small``: thousands of small values, one object each (run last: after mass deletes,
   ext4 makes new files slow for a while).
@@ -15,6 +16,7 @@ Peak memory per contender is measured in a separate process (``--memory``).
 
     python benchmarks/bench.py --quick               # under 2 minutes
     python benchmarks/bench.py --memory --write      # full run, updates RESULTS.md and chart
+    python benchmarks/bench.py --only small          # one group (repeatable)
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ def as_bytes(array: Array) -> memoryview:
     return memoryview(array.reshape(-1).view(np.uint8).data)
 
 
-def raw_write(path: Path, buffers: list[memoryview], preallocate: bool = False) -> None:
+def raw_write(path: str | Path, buffers: list[memoryview], preallocate: bool = False) -> None:
     """Plain write of buffers to a new file (the write limit of this machine)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
@@ -276,36 +278,37 @@ def small(tmp: Path, count: int, rounds: int) -> list[dict[str, Any]]:
         "i": np.arange(8),
     }
     buffers = [as_bytes(a) for a in arrays.values()]
-    raw_dir = tmp / "small-raw"
-    raw_dir.mkdir(exist_ok=True)
+    # Plain str paths throughout: pathlib would add microseconds to every baseline call.
+    raw_dir = str(tmp / "small-raw")
+    os.makedirs(raw_dir, exist_ok=True)
     counter = iter(range(10**9))
     made: dict[str, list[str]] = {}
 
     def raw_atomic(chunks: list[memoryview]) -> str:
         name = str(next(counter))
-        raw_write(raw_dir / f"~{name}", chunks)
-        os.replace(raw_dir / f"~{name}", raw_dir / name)
+        raw_write(f"{raw_dir}/~{name}", chunks)
+        os.replace(f"{raw_dir}/~{name}", f"{raw_dir}/{name}")
         return name
 
     def pickle_file(value: Any) -> str:
         name = f"{next(counter)}.pkl"
-        with open(raw_dir / name, "wb") as f:
+        with open(f"{raw_dir}/{name}", "wb") as f:
             pickle.dump(value, f, protocol=5)
         return name
 
     def st_file(value: dict[str, Array]) -> str:
         name = f"{next(counter)}.st"
-        safetensors.numpy.save_file(value, raw_dir / name)
+        safetensors.numpy.save_file(value, f"{raw_dir}/{name}")
         return name
 
     def read_file(name: str) -> bytearray:
-        with open(raw_dir / name, "rb", buffering=0) as f:
+        with open(f"{raw_dir}/{name}", "rb", buffering=0) as f:
             out = bytearray(os.fstat(f.fileno()).st_size)
             f.readinto(out)
         return out
 
     def read_pickle(name: str) -> Any:
-        with open(raw_dir / name, "rb") as f:
+        with open(f"{raw_dir}/{name}", "rb") as f:
             return pickle.load(f)
 
     def batch(label: str, op: Callable[[], str]) -> tuple[None, Op]:
@@ -338,7 +341,7 @@ def small(tmp: Path, count: int, rounds: int) -> list[dict[str, Any]]:
             "raw read": read_batch("raw1k", read_file),
             "typedstore read": read_batch("ts1k", lambda url: ts.DataStoreIO(url).read()),
             "safetensors load_file": read_batch(
-                "st1k", lambda name: safetensors.numpy.load_file(raw_dir / name)
+                "st1k", lambda name: safetensors.numpy.load_file(f"{raw_dir}/{name}")
             ),
             "pickle load": read_batch("pk1k", read_pickle),
         },
@@ -348,7 +351,7 @@ def small(tmp: Path, count: int, rounds: int) -> list[dict[str, Any]]:
                 "tsd", lambda url: ts.DataStoreIO(url).read_deserialize(dict)
             ),
             "safetensors load_file": read_batch(
-                "std", lambda name: safetensors.numpy.load_file(raw_dir / name)
+                "std", lambda name: safetensors.numpy.load_file(f"{raw_dir}/{name}")
             ),
             "pickle load": read_batch("pkd", read_pickle),
         },
@@ -648,6 +651,10 @@ def write_docs() -> None:
     shutil.copyfile(HERE / "results.png", docs / "assets" / "results.png")
 
 
+#: The groups of measurements, in the order they run (small last: see the module notes).
+GROUPS = ("large", "datastore", "s3", "dispatch", "small")
+
+
 def main() -> None:
     """Run the suite and print (optionally write) the results."""
     parser = argparse.ArgumentParser(
@@ -661,10 +668,19 @@ def main() -> None:
     parser.add_argument(
         "--docs", action="store_true", help="only redraw the chart and docs page from RESULTS.md"
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=GROUPS,
+        help="run only this group (repeatable); cannot be combined with --write",
+    )
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     parser.add_argument("--mib", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.only and args.write:
+        parser.error("--write needs every group; drop --only")
+    run = set(args.only or GROUPS)
     if args.memory_probe:
         memory_probe(args.memory_probe, args.mib, Path(args.tmp))
         return
@@ -682,13 +698,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR", ".")) as name:
         tmp = Path(name)
-        for mib in [256] if args.quick else [256, 1024]:
-            show(f"large {mib} MiB", large(tmp, mib, rounds))
-        show("datastore, 100 x 1 MiB", datastore(tmp, rounds))
-        show("S3 on loopback (moto server), 64 MiB", s3(rounds))
-        show("dispatch", dispatch())
-        count = 2000 if args.quick else 10_000
-        show(f"small, {count} objects (times per object)", small(tmp, count, rounds))
+        if "large" in run:
+            for mib in [256] if args.quick else [256, 1024]:
+                show(f"large {mib} MiB", large(tmp, mib, rounds))
+        if "datastore" in run:
+            show("datastore, 100 x 1 MiB", datastore(tmp, rounds))
+        if "s3" in run:
+            show("S3 on loopback (moto server), 64 MiB", s3(rounds))
+        if "dispatch" in run:
+            show("dispatch", dispatch())
+        if "small" in run:
+            count = 2000 if args.quick else 10_000
+            show(f"small, {count} objects (times per object)", small(tmp, count, rounds))
         mem = memory(tmp, 256) if args.memory else []
     if mem:
         print(f"## peak memory, 256 MiB\n\n{memory_table(mem)}\n")

@@ -172,3 +172,23 @@ def test_fast_key_pattern_agrees_with_the_segment_rules(key: str) -> None:
     except InvalidKeyError:
         slow = False
     assert bool(_KEY.fullmatch(key)) == slow
+
+
+@given(
+    st.text(alphabet="ab./_-?=%\\ \x00é", max_size=14),
+    st.sampled_from(["raw", "x.y", "A", "", "raw&sha256=ab"]),
+)
+def test_fast_url_path_agrees_with_the_general_parser(path: str, codec: str) -> None:
+    class Url(str):
+        pass
+
+    url = f"datastore:///{path}?codec={codec}"
+
+    def outcome(text: str) -> Reference | type[Exception]:
+        try:
+            return Reference.parse(text)
+        except TypedStoreError as exc:
+            return type(exc)
+
+    # A str subclass is never taken by the fast path, so it shows the general parser.
+    assert outcome(url) == outcome(Url(url))

@@ -181,6 +181,9 @@ def test_two_processes_persisting_one_experiment(tmp_path: Path) -> None:
 FAULT = """
 import errno
 scenario, function, k, code = sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6]
+if scenario.endswith("-named"):
+    del os.O_TMPFILE  # as on a platform without it: named temporary files, then rename
+    scenario = scenario[: -len("-named")]
 ts.options.set("datastore.fsync", True)
 exp = ts.load_experiment("faulty")
 real = getattr(os, function)
@@ -209,11 +212,16 @@ print(json.dumps(outcome))
 """
 
 
-@pytest.mark.parametrize("scenario", ["io", "datastore", "persist"])
+FAULTS = [("write", "ENOSPC"), ("fsync", "EIO"), ("open", "EMFILE"), ("posix_fallocate", "ENOSPC")]
+
+
 @pytest.mark.parametrize(
-    ("function", "code"),
-    [("write", "ENOSPC"), ("fsync", "EIO"), ("replace", "EIO"), ("open", "EMFILE"),
-     ("posix_fallocate", "ENOSPC")],
+    ("scenario", "function", "code"),
+    [
+        *[(scenario, *fault) for scenario in ("io", "datastore", "persist")
+          for fault in [*FAULTS, ("link", "EIO")]],
+        *[("io-named", *fault) for fault in [*FAULTS, ("replace", "EIO")]],
+    ],
 )  # fmt: skip
 def test_faults_at_every_step(tmp_path: Path, scenario: str, function: str, code: str) -> None:
     store, db = tmp_path / "store", tmp_path / "db"
@@ -320,21 +328,28 @@ def test_verify_reports_damaged_objects(store: Path) -> None:
     assert main(["verify", "other"]) == 0
 
 
-def test_garbage_only_in_temporary_files(tmp_path: Path) -> None:
-    # A write killed at any point leaves either nothing or a ~tmp- file, never a key.
+@pytest.mark.parametrize("tmpfile", [True, False])
+def test_garbage_only_in_temporary_files(tmp_path: Path, tmpfile: bool) -> None:
+    # A write killed just before its object gets its name leaves nothing (Linux's unnamed
+    # O_TMPFILE files) or a ~tmp- file (elsewhere), never a key.
     store = tmp_path / "s"
-    code = """
+    code = f"""
     import os, signal
-    real = os.replace
+    if not {tmpfile}:
+        del os.O_TMPFILE
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
-    os.replace = die
+    os.{"link" if tmpfile else "replace"} = die
     ts.DataStoreIO.write(b"x" * 1000, "p")
     """
     proc = python(code, str(store), str(tmp_path / "db"))
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL
-    assert [p.name.startswith("~tmp-") for p in (store / "p").iterdir()] == [True]
+    left = [p.name for p in (store / "p").iterdir()]
     assert list(ts.LocalStorage(store).list()) == []
+    if tmpfile:
+        assert left == []
+        return
+    assert [name.startswith("~tmp-") for name in left] == [True]
     with pytest.raises(TypedStoreError):
         ts.LocalStorage(store).read("p/" + next((store / "p").iterdir()).name)

@@ -165,6 +165,8 @@ class DataStoreCodec:
 
     def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> DataStore:
         """As :meth:`decode`, reading arrays straight into their own memory."""
+        if reader.size <= _READ_WHOLE_MAX:
+            return self.decode(reader.read(0, reader.size), expected_type)
         tensors, metadata = read_header_from(reader)
         table = _entry_table(metadata, tensors)
         result = DataStore()
@@ -195,6 +197,10 @@ class DataStoreCodec:
                 _decode_entry(self._registry, key, info, entry, view[entry.start : entry.end]),
             )
         return result
+
+
+# Containers up to this size are read with one call and decoded from memory.
+_READ_WHOLE_MAX = 64 << 10
 
 
 def _entry_codec(reg: CodecRegistry, key: str, info: _EntryInfo) -> Codec[Any]:

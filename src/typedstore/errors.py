@@ -27,9 +27,6 @@ exception a caller would catch without knowing typedstore::
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 __all__ = [
     "DatabaseError",
     "DecodeError",
@@ -52,6 +49,7 @@ __all__ = [
     "UnknownCodecError",
     "UnknownOptionError",
     "UnsafeDataError",
+    "decode_error",
     "decoding",
 ]
 
@@ -144,16 +142,34 @@ class PluginWarning(UserWarning):
     """A codec plugin from the ``typedstore.codecs`` entry point group failed to load."""
 
 
-@contextlib.contextmanager
-def decoding(context: str) -> Iterator[None]:
+def decode_error(exc: Exception, context: str) -> Exception | None:
+    """What to raise, chained to ``exc``, for an exception out of decoding: a DecodeError
+    with ``context`` in front of its message, or None to let ``exc`` (a typedstore error
+    that is not about decoding) propagate as it is."""
+    if isinstance(exc, DecodeError):
+        return type(exc)(f"{context}: {exc}")
+    if isinstance(exc, TypedStoreError):
+        return None
+    return DecodeError(f"{context}: {exc}")
+
+
+class decoding:
     """Inside the block, a DecodeError gets ``context`` in front of its message and any
     exception that is not a typedstore error becomes a DecodeError (chained), so that the
     errors of numpy, json or pickle never escape raw."""
-    try:
-        yield
-    except DecodeError as exc:
-        raise type(exc)(f"{context}: {exc}") from exc
-    except TypedStoreError:
-        raise
-    except Exception as exc:
-        raise DecodeError(f"{context}: {exc}") from exc
+
+    __slots__ = ("_context",)
+
+    def __init__(self, context: str) -> None:
+        self._context = context
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if isinstance(exc, Exception):
+            error = decode_error(exc, self._context)
+            if error is not None:
+                raise error from exc

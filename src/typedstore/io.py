@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from typedstore.codec import Buffer, Codec
@@ -15,7 +16,7 @@ from typedstore.errors import (
     TypedStoreError,
     TypeMismatchError,
     UnknownCodecError,
-    decoding,
+    decode_error,
 )
 from typedstore.keys import check_key, new_object_key
 from typedstore.options import options
@@ -27,9 +28,10 @@ __all__ = ["DEFAULT_PREFIX", "DataStoreIO", "add_prefix_guard", "current_storage
 
 T = TypeVar("T")
 
-# Below this size an object is read whole and decoded from memory; above it, codecs that
-# can decode from storage read large parts straight into the result's memory.
+# Codecs that cannot decode from storage get objects below this size read whole; larger
+# ones memory-mapped.
 _STREAM_MIN = 1 << 20
+_UNREAD = object()
 
 #: The prefix used when neither the call nor option ``datastore.relative_path_prefix``
 #: names one.
@@ -39,11 +41,30 @@ DEFAULT_PREFIX = "default"
 def current_storage() -> Storage:
     """The storage named by option ``datastore.url`` (with ``datastore.fsync`` and
     ``datastore.storage_options``)."""
-    return storage_for_url(
-        options.get("datastore.url"),
+    global _current
+    # Every read and write asks: the answer is kept until an option changes (or, for a
+    # relative path, the current directory).
+    generation, overrides = options._revision()
+    last = _current
+    if (
+        last is not None
+        and last[0] == generation
+        and last[1] is overrides
+        and (last[2] is None or last[2] == os.getcwd())
+    ):
+        return last[3]
+    url = options.get("datastore.url")
+    storage = storage_for_url(
+        url,
         fsync=options.get("datastore.fsync"),
         storage_options=options.get("datastore.storage_options"),
     )
+    relative = not os.path.isabs(url) and "://" not in url
+    _current = (generation, overrides, os.getcwd() if relative else None, storage)
+    return storage
+
+
+_current: tuple[int, Mapping[str, Any], str | None, Storage] | None = None
 
 
 #: Checks run on every prefix a caller gives DataStoreIO; each raises to refuse it.
@@ -132,14 +153,15 @@ class DataStoreIO:
     @classmethod
     def _store(cls, codec: Codec[Any], chunks: Sequence[Buffer], prefix: str) -> DataStoreIO:
         key = new_object_key(prefix)
-        params = {}
         if options.get("datastore.checksum") == "sha256":
             digest = hashlib.sha256()
             for chunk in chunks:
                 digest.update(chunk)
-            params["sha256"] = digest.hexdigest()
+            current_storage().write(key, chunks)
+            return cls(Reference(key=key, codec=codec.name, params={"sha256": digest.hexdigest()}))
         current_storage().write(key, chunks)
-        return cls(Reference(key=key, codec=codec.name, params=params))
+        # The key is fresh and valid, the name was checked when the codec was registered.
+        return cls(Reference._from_checked(key, codec.name))
 
     def read(self) -> bytes:
         """The stored bytes, whatever the codec (checked against ``sha256=`` if present)."""
@@ -181,34 +203,32 @@ class DataStoreIO:
         # Optional codec capabilities are looked up by name: isinstance checks against
         # runtime protocols cost microseconds on every small read.
         decode_view = getattr(codec, "decode_view", None) if zero_copy else None
-        decode_from = getattr(codec, "decode_from", None)
-        if "sha256" in ref.params:
-            # The whole object is hashed anyway: decode from the same (mapped) bytes.
-            decode_from = None
-        with decoding(f"{ref} (codec {ref.codec!r})"):
-            if "sha256" in ref.params:
+        try:
+            if decode_view is not None or "sha256" in ref.params:
+                # The whole object is hashed or shared: decode from a view of all of it.
                 with storage.open_view(ref.key) as view:
-                    self._verify(view)
+                    if "sha256" in ref.params:
+                        self._verify(view)
                     value = (decode_view or codec.decode)(view, expected_type)
-                return self._checked(value, expected_type)
-            if decode_view is not None:
-                with storage.open_view(ref.key) as view:
-                    value = decode_view(view, expected_type)
-                return self._checked(value, expected_type)
-            with storage.open_reader(ref.key) as reader:
-                if reader.size < _STREAM_MIN:
-                    # Small objects: one read, then decode from memory.
-                    data = memoryview(reader.read(0, reader.size))
-                    return self._checked(codec.decode(data, expected_type), expected_type)
-                if decode_from is not None:
-                    return self._checked(decode_from(reader, expected_type), expected_type)
-            with storage.open_view(ref.key) as view:
-                value = codec.decode(view, expected_type)
-        return self._checked(value, expected_type)
-
-    def _checked(self, value: Any, expected_type: type[Any] | None) -> Any:
+            else:
+                decode_from = getattr(codec, "decode_from", None)
+                with storage.open_reader(ref.key) as reader:
+                    if decode_from is not None:
+                        value = decode_from(reader, expected_type)
+                    elif reader.size < _STREAM_MIN:
+                        value = codec.decode(memoryview(reader.read(0, reader.size)), expected_type)
+                    else:
+                        value = _UNREAD
+                if value is _UNREAD:
+                    with storage.open_view(ref.key) as view:
+                        value = codec.decode(view, expected_type)
+        except Exception as exc:
+            # Not a `with decoding(...)` block: the context would be formatted on every read.
+            error = decode_error(exc, f"{ref} (codec {ref.codec!r})")
+            if error is None:
+                raise
+            raise error from exc
         if expected_type is not None and not isinstance(value, expected_type):
-            ref = self._reference
             raise TypeMismatchError(
                 f"{ref}: expected {expected_type.__qualname__}, "
                 f"codec {ref.codec!r} decoded a {type(value).__qualname__}"

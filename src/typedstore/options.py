@@ -124,6 +124,8 @@ class Options:
     def __init__(self) -> None:
         self._values: dict[str, Any] = {}
         self._lock = threading.Lock()
+        # Bumped by every set and reset: lets hot paths keep what they derived from options.
+        self._generation = 0
 
     def names(self) -> list[str]:
         """All option keys."""
@@ -146,6 +148,7 @@ class Options:
         checked = self._check(key, value)
         with self._lock:
             self._values[key] = checked
+            self._generation += 1
 
     def reset(self, key: str | None = None) -> None:
         """Restore ``key`` (or every option when None) to its default."""
@@ -155,6 +158,7 @@ class Options:
             else:
                 self._spec(key)
                 self._values.pop(key, None)
+            self._generation += 1
 
     @contextlib.contextmanager
     def ctx(self, values: Mapping[str, Any]) -> Iterator[None]:
@@ -165,6 +169,10 @@ class Options:
             yield
         finally:
             _overrides.reset(token)
+
+    def _revision(self) -> tuple[int, Mapping[str, Any]]:
+        """Changes (by value or by identity) whenever any option seen here may change."""
+        return self._generation, _overrides.get()
 
     def _spec(self, key: str) -> _Spec:
         try:

@@ -20,7 +20,8 @@ SCHEME = "datastore"
 _PREFIX = f"{SCHEME}:///"
 _MAX_URL_LENGTH = 4096
 _MAX_PARAMS = 16
-# The form typedstore itself writes, with nothing to decode: parsed without urllib.
+# The form typedstore itself writes, with nothing to decode: parsed without urllib. The
+# codec group is exactly NAME_PATTERN; the key group still needs the key rules.
 _SIMPLE = re.compile(r"datastore:///([A-Za-z0-9._/-]{1,1024})\?codec=([a-z0-9_.-]{1,64})")
 
 
@@ -75,10 +76,15 @@ class Reference:
         """Parse a reference URL strictly; raise InvalidReferenceError if it is malformed."""
         simple = _SIMPLE.fullmatch(url) if type(url) is str else None
         if simple is not None:
-            try:
-                return cls(key=simple[1], codec=simple[2])
-            except InvalidKeyError as exc:
-                raise InvalidKeyError(f"reference {url!r}: {exc}") from None
+            key = simple[1]
+            # Without a segment that starts with "." or is empty, the characters matched
+            # are all the key rules ask; anything else gets the full check.
+            if key[0] in "./" or "/." in key or "//" in key or key[-1] == "/":
+                try:
+                    check_key(key)
+                except InvalidKeyError as exc:
+                    raise InvalidKeyError(f"reference {url!r}: {exc}") from None
+            return cls._from_checked(key, simple[2])
         if not isinstance(url, str):
             raise InvalidReferenceError(f"a reference is a str, got {type(url).__name__}")
         if len(url) > _MAX_URL_LENGTH:
@@ -119,11 +125,30 @@ class Reference:
         except InvalidKeyError as exc:
             raise InvalidKeyError(f"reference {url!r}: {exc}") from None
 
+    @classmethod
+    def _from_checked(cls, key: str, codec: str) -> Reference:
+        # For a key and codec name the caller has already checked: references are made on
+        # every read and write, and the validators would check both again.
+        ref = object.__new__(cls)
+        _set_key(ref, key)
+        _set_codec(ref, codec)
+        _set_params(ref, _NO_PARAMS)
+        return ref
+
     @property
     def url(self) -> str:
         """The reference as a URL; same as ``str(self)``."""
+        if not self.params:
+            # Keys and codec names hold only characters that URLs leave as they are.
+            return f"{_PREFIX}{self.key}?codec={self.codec}"
         query = urlencode([("codec", self.codec), *self.params.items()])
         return f"{_PREFIX}{quote(self.key, safe='/')}?{query}"
 
     def __str__(self) -> str:
         return self.url
+
+
+# The slots' own setters: what a frozen class's __init__ uses, without the validators.
+_set_key = Reference.__dict__["key"].__set__
+_set_codec = Reference.__dict__["codec"].__set__
+_set_params = Reference.__dict__["params"].__set__

@@ -142,3 +142,19 @@ def test_children_include_folders_of_interrupted_writes(tmp_path: Path) -> None:
     assert storage.children("e") == ["g1", "g2"]
     assert storage.delete("e/g2") == 0
     assert not (tmp_path / "e" / "g2").exists()
+
+
+@pytest.mark.parametrize("tmpfile", [True, False])
+def test_overwrites_leave_only_the_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmpfile: bool
+) -> None:
+    if not tmpfile:
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    storage = LocalStorage(tmp_path)
+    for content in (b"first", b"second", b"third"):
+        storage.write("p/x", [content])
+        assert storage.read("p/x") == content
+        assert os.listdir(tmp_path / "p") == ["x"]
+    with pytest.raises(StorageError, match="a prefix of that name exists"):
+        storage.write("p", [b"y"])
+    assert sorted(os.listdir(tmp_path)) == ["p"]

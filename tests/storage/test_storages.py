@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +14,19 @@ from typedstore.errors import InvalidKeyError, NotFoundError, StorageError
 from typedstore.storage import LocalStorage, MemoryStorage, Storage
 
 Factory = Callable[[Path], Storage]
+
+
+def named_temporaries(tmp: Path) -> Storage:
+    """A LocalStorage where the platform has no O_TMPFILE (as on macOS): writes go
+    through named temporary files."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delattr(os, "O_TMPFILE", raising=False)
+        return LocalStorage(tmp / "root")
+
+
 FACTORIES: dict[str, Factory] = {
     "local": lambda tmp: LocalStorage(tmp / "root"),
+    "local-named-temporaries": named_temporaries,
     "local-fsync": lambda tmp: LocalStorage(tmp / "root", fsync=True),
     "memory": lambda tmp: MemoryStorage("test"),
 }

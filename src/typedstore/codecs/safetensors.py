@@ -8,10 +8,11 @@ typedstore format built on safetensors.
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from json.encoder import encode_basestring_ascii
 from typing import Any, ClassVar
 
 import attrs
@@ -42,6 +43,12 @@ __all__ = [
 MAX_HEADER_SIZE = 100_000_000
 _MAX_NDIM = 64
 _METADATA = "__metadata__"
+# Stores hold many objects of one layout (same names, dtypes and shapes), whose headers
+# are equal byte for byte. Both directions keep a bounded number of small headers: the
+# encoder the header built for a layout, the parser the validated result for a header's
+# bytes and the file's size (all that result depends on).
+_CACHED_HEADER_MAX = 4096
+_CACHED_HEADERS = 256
 _KIND = "typedstore.kind"
 _SINGLE_NAME = "data"
 
@@ -103,38 +110,81 @@ def encode_tensors(
     byte tensors. Data is laid out by decreasing item size, as the official library does,
     so every tensor is aligned.
     """
-    layout: list[tuple[str, str, list[int], int, list[Buffer]]] = []
+    signature: list[tuple[str, str, tuple[int, ...]]] = []
+    data: list[Sequence[Buffer]] = []
     for name, source in tensors.items():
-        chunks: list[Buffer]
+        if type(name) is not str:
+            raise EncodeError(f"tensor names must be str, got {type(name).__name__}")
         if name == _METADATA:
             raise EncodeError(f"tensor name {_METADATA!r} is reserved")
         if isinstance(source, np.ndarray):
             dtype = _little(source.dtype)
-            if dtype not in _NAMES:
+            dtype_name = _NAMES.get(dtype)
+            if dtype_name is None:
                 raise EncodeError(f"safetensors cannot hold dtype {source.dtype} (tensor {name!r})")
             array = np.asarray(source, dtype=dtype, order="C")
-            chunks = [array.reshape(-1).view(np.uint8).data] if array.nbytes else []
-            layout.append((name, _NAMES[dtype], list(array.shape), dtype.itemsize, chunks))
+            data.append([array.data.cast("B")] if array.nbytes else [])
+            signature.append((name, dtype_name, array.shape))
         else:
-            chunks = [byte_view(chunk) for chunk in source]
-            size = sum(memoryview(chunk).nbytes for chunk in chunks)
-            layout.append((name, "U8", [size], 1, chunks))
-    header: dict[str, Any] = {}
-    if metadata:
-        header[_METADATA] = dict(metadata)
-    offsets: dict[str, list[int]] = {}
-    body: list[Buffer] = []
+            views = [byte_view(chunk) for chunk in source]
+            size = 0
+            for view in views:
+                size += view.nbytes
+            data.append(views)
+            signature.append((name, "U8", (size,)))
+    # Values of one layout (names, dtypes, shapes, metadata) share one header: it is built
+    # once and kept, as most of a small value's encoding time is spent building it.
+    key = (tuple(signature), tuple(metadata.items()) if metadata else ())
+    try:
+        cached = _headers.get(key)
+    except TypeError:  # unhashable metadata: refused by _header below
+        cached = None
+    if cached is None:
+        cached = _header(signature, metadata)
+        if len(cached[0]) <= _CACHED_HEADER_MAX:
+            if len(_headers) >= _CACHED_HEADERS:
+                _headers.clear()
+            _headers[key] = cached
+    header, order = cached
+    return [header, *[chunk for index in order for chunk in data[index]]]
+
+
+_headers: dict[object, tuple[bytes, tuple[int, ...]]] = {}
+
+
+def _header(
+    signature: Sequence[tuple[str, str, tuple[int, ...]]], metadata: Mapping[str, str] | None
+) -> tuple[bytes, tuple[int, ...]]:
+    """The header (with its length) for tensors of these names, dtypes and shapes, and the
+    order their data is laid out in."""
+    itemsizes = [_DTYPES[dtype_name].itemsize for _, dtype_name, _ in signature]
+    order = tuple(sorted(range(len(signature)), key=lambda index: -itemsizes[index]))
+    offsets: list[tuple[int, int]] = [(0, 0)] * len(signature)
     offset = 0
-    for name, _, _, _, chunks in sorted(layout, key=lambda item: -item[3]):
-        size = sum(memoryview(chunk).nbytes for chunk in chunks)
-        offsets[name] = [offset, offset + size]
+    for index in order:
+        size = math.prod(signature[index][2]) * itemsizes[index]
+        offsets[index] = (offset, offset + size)
         offset += size
-        body.extend(chunks)
-    for name, dtype_name, shape, _, _ in layout:
-        header[name] = {"dtype": dtype_name, "shape": shape, "data_offsets": offsets[name]}
-    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    # Written by hand in exactly the form json.dumps gives (compact, ASCII), in order:
+    # metadata, then the tensors as given.
+    parts = []
+    if metadata:
+        items = ",".join(f"{_json_str(k)}:{_json_str(v)}" for k, v in metadata.items())
+        parts.append(f'"{_METADATA}":{{{items}}}')
+    for (name, dtype_name, shape), (begin, end) in zip(signature, offsets, strict=True):
+        parts.append(
+            f'{_json_str(name)}:{{"dtype":"{dtype_name}","shape":[{",".join(map(str, shape))}],'
+            f'"data_offsets":[{begin},{end}]}}'
+        )
+    raw = f"{{{','.join(parts)}}}".encode("ascii")
     raw += b" " * (-len(raw) % 8)
-    return [struct.pack("<Q", len(raw)) + raw, *body]
+    return struct.pack("<Q", len(raw)) + raw, order
+
+
+def _json_str(value: str) -> str:
+    if type(value) is not str:
+        raise EncodeError(f"safetensors header strings must be str, got {type(value).__name__}")
+    return encode_basestring_ascii(value)
 
 
 def header_size(first8: Buffer, total: int) -> int:
@@ -157,6 +207,19 @@ def read_header(data: Buffer) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     return parse_header(view[8 : 8 + size], view.nbytes)
 
 
+def _validated(data: bytes | bytearray) -> tuple[Mapping[str, TensorEntry], Mapping[str, str]]:
+    """:func:`read_header` for the decoders' own use: the result may be shared with
+    other callers and must not be changed."""
+    total = len(data)
+    size = int.from_bytes(data[:8], "little")
+    if total < 8 or size > MAX_HEADER_SIZE or 8 + size > total:
+        header_size(data, total)  # raises, with the reason
+    raw = bytes(memoryview(data)[8 : 8 + size])
+    if size > _CACHED_HEADER_MAX:
+        return _parse_header(raw, total)
+    return _parse_header_cached(raw, total)
+
+
 def parse_header(header: Buffer, total: int) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     """Validate a header (the ``N`` bytes after the length) of a file of ``total`` bytes.
 
@@ -166,6 +229,21 @@ def parse_header(header: Buffer, total: int) -> tuple[dict[str, TensorEntry], di
     with absolute byte ranges) and the metadata. Raises DecodeError.
     """
     raw = bytes(header)
+    if len(raw) > _CACHED_HEADER_MAX:
+        return _parse_header(raw, total)
+    entries, metadata = _parse_header_cached(raw, total)
+    # The cached dicts are shared: every caller gets its own (entries are frozen).
+    return dict(entries), dict(metadata)
+
+
+@functools.lru_cache(maxsize=_CACHED_HEADERS)
+def _parse_header_cached(
+    raw: bytes, total: int
+) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+    return _parse_header(raw, total)
+
+
+def _parse_header(raw: bytes, total: int) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     try:
         parsed = _strictjson.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -254,6 +332,19 @@ def view_tensor(data: Buffer, entry: TensorEntry) -> npt.NDArray[Any]:
     return flat.reshape(entry.shape)
 
 
+# Up to this size, decode_from reads a file whole and its arrays share that buffer: one
+# system call and no copies for small values, and a kept array pins at most this much.
+_SHARED_MAX = 64 << 10
+
+
+def _share(buffer: bytearray, entry: TensorEntry) -> npt.NDArray[Any]:
+    array: npt.NDArray[Any] = np.ndarray(entry.shape, entry.dtype, buffer, entry.start)
+    if not array.flags.aligned:
+        # Only files from other writers can misalign a tensor; numpy would be slow on it.
+        array = array.copy()
+    return array
+
+
 def decode_tensor(data: Buffer, entry: TensorEntry) -> npt.NDArray[Any]:
     """A fresh, writable array holding one tensor of a validated file."""
     return view_tensor(data, entry).copy()
@@ -296,7 +387,21 @@ class SafetensorsCodec:
         return _assemble(entries, metadata, expected_type, lambda e: decode_tensor(data, e))
 
     def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> Any:
-        """As :meth:`decode`, reading each tensor straight into its result's memory."""
+        """As :meth:`decode`, reading each tensor straight into its result's memory.
+
+        A small file is read whole into one fresh buffer that its arrays then share
+        (each array has its own part of it, writable; nothing else refers to it).
+        """
+        size = reader.size
+        if size <= _SHARED_MAX:
+            buffer = bytearray(size)
+            if reader.readinto(0, buffer) != size:
+                raise DecodeError("safetensors: the file was truncated while being read")
+            entries, metadata = _validated(buffer)
+            single = _single(entries, metadata, expected_type)
+            if single is not None:
+                return _share(buffer, single)
+            return {name: _share(buffer, entry) for name, entry in entries.items()}
         entries, metadata = read_header_from(reader)
         return _assemble(entries, metadata, expected_type, lambda e: read_tensor(reader, e))
 
@@ -312,16 +417,24 @@ def _assemble(
     expected_type: type[Any] | None,
     load: Callable[[TensorEntry], npt.NDArray[Any]],
 ) -> Any:
-    single = metadata.get(_KIND) == "ndarray" or (
-        expected_type is not None
-        and issubclass(expected_type, np.ndarray)
-        and metadata.get(_KIND) != "dict"
-    )
-    if single:
+    single = _single(entries, metadata, expected_type)
+    if single is not None:
+        return load(single)
+    return {name: load(entry) for name, entry in entries.items()}
+
+
+def _single(
+    entries: Mapping[str, TensorEntry], metadata: Mapping[str, str], expected_type: type[Any] | None
+) -> TensorEntry | None:
+    """The tensor to decode as a lone array, or None to decode a dict of them."""
+    kind = metadata.get(_KIND)
+    if kind == "ndarray" or (
+        kind != "dict" and expected_type is not None and issubclass(expected_type, np.ndarray)
+    ):
         if len(entries) != 1:
             raise DecodeError(
                 f"safetensors: expected one array, the file holds {len(entries)} tensors"
             )
         (entry,) = entries.values()
-        return load(entry)
-    return {name: load(entry) for name, entry in entries.items()}
+        return entry
+    return None

@@ -9,7 +9,6 @@ import os
 import shutil
 import stat
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -45,6 +44,8 @@ class LocalStorage:
         self._root = os.path.abspath(os.fspath(root))
         self._fsync = fsync
         self._real_root: str | None = None
+        # O_TMPFILE needs Linux and /proc (to name the file once it is written).
+        self._tmpfile = getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 0
         # Directories (by key prefix, "" for the root) already checked to be inside.
         self._dirs: dict[str, str] = {}
 
@@ -67,14 +68,15 @@ class LocalStorage:
         """Store the concatenation of ``chunks`` under ``key`` atomically; return its size."""
         parent, name = _split(key)
         views = [byte_view(chunk) for chunk in chunks]
-        total = sum(view.nbytes for view in views)
+        total = 0
+        for view in views:
+            total += view.nbytes
         if total <= _JOIN_MAX and len(views) > 1:
             views = [memoryview(b"".join(views))]  # one system call beats several
         for attempt in (1, 2):
             directory = self._dir(parent, create=True)
-            tmp = f"{directory}/{_TEMP_PREFIX}{uuid.uuid4().hex}"
             try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+                fd, tmp = self._create(directory)
                 break
             except FileNotFoundError as exc:
                 # The directory was removed since it was checked (a delete): check again.
@@ -83,6 +85,7 @@ class LocalStorage:
                     raise StorageError(f"cannot write {key!r} under {self.url}: {exc}") from exc
             except OSError as exc:
                 raise StorageError(f"cannot write {key!r} under {self.url}: {exc}") from exc
+        target = f"{directory}/{name}"
         try:
             try:
                 if total >= _PREALLOCATE_MIN:
@@ -91,12 +94,16 @@ class LocalStorage:
                     _write_all(fd, view)
                 if self._fsync:
                     os.fsync(fd)
+                if tmp is None:
+                    tmp = _link(fd, directory, target)
             finally:
                 os.close(fd)
-            os.replace(tmp, f"{directory}/{name}")
+            if tmp is not None:
+                os.replace(tmp, target)
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             if isinstance(exc, IsADirectoryError):
                 raise StorageError(f"cannot write {key!r}: a prefix of that name exists") from exc
             if isinstance(exc, OSError):
@@ -108,6 +115,20 @@ class LocalStorage:
             except OSError as exc:
                 raise StorageError(f"cannot flush directory of {key!r}: {exc}") from exc
         return total
+
+    def _create(self, directory: str) -> tuple[int, str | None]:
+        """A new file to write an object into, and its temporary name (None: it has none)."""
+        if self._tmpfile:
+            try:
+                # Linux: a file with no name until it is complete, so that nothing of an
+                # interrupted write is ever left behind (and one directory update fewer).
+                return os.open(directory, self._tmpfile | os.O_WRONLY | os.O_CLOEXEC, 0o666), None
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                self._tmpfile = 0  # this filesystem or kernel has no O_TMPFILE
+        tmp = f"{directory}/{_TEMP_PREFIX}{os.urandom(12).hex()}"
+        return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666), tmp
 
     def read(self, key: str) -> bytes:
         """The whole object under ``key``."""
@@ -140,14 +161,9 @@ class LocalStorage:
         with self._open_fd(key) as fd:
             return self._preadv(key, fd, start, target)
 
-    @contextlib.contextmanager
-    def open_reader(self, key: str) -> Iterator[Reader]:
+    def open_reader(self, key: str) -> contextlib.AbstractContextManager[Reader]:
         """A reader holding one open file: ``pread`` straight into the caller's memory."""
-        fd, size = self._open(key)
-        try:
-            yield _FileReader(self, key, fd, size)
-        finally:
-            os.close(fd)
+        return _FileReader(self, key)
 
     @contextlib.contextmanager
     def open_view(self, key: str) -> Iterator[memoryview]:
@@ -385,11 +401,23 @@ def _split(key: str, *, what: str = "key") -> tuple[str, str]:
 
 
 class _FileReader:
-    def __init__(self, storage: LocalStorage, key: str, fd: int, size: int) -> None:
+    # Its own context manager (closing the file on exit) rather than a generator-based
+    # one: a reader is opened for every read.
+    __slots__ = ("_fd", "_key", "_storage", "size")
+
+    def __init__(self, storage: LocalStorage, key: str) -> None:
         self._storage = storage
         self._key = key
-        self._fd = fd
-        self.size = size
+        self._fd = -1
+        self.size = 0
+
+    def __enter__(self) -> _FileReader:
+        # The file is opened here, not before: a reader never entered holds nothing.
+        self._fd, self.size = self._storage._open(self._key)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
 
     def read(self, start: int, length: int) -> bytes:
         if start < 0 or length < 0:
@@ -413,7 +441,35 @@ class _FileReader:
     def readinto(self, start: int, buffer: Buffer) -> int:
         if start < 0:
             raise ValueError(f"invalid byte range: start {start}")
-        return self._storage._preadv(self._key, self._fd, start, byte_view(buffer))
+        target = byte_view(buffer)
+        if target.nbytes <= self.size - start:
+            # The usual case, a range that the file holds, is usually one call.
+            try:
+                done = os.preadv(self._fd, [target], start)
+            except OSError as exc:
+                raise self._storage._read_error(self._key, exc) from exc
+            if done == target.nbytes or not done:
+                return done
+            return done + self._storage._preadv(self._key, self._fd, start + done, target[done:])
+        return self._storage._preadv(self._key, self._fd, start, target)
+
+
+def _link(fd: int, directory: str, target: str) -> str | None:
+    """Give the unnamed file ``fd`` the name ``target``.
+
+    Returns None when done, or a temporary name to rename over ``target`` when something
+    is already there (linking never replaces).
+    """
+    source = f"/proc/self/fd/{fd}"
+    # Only linkat() with AT_SYMLINK_FOLLOW names the file behind /proc/self/fd; os.link
+    # calls it when a directory descriptor is given (ignored for an absolute path).
+    try:
+        os.link(source, target, src_dir_fd=fd, follow_symlinks=True)
+        return None
+    except FileExistsError:
+        tmp = f"{directory}/{_TEMP_PREFIX}{os.urandom(12).hex()}"
+        os.link(source, tmp, src_dir_fd=fd, follow_symlinks=True)
+        return tmp
 
 
 def _write_all(fd: int, view: memoryview) -> None:
