@@ -280,3 +280,58 @@ def test_zero_copy_of_small_objects_and_other_codecs(store: Path) -> None:
     back = other.read_deserialize(np.ndarray, zero_copy=True)
     assert back.flags.writeable
     assert back.tolist() == ["a"]
+
+
+def test_the_storage_follows_every_change_of_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typedstore.io import current_storage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+
+    def root() -> Path:
+        storage = current_storage()
+        assert isinstance(storage, ts.LocalStorage)
+        return storage.root
+
+    try:
+        ts.options.set("datastore.url", str(tmp_path / "one"))
+        assert root() == tmp_path / "one"
+        with ts.options.ctx({"datastore.url": str(tmp_path / "two")}):
+            assert root() == tmp_path / "two"
+            with ts.options.ctx({"datastore.fsync": True}):
+                assert root() == tmp_path / "two"
+                assert current_storage().fsync  # type: ignore[attr-defined]
+            assert not current_storage().fsync  # type: ignore[attr-defined]
+        assert root() == tmp_path / "one"
+        ts.options.set("datastore.url", "rel")
+        monkeypatch.chdir(tmp_path / "a")
+        assert root() == tmp_path / "a" / "rel"
+        monkeypatch.chdir(tmp_path / "b")
+        assert root() == tmp_path / "b" / "rel"
+        ts.options.reset("datastore.url")
+        assert root() == tmp_path / "b" / ts.options.get("datastore.url")
+    finally:
+        ts.options.reset("datastore.url")
+
+
+def test_small_arrays_are_fresh_writable_and_independent(store: Path) -> None:
+    arrays: dict[str, np.ndarray[Any, Any]] = {
+        "w": np.ones((4, 4), np.float32),
+        "b": np.zeros(4),
+        "i": np.arange(8),
+    }
+    io = ts.DataStoreIO.serialize_write(arrays, "p")
+    first = io.read_deserialize(dict)
+    second = io.read_deserialize(dict)
+    for name, want in arrays.items():
+        assert first[name].flags.writeable
+        assert first[name].flags.aligned
+        assert not np.shares_memory(first[name], second[name])
+        for other in set(arrays) - {name}:
+            assert not np.shares_memory(first[name], first[other])
+        first[name][...] = 7
+        assert np.array_equal(second[name], want)
+    assert np.array_equal(io.read_deserialize(dict)["w"], arrays["w"])

@@ -7,7 +7,7 @@ import json
 import reprlib
 import threading
 from collections.abc import ItemsView, Iterator, Mapping, Sequence, ValuesView
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import attrs
 import numpy as np
@@ -45,8 +45,7 @@ _ENTRIES = "typedstore.entries"
 _METADATA = "__metadata__"
 
 
-@attrs.frozen
-class _EntryInfo:
+class _EntryInfo(NamedTuple):
     codec: str
     version: int
     tensor: bool
@@ -86,13 +85,14 @@ def _entry_table(
     if not isinstance(raw, dict) or set(raw) != set(tensors):
         raise DecodeError("datastore: the entry table does not match the tensors")
     table: dict[str, _EntryInfo] = {}
+    # Runs once per entry when a DataStore is opened (lazily too): no sets or generators.
     for key, info in raw.items():
         if (
-            not isinstance(info, dict)
-            or set(info) != {"codec", "version", "tensor"}
-            or not isinstance(info["codec"], str)
-            or type(info["version"]) is not int
-            or type(info["tensor"]) is not bool
+            type(info) is not dict
+            or len(info) != 3
+            or type(info.get("codec")) is not str
+            or type(info.get("version")) is not int
+            or type(info.get("tensor")) is not bool
         ):
             raise DecodeError(f"datastore: entry {key!r} has invalid metadata")
         tensor = tensors[key]
@@ -224,7 +224,7 @@ def _decode_entry(
     codec = _entry_codec(reg, key, info)
     with decoding(f"entry {key!r} (codec {info.codec!r})"):
         if info.tensor:
-            return decode_tensor(data, attrs.evolve(entry, start=0, end=entry.nbytes))
+            return decode_tensor(data, entry._replace(start=0, end=entry.nbytes))
         return codec.decode(data, None)
 
 

@@ -166,7 +166,8 @@ class CodecRegistry:
 
     def get(self, name: str) -> Codec[Any]:
         """The codec registered under ``name``; raise UnknownCodecError if none."""
-        self._load_plugins()
+        if self._plugins_pending:  # checked here first: get() runs on every read
+            self._load_plugins()
         try:
             return self._by_name[name].codec
         except (KeyError, TypeError):

@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 
 from helpers import SAFETENSORS_DTYPES, any_arrays, join, round_trip
 from typedstore.codecs import SafetensorsCodec
+from typedstore.codecs import safetensors as module
 from typedstore.codecs.safetensors import MAX_HEADER_SIZE, read_header
 from typedstore.errors import DecodeError
+from typedstore.storage import BytesReader
 
 codec = SafetensorsCodec()
 TENSOR_NAMES = st.text(min_size=1).filter(lambda name: name != "__metadata__")
@@ -200,9 +202,15 @@ def test_at_least_as_strict_as_the_official_parser(data: st.DataObject) -> None:
         del original[data.draw(st.integers(0, len(original))) :]
     mutated = bytes(original)
     try:
+        streamed = codec.decode_from(BytesReader(mutated))  # the path of small files
+    except DecodeError:
+        streamed = None
+    try:
         ours = codec.decode(memoryview(mutated))
     except DecodeError:
+        assert streamed is None, "decode_from accepted what decode refuses"
         return
+    assert streamed is not None, "decode_from refused what decode accepts"
     assert official_accepts(mutated), "we accepted a file the official parser refuses"
     theirs = safetensors.numpy.load(mutated)
     assert set(ours) == set(theirs)
@@ -212,8 +220,6 @@ def test_at_least_as_strict_as_the_official_parser(data: st.DataObject) -> None:
 
 @given(st.dictionaries(TENSOR_NAMES, any_arrays(SAFETENSORS_DTYPES), min_size=1, max_size=4))
 def test_decode_from_a_reader_and_as_views_agree(arrays: dict[str, np.ndarray[Any, Any]]) -> None:
-    from typedstore.storage import BytesReader
-
     data = join(codec.encode(arrays))
     plain = codec.decode(data)
     streamed = codec.decode_from(BytesReader(data))
@@ -228,7 +234,83 @@ def test_decode_from_a_reader_and_as_views_agree(arrays: dict[str, np.ndarray[An
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))
 def test_malformed_through_a_reader(name: str) -> None:
-    from typedstore.storage import BytesReader
-
     with pytest.raises(DecodeError):
         codec.decode_from(BytesReader(MALFORMED[name]))
+
+
+def file_with(header: dict[str, Any], data: bytes) -> bytes:
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def test_misaligned_tensors_of_other_writers_decode_to_aligned_arrays() -> None:
+    values = np.array([1.5, -2.0], dtype="<f8")
+    data = file_with(
+        {
+            "a": {"dtype": "U8", "shape": [3], "data_offsets": [0, 3]},
+            "b": {"dtype": "F64", "shape": [2], "data_offsets": [3, 19]},
+        },
+        b"xyz" + values.tobytes(),
+    )
+    for decoded in (codec.decode(data), codec.decode_from(BytesReader(data))):
+        assert decoded["b"].flags.aligned
+        assert decoded["b"].flags.writeable
+        assert np.array_equal(decoded["b"], values)
+        assert bytes(decoded["a"]) == b"xyz"
+
+
+def test_a_header_seen_before_is_checked_against_the_new_file_size() -> None:
+    data = join(codec.encode({"a": np.arange(4)}))
+    codec.decode(data)
+    codec.decode_from(BytesReader(data))
+    for damaged in (data + b"\0", data[:-1]):
+        with pytest.raises(DecodeError):
+            codec.decode(damaged)
+        with pytest.raises(DecodeError):
+            codec.decode_from(BytesReader(damaged))
+
+
+HEADER_DTYPES = st.sampled_from(["bool", "u1", "i2", "<u4", ">i8", "<f2", ">f4", "<f8", "c8"])
+
+
+@given(
+    st.dictionaries(
+        TENSOR_NAMES,
+        st.tuples(HEADER_DTYPES, st.lists(st.integers(0, 3), max_size=3)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.dictionaries(st.text(), st.text(), max_size=2),
+)
+def test_written_headers_are_exactly_what_json_gives(
+    layout: dict[str, tuple[str, list[int]]], metadata: dict[str, str]
+) -> None:
+    arrays = {name: np.zeros(shape, dtype) for name, (dtype, shape) in layout.items()}
+    for _ in range(2):  # the second time, the header comes from the cache
+        chunks = module.encode_tensors(arrays, metadata)
+        data = join(chunks)
+        (size,) = struct.unpack("<Q", data[:8])
+        entries, _ = read_header(data)
+        expected: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+        for name, entry in entries.items():
+            expected[name] = {
+                "dtype": module._NAMES[entry.dtype],
+                "shape": list(arrays[name].shape),
+                "data_offsets": [entry.start - 8 - size, entry.end - 8 - size],
+            }
+        text = json.dumps(expected, separators=(",", ":"), ensure_ascii=True)
+        assert bytes(data[8 : 8 + size]).rstrip(b" ") == text.encode()
+        assert official_accepts(bytes(data))
+
+
+def test_header_caches_are_bounded() -> None:
+    for n in range(2 * module._CACHED_HEADERS + 10):
+        data = join(codec.encode({"a": np.zeros(n, np.uint8)}))
+        codec.decode_from(BytesReader(data))
+    assert len(module._headers) <= module._CACHED_HEADERS
+    assert module._parse_header_cached.cache_info().currsize <= module._CACHED_HEADERS
+    big = {f"tensor-{i:04d}-{'x' * 40}": np.zeros(1) for i in range(100)}
+    data = join(codec.encode(big))
+    assert read_header(data)[0].keys() == big.keys()
+    assert all(len(header) <= module._CACHED_HEADER_MAX for header, _ in module._headers.values())

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
-import attrs
 import numpy as np
 import numpy.typing as npt
 
@@ -81,9 +81,10 @@ def supports_dtype(dtype: np.dtype[Any]) -> bool:
     return dtype in _SUPPORTED
 
 
-@attrs.frozen
-class TensorEntry:
+class TensorEntry(NamedTuple):
     """One tensor in a safetensors file: dtype, shape and absolute byte range."""
+
+    # A named tuple: a header of thousands of tensors makes thousands of these.
 
     name: str
     dtype: np.dtype[Any]
@@ -258,7 +259,7 @@ def _parse_header(raw: bytes, total: int) -> tuple[dict[str, TensorEntry], dict[
     base = 8 + len(raw)
     entries = {name: _entry(name, info, base) for name, info in parsed.items()}
     position = base
-    for entry in sorted(entries.values(), key=lambda e: (e.start, e.end)):
+    for entry in sorted(entries.values(), key=_by_range):
         if entry.start != position:
             raise DecodeError(
                 f"safetensors: tensor {entry.name!r} does not start where the previous "
@@ -270,6 +271,9 @@ def _parse_header(raw: bytes, total: int) -> tuple[dict[str, TensorEntry], dict[
             f"safetensors: tensors cover {position - base} bytes, file holds {total - base}"
         )
     return entries, metadata
+
+
+_by_range = operator.attrgetter("start", "end")
 
 
 def _entry(name: str, info: Any, base: int) -> TensorEntry:
