@@ -15,9 +15,7 @@ def loads(data: bytes | str, *, allow_constants: bool = False) -> Any:
     Python's json module writes for non-finite floats.
     """
     text = data.decode("utf-8") if isinstance(data, bytes) else data
-    if allow_constants:
-        return json.loads(text, object_pairs_hook=_no_duplicates)
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    return (_LENIENT if allow_constants else _STRICT).decode(text)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -29,3 +27,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+# Built once: json.loads with hooks builds a decoder (and its scanner) on every call, which
+# costs more than decoding a small header. Decoders keep no state between calls.
+_STRICT = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+_LENIENT = json.JSONDecoder(object_pairs_hook=_no_duplicates)

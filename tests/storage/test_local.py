@@ -158,3 +158,17 @@ def test_overwrites_leave_only_the_object(
     with pytest.raises(StorageError, match="a prefix of that name exists"):
         storage.write("p", [b"y"])
     assert sorted(os.listdir(tmp_path)) == ["p"]
+
+
+def test_short_writes_are_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.write
+
+    def short(fd: int, data: memoryview) -> int:
+        return real(fd, memoryview(data)[:7])  # as a signal or a 2 GiB cap would cut it
+
+    storage = LocalStorage(tmp_path)
+    chunks = [b"a" * 10, bytes(range(256)) * 300, b"", b"z"]
+    monkeypatch.setattr(os, "write", short)
+    storage.write("p/x", chunks)
+    monkeypatch.undo()
+    assert storage.read("p/x") == b"".join(chunks)

@@ -49,6 +49,7 @@ _METADATA = "__metadata__"
 # bytes and the file's size (all that result depends on).
 _CACHED_HEADER_MAX = 4096
 _CACHED_HEADERS = 256
+_COPY_MAX = 4096
 _KIND = "typedstore.kind"
 _SINGLE_NAME = "data"
 
@@ -107,12 +108,14 @@ def encode_tensors(
 ) -> list[Buffer]:
     """A safetensors file as buffers: the header, then each tensor's own memory.
 
-    Arrays that are C-contiguous and little-endian are not copied, nor are the buffers of
-    byte tensors. Data is laid out by decreasing item size, as the official library does,
-    so every tensor is aligned.
+    Arrays that are C-contiguous and little-endian are not copied (small ones, up to
+    4 KiB, are: then the whole file is one chunk), nor are the buffers of byte tensors.
+    Data is laid out by decreasing item size, as the official library does, so every
+    tensor is aligned.
     """
     signature: list[tuple[str, str, tuple[int, ...]]] = []
     data: list[Sequence[Buffer]] = []
+    copied = True  # whether every tensor's data is a bytes copy (then one chunk is returned)
     for name, source in tensors.items():
         if type(name) is not str:
             raise EncodeError(f"tensor names must be str, got {type(name).__name__}")
@@ -124,7 +127,14 @@ def encode_tensors(
             if dtype_name is None:
                 raise EncodeError(f"safetensors cannot hold dtype {source.dtype} (tensor {name!r})")
             array = np.asarray(source, dtype=dtype, order="C")
-            data.append([array.data.cast("B")] if array.nbytes else [])
+            size = array.nbytes
+            if size > _COPY_MAX:
+                data.append([array.data.cast("B")])
+                copied = False
+            else:
+                # Small data is joined with the header before it is written anyway, and
+                # a copy of it costs less than a view.
+                data.append([array.tobytes()] if size else [])
             signature.append((name, dtype_name, array.shape))
         else:
             views = [byte_view(chunk) for chunk in source]
@@ -133,6 +143,7 @@ def encode_tensors(
                 size += view.nbytes
             data.append(views)
             signature.append((name, "U8", (size,)))
+            copied = False
     # Values of one layout (names, dtypes, shapes, metadata) share one header: it is built
     # once and kept, as most of a small value's encoding time is spent building it.
     key = (tuple(signature), tuple(metadata.items()) if metadata else ())
@@ -147,7 +158,10 @@ def encode_tensors(
                 _headers.clear()
             _headers[key] = cached
     header, order = cached
-    return [header, *[chunk for index in order for chunk in data[index]]]
+    body = [chunk for index in order for chunk in data[index]]
+    if copied:
+        return [b"".join([header, *body])]
+    return [header, *body]
 
 
 _headers: dict[object, tuple[bytes, tuple[int, ...]]] = {}
@@ -208,11 +222,14 @@ def read_header(data: Buffer) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     return parse_header(view[8 : 8 + size], view.nbytes)
 
 
+_unpack_size = struct.Struct("<Q").unpack_from
+
+
 def _validated(data: bytes | bytearray) -> tuple[Mapping[str, TensorEntry], Mapping[str, str]]:
     """:func:`read_header` for the decoders' own use: the result may be shared with
     other callers and must not be changed."""
     total = len(data)
-    size = int.from_bytes(data[:8], "little")
+    size = _unpack_size(data)[0] if total >= 8 else 0
     if total < 8 or size > MAX_HEADER_SIZE or 8 + size > total:
         header_size(data, total)  # raises, with the reason
     raw = bytes(memoryview(data)[8 : 8 + size])
@@ -343,8 +360,10 @@ _SHARED_MAX = 64 << 10
 
 def _share(buffer: bytearray, entry: TensorEntry) -> npt.NDArray[Any]:
     array: npt.NDArray[Any] = np.ndarray(entry.shape, entry.dtype, buffer, entry.start)
-    if not array.flags.aligned:
-        # Only files from other writers can misalign a tensor; numpy would be slow on it.
+    # Python aligns a bytearray's memory to 16 bytes, and no supported dtype needs more
+    # than 8, so only an offset that is not a multiple of 8 (from another writer) can
+    # misalign a tensor: such a tensor is copied, as numpy is slow on unaligned data.
+    if entry.start & 7 and not array.flags.aligned:
         array = array.copy()
     return array
 

@@ -91,7 +91,9 @@ class LocalStorage:
                 if total >= _PREALLOCATE_MIN:
                     _preallocate(fd, total)
                 for view in views:
-                    _write_all(fd, view)
+                    written = os.write(fd, view)
+                    if written < view.nbytes:
+                        _write_all(fd, view[written:])
                 if self._fsync:
                     os.fsync(fd)
                 if tmp is None:
@@ -473,7 +475,8 @@ def _link(fd: int, directory: str, target: str) -> str | None:
 
 
 def _write_all(fd: int, view: memoryview) -> None:
-    # os.write may write less than asked (Linux caps one call near 2 GiB).
+    # os.write may write less than asked (Linux caps one call near 2 GiB); the caller tries
+    # one call first, as small writes complete at once.
     while view.nbytes:
         written = os.write(fd, view)
         view = view[written:]
