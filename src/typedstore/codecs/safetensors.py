@@ -46,9 +46,9 @@ _METADATA = "__metadata__"
 # Stores hold many objects of one layout (same names, dtypes and shapes), whose headers
 # are equal byte for byte. Both directions keep a bounded number of small headers: the
 # encoder the header built for a layout, the parser the validated result for a header's
-# bytes and the file's size (all that result depends on).
-_CACHED_HEADER_MAX = 4096
-_CACHED_HEADERS = 256
+# bytes and the file's size (all that result depends on). Both full: about 2.5 MB.
+_CACHED_HEADER_MAX = 2048
+_CACHED_HEADERS = 128
 _COPY_MAX = 4096
 _KIND = "typedstore.kind"
 _SINGLE_NAME = "data"
