@@ -172,3 +172,26 @@ def test_short_writes_are_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     storage.write("p/x", chunks)
     monkeypatch.undo()
     assert storage.read("p/x") == b"".join(chunks)
+
+
+def test_systems_that_refuse_proc_links_get_named_temporaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    if not hasattr(os, "O_TMPFILE"):
+        pytest.skip("only systems with O_TMPFILE link files through /proc/self/fd")
+    calls = []
+
+    def refused(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    storage = LocalStorage(tmp_path)
+    monkeypatch.setattr(os, "link", refused)  # as a security module may do
+    storage.write("p/x", [b"first"])
+    storage.write("p/y", [b"second"])
+    assert len(calls) == 1  # tried once, then never again
+    assert storage.read("p/x") == b"first"
+    assert storage.read("p/y") == b"second"
+    assert sorted(os.listdir(tmp_path / "p")) == ["x", "y"]

@@ -73,6 +73,16 @@ class LocalStorage:
             total += view.nbytes
         if total <= _JOIN_MAX and len(views) > 1:
             views = [memoryview(b"".join(views))]  # one system call beats several
+        try:
+            self._write(key, parent, name, views, total)
+        except _CannotLink:
+            # This system refuses to name a file by its /proc/self/fd link (a security
+            # module, a container): named temporary files from now on.
+            self._tmpfile = 0
+            self._write(key, parent, name, views, total)
+        return total
+
+    def _write(self, key: str, parent: str, name: str, views: list[memoryview], total: int) -> None:
         for attempt in (1, 2):
             directory = self._dir(parent, create=True)
             try:
@@ -106,6 +116,8 @@ class LocalStorage:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+            if isinstance(exc, _CannotLink):
+                raise
             if isinstance(exc, IsADirectoryError):
                 raise StorageError(f"cannot write {key!r}: a prefix of that name exists") from exc
             if isinstance(exc, OSError):
@@ -116,7 +128,6 @@ class LocalStorage:
                 _fsync_dir(directory)
             except OSError as exc:
                 raise StorageError(f"cannot flush directory of {key!r}: {exc}") from exc
-        return total
 
     def _create(self, directory: str) -> tuple[int, str | None]:
         """A new file to write an object into, and its temporary name (None: it has none)."""
@@ -466,12 +477,21 @@ def _link(fd: int, directory: str, target: str) -> str | None:
     # Only linkat() with AT_SYMLINK_FOLLOW names the file behind /proc/self/fd; os.link
     # calls it when a directory descriptor is given (ignored for an absolute path).
     try:
-        os.link(source, target, src_dir_fd=fd, follow_symlinks=True)
-        return None
-    except FileExistsError:
-        tmp = f"{directory}/{_TEMP_PREFIX}{os.urandom(12).hex()}"
-        os.link(source, tmp, src_dir_fd=fd, follow_symlinks=True)
-        return tmp
+        try:
+            os.link(source, target, src_dir_fd=fd, follow_symlinks=True)
+            return None
+        except FileExistsError:
+            tmp = f"{directory}/{_TEMP_PREFIX}{os.urandom(12).hex()}"
+            os.link(source, tmp, src_dir_fd=fd, follow_symlinks=True)
+            return tmp
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES, errno.EXDEV):
+            raise _CannotLink from exc
+        raise
+
+
+class _CannotLink(Exception):
+    """Naming an O_TMPFILE file through /proc/self/fd is not allowed here."""
 
 
 def _write_all(fd: int, view: memoryview) -> None:
