@@ -199,8 +199,9 @@ class DataStoreCodec:
         return result
 
 
-# Containers up to this size are read with one call and decoded from memory.
-_READ_WHOLE_MAX = 64 << 10
+# Containers up to this size are read with one call and decoded from memory; larger ones
+# a tensor at a time, straight into each array.
+_READ_WHOLE_MAX = 1 << 20
 
 
 def _entry_codec(reg: CodecRegistry, key: str, info: _EntryInfo) -> Codec[Any]:

@@ -314,3 +314,21 @@ def test_header_caches_are_bounded() -> None:
     data = join(codec.encode(big))
     assert read_header(data)[0].keys() == big.keys()
     assert all(len(header) <= module._CACHED_HEADER_MAX for header, _ in module._headers.values())
+
+
+@pytest.mark.parametrize("elements", [100, 20_000, 200_000])  # 2 KiB, 400 KiB, 4 MiB in all
+def test_decode_from_at_every_size(elements: int) -> None:
+    arrays: dict[str, np.ndarray[Any, Any]] = {
+        "a": np.arange(elements, dtype=np.float64),
+        "b": np.arange(elements, dtype=np.int32)[::-1].copy(),
+        "c": np.ones((elements // 10, 10), dtype=np.float16),
+    }
+    data = join(codec.encode(arrays))
+    for name in arrays:
+        decoded = codec.decode_from(BytesReader(data))
+        for other, want in arrays.items():
+            assert_same_array(decoded[other], want)
+        decoded[name][...] = 0  # writable, and nothing else changes
+        for other, want in arrays.items():
+            if other != name:
+                assert_same_array(decoded[other], want)

@@ -353,9 +353,12 @@ def view_tensor(data: Buffer, entry: TensorEntry) -> npt.NDArray[Any]:
     return flat.reshape(entry.shape)
 
 
-# Up to this size, decode_from reads a file whole and its arrays share that buffer: one
+# Up to _SHARED_MAX, decode_from reads a file whole and its arrays share that buffer: one
 # system call and no copies for small values, and a kept array pins at most this much.
+# Up to _READ_WHOLE_MAX, it reads the file whole and copies each array out; beyond, it
+# reads each array straight into its own memory.
 _SHARED_MAX = 64 << 10
+_READ_WHOLE_MAX = 1 << 20
 
 
 def _share(buffer: bytearray, entry: TensorEntry) -> npt.NDArray[Any]:
@@ -425,6 +428,9 @@ class SafetensorsCodec:
             if single is not None:
                 return _share(buffer, single)
             return {name: _share(buffer, entry) for name, entry in entries.items()}
+        if size <= _READ_WHOLE_MAX:
+            # One read and a copy per tensor cost less than a read per tensor.
+            return self.decode(memoryview(reader.read(0, size)), expected_type)
         entries, metadata = read_header_from(reader)
         return _assemble(entries, metadata, expected_type, lambda e: read_tensor(reader, e))
 
