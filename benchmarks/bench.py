@@ -101,6 +101,9 @@ class Runner:
             for name, (setup, op) in contenders.items():
                 if setup is not None:
                     setup()
+                # Dirty pages of earlier writes would otherwise be written back during
+                # this step, at random (a 1 GiB write leaves a lot to write back).
+                os.sync()
                 if self.payload:
                     warm(self.payload)
                 gc.collect()
@@ -711,7 +714,7 @@ def main() -> None:
         chart(parse_results((HERE / "RESULTS.md").read_text()), HERE / "results.png")
         write_docs()
         return
-    rounds = 3 if args.quick else 5
+    rounds = 3 if args.quick else 7
     started = time.time()
     results: dict[str, list[dict[str, Any]]] = {}
 

@@ -196,13 +196,17 @@ def failing(*args, **kwargs):
     return real(*args, **kwargs)
 setattr(os, function, failing)
 try:
+    # A large and a small object each: they are written in different ways.
     if scenario == "io":
         ts.DataStoreIO.serialize_write(np.full(300_000, 7), "loose")
+        ts.DataStoreIO.serialize_write(np.arange(7), "loose")
     elif scenario == "datastore":
         ts.DataStore(a=np.full(300_000, 7), b=b"x" * 100_000, c=[1, 2]).to_url("loose")
+        ts.DataStore(c=[1, 2]).to_url("loose")
     else:
         exp.fields.version = 2
         exp.fields.data = ts.DataStore(v=np.full(300_000, 2))
+        exp.fields.small = ts.DataStore(s=np.arange(3))
         exp.persist(if_exists="replace")
     outcome = {"error": None, "hit": calls >= k}
 except ts.errors.TypedStoreError as exc:
@@ -219,7 +223,7 @@ FAULTS = [("write", "ENOSPC"), ("fsync", "EIO"), ("open", "EMFILE"), ("posix_fal
     ("scenario", "function", "code"),
     [
         *[(scenario, *fault) for scenario in ("io", "datastore", "persist")
-          for fault in [*FAULTS, ("link", "EIO")]],
+          for fault in [*FAULTS, ("link", "EIO"), ("replace", "EIO")]],
         *[("io-named", *fault) for fault in [*FAULTS, ("replace", "EIO")]],
     ],
 )  # fmt: skip

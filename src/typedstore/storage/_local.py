@@ -27,6 +27,11 @@ _JOIN_MAX = 64 << 10
 _MMAP_MIN = 1 << 20
 # Reserving the blocks up front lets ext4 skip delayed-allocation work on large writes.
 _PREALLOCATE_MIN = 1 << 20
+# Objects below this size are written to an unnamed file (O_TMPFILE) linked into place:
+# a quarter cheaper than a temporary file and a rename for small objects. Larger ones take
+# a named temporary file: its rename costs nothing next to the write, and O_TMPFILE
+# showed no gain on them (1 GiB writes on ext4 were, if anything, less steady).
+_UNNAMED_MAX = 1 << 20
 
 
 class LocalStorage:
@@ -86,7 +91,7 @@ class LocalStorage:
         for attempt in (1, 2):
             directory = self._dir(parent, create=True)
             try:
-                fd, tmp = self._create(directory)
+                fd, tmp = self._create(directory, unnamed=total < _UNNAMED_MAX)
                 break
             except FileNotFoundError as exc:
                 # The directory was removed since it was checked (a delete): check again.
@@ -129,9 +134,9 @@ class LocalStorage:
             except OSError as exc:
                 raise StorageError(f"cannot flush directory of {key!r}: {exc}") from exc
 
-    def _create(self, directory: str) -> tuple[int, str | None]:
+    def _create(self, directory: str, *, unnamed: bool) -> tuple[int, str | None]:
         """A new file to write an object into, and its temporary name (None: it has none)."""
-        if self._tmpfile:
+        if unnamed and self._tmpfile:
             try:
                 # Linux: a file with no name until it is complete, so that nothing of an
                 # interrupted write is ever left behind (and one directory update fewer).
