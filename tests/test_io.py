@@ -335,3 +335,27 @@ def test_small_arrays_are_fresh_writable_and_independent(store: Path) -> None:
         first[name][...] = 7
         assert np.array_equal(second[name], want)
     assert np.array_equal(io.read_deserialize(dict)["w"], arrays["w"])
+
+
+def test_large_objects_of_many_arrays_read_back_whole(store: Path) -> None:
+    rng = np.random.default_rng(3)
+    arrays: dict[str, np.ndarray[Any, Any]] = {
+        "f64": rng.random(100_000),
+        "empty": np.zeros((0, 4), np.float32),
+        "u8": rng.integers(0, 255, 300_001, dtype=np.uint8),
+        "flags": rng.random(1001) > 0.5,
+        "f16": rng.random((300, 7)).astype(np.float16),
+        "i32": np.arange(250_000, dtype=np.int32),
+    }
+    back = ts.DataStoreIO.serialize_write(arrays, "p").read_deserialize(dict)
+    assert back.keys() == arrays.keys()
+    for name, want in arrays.items():
+        assert back[name].dtype == want.dtype
+        assert np.array_equal(back[name], want)
+    ds = ts.DataStore(arrays, note="between the arrays", raw=b"\x01" * 200_000, n=[1, 2])
+    loaded = ts.DataStore.from_url(ds.to_url("p"))
+    assert loaded.note == "between the arrays"
+    assert loaded.raw == b"\x01" * 200_000
+    assert loaded.n == [1, 2]
+    for name, want in arrays.items():
+        assert np.array_equal(loaded[name], want)

@@ -22,7 +22,7 @@ from typedstore.codecs.safetensors import (
     encode_tensors,
     read_header,
     read_header_from,
-    read_tensor,
+    read_tensors,
 )
 from typedstore.errors import (
     DecodeError,
@@ -169,18 +169,21 @@ class DataStoreCodec:
             return self.decode(reader.read(0, reader.size), expected_type)
         tensors, metadata = read_header_from(reader)
         table = _entry_table(metadata, tensors)
+        arrays = [key for key, info in table.items() if info.tensor]
+        for key in arrays:
+            _entry_codec(self._registry, key, table[key])
+        # The arrays first, all together (few system calls); then the other values one by
+        # one, so that only one of their encodings is in memory at a time.
+        values = dict(zip(arrays, read_tensors(reader, [tensors[k] for k in arrays]), strict=True))
         result = DataStore()
         for key, info in table.items():
-            entry = tensors[key]
-            if info.tensor:
-                _entry_codec(self._registry, key, info)
-                value = read_tensor(reader, entry)
-            else:
+            if key not in values:
+                entry = tensors[key]
                 raw = reader.read(entry.start, entry.nbytes)
                 if len(raw) != entry.nbytes:
                     raise DecodeError(f"entry {key!r} is truncated")
-                value = _decode_entry(self._registry, key, info, entry, raw)
-            dict.__setitem__(result, key, value)
+                values[key] = _decode_entry(self._registry, key, info, entry, raw)
+            dict.__setitem__(result, key, values[key])
         return result
 
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> DataStore:

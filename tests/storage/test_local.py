@@ -195,3 +195,36 @@ def test_systems_that_refuse_proc_links_get_named_temporaries(
     assert storage.read("p/x") == b"first"
     assert storage.read("p/y") == b"second"
     assert sorted(os.listdir(tmp_path / "p")) == ["x", "y"]
+
+
+def test_readinto_many_fills_buffers_in_order_through_short_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typedstore.storage._local as local_module
+
+    data = bytes(range(256)) * 40
+    storage = LocalStorage(tmp_path)
+    storage.write("p/x", [data])
+    sizes = [0, 1, 7, 0, 300, 2, 5000, 0, 13]
+    real = os.preadv
+
+    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
+        first = next((b for b in buffers if memoryview(b).nbytes), None)
+        if first is None:
+            return 0
+        return real(fd, [memoryview(first)[:5]], offset)  # at most 5 bytes a call
+
+    for patched in (False, True):
+        if patched:
+            monkeypatch.setattr(os, "preadv", short)
+        monkeypatch.setattr(local_module, "_IOV_MAX", 3)  # several calls even without short reads
+        buffers = [bytearray(n) for n in sizes]
+        with storage.open_reader("p/x") as reader:
+            got = reader.readinto_many(10, buffers)  # type: ignore[attr-defined]
+        assert got == sum(sizes)
+        assert b"".join(buffers) == data[10 : 10 + sum(sizes)]
+    monkeypatch.undo()
+    with storage.open_reader("p/x") as reader:
+        past_the_end = [bytearray(8), bytearray(100)]
+        assert reader.readinto_many(len(data) - 20, past_the_end) == 20  # type: ignore[attr-defined]
+        assert bytes(past_the_end[0]) + bytes(past_the_end[1][:12]) == data[-20:]

@@ -35,6 +35,7 @@ __all__ = [
     "read_header",
     "read_header_from",
     "read_tensor",
+    "read_tensors",
     "supports_dtype",
     "view_tensor",
 ]
@@ -337,11 +338,38 @@ def read_header_from(reader: Reader) -> tuple[dict[str, TensorEntry], dict[str, 
 def read_tensor(reader: Reader, entry: TensorEntry) -> npt.NDArray[Any]:
     """A fresh array read straight from storage into its own memory."""
     out = np.empty(entry.shape, dtype=entry.dtype)
+    _fill(reader, entry, out)
+    return out
+
+
+def read_tensors(reader: Reader, entries: Sequence[TensorEntry]) -> list[npt.NDArray[Any]]:
+    """:func:`read_tensor` for each of ``entries``: tensors that lie back to back in the
+    file are read with one vectored call where the reader offers ``readinto_many``."""
+    out = [np.empty(entry.shape, dtype=entry.dtype) for entry in entries]
+    readinto_many = getattr(reader, "readinto_many", None)
+    if readinto_many is None:
+        for entry, array in zip(entries, out, strict=True):
+            _fill(reader, entry, array)
+        return out
+    order = sorted(range(len(entries)), key=lambda index: _by_range(entries[index]))
+    run: list[int] = []
+    for index in [*order, -1]:
+        if run and (index < 0 or entries[index].start != entries[run[-1]].end):
+            targets = [out[i].reshape(-1).view(np.uint8).data for i in run]
+            expected = entries[run[-1]].end - entries[run[0]].start
+            if readinto_many(entries[run[0]].start, targets) != expected:
+                raise DecodeError("safetensors: the file is truncated")
+            run = []
+        if index >= 0:
+            run.append(index)
+    return out
+
+
+def _fill(reader: Reader, entry: TensorEntry, out: npt.NDArray[Any]) -> None:
     if entry.nbytes and reader.readinto(entry.start, out.reshape(-1).view(np.uint8).data) != (
         entry.nbytes
     ):
         raise DecodeError(f"safetensors: tensor {entry.name!r} is truncated")
-    return out
 
 
 def view_tensor(data: Buffer, entry: TensorEntry) -> npt.NDArray[Any]:
@@ -432,7 +460,10 @@ class SafetensorsCodec:
             # One read and a copy per tensor cost less than a read per tensor.
             return self.decode(memoryview(reader.read(0, size)), expected_type)
         entries, metadata = read_header_from(reader)
-        return _assemble(entries, metadata, expected_type, lambda e: read_tensor(reader, e))
+        single = _single(entries, metadata, expected_type)
+        if single is not None:
+            return read_tensor(reader, single)
+        return dict(zip(entries, read_tensors(reader, list(entries.values())), strict=True))
 
     def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """As :meth:`decode`, but the arrays are read-only views into ``data`` (no copy)."""

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 _memory: dict[str, MemoryStorage] = {}
-_local: dict[tuple[str, bool], LocalStorage] = {}
+_local_storages: dict[tuple[str, bool], LocalStorage] = {}
 _resolved: dict[tuple[str, bool, str, str], Storage] = {}
 _lock = threading.Lock()
 
@@ -82,7 +82,7 @@ def _make(url: str, fsync: bool, storage_options: Mapping[str, Any] | None) -> S
         path = url
     root = os.path.abspath(path)
     with _lock:
-        storage = _local.get((root, fsync))
+        storage = _local_storages.get((root, fsync))
         if storage is None:
-            storage = _local[(root, fsync)] = LocalStorage(root, fsync=fsync)
+            storage = _local_storages[(root, fsync)] = LocalStorage(root, fsync=fsync)
         return storage

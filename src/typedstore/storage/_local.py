@@ -32,6 +32,10 @@ _PREALLOCATE_MIN = 1 << 20
 # a named temporary file: its rename costs nothing next to the write, and O_TMPFILE
 # measured no faster there.
 _UNNAMED_MAX = 1 << 20
+try:
+    _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))  # -1 means no fixed limit
+except (AttributeError, ValueError, OSError):
+    _IOV_MAX = 16
 
 
 class LocalStorage:
@@ -461,6 +465,29 @@ class _FileReader:
         if start < 0:
             raise ValueError(f"invalid byte range: start {start}")
         return self._storage._preadv(self._key, self._fd, start, byte_view(buffer))
+
+    def readinto_many(self, start: int, buffers: Sequence[Buffer]) -> int:
+        """Fill ``buffers`` one after the other from ``start``, with as few calls as the
+        system allows (one ``preadv`` for up to IOV_MAX buffers); return the bytes read."""
+        if start < 0:
+            raise ValueError(f"invalid byte range: start {start}")
+        views = [byte_view(buffer) for buffer in buffers]
+        done = first = 0
+        try:
+            while first < len(views):
+                got = os.preadv(self._fd, views[first : first + _IOV_MAX], start + done)
+                if not got:
+                    break
+                done += got
+                # Skip the buffers filled; the one filled in part goes on from where it is.
+                while first < len(views) and got >= views[first].nbytes:
+                    got -= views[first].nbytes
+                    first += 1
+                if got:
+                    views[first] = views[first][got:]
+        except OSError as exc:
+            raise self._storage._read_error(self._key, exc) from exc
+        return done
 
 
 def _link(fd: int, directory: str, target: str) -> str | None:
