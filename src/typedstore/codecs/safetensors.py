@@ -218,25 +218,16 @@ def header_size(first8: Buffer, total: int) -> int:
 
 def read_header(data: Buffer) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     """Parse and validate the header of a whole safetensors file in memory."""
-    view = memoryview(data)
-    size = header_size(view[:8], view.nbytes)
-    return parse_header(view[8 : 8 + size], view.nbytes)
+    entries, metadata = _validated(data)
+    return dict(entries), dict(metadata)
 
 
-_unpack_size = struct.Struct("<Q").unpack_from
-
-
-def _validated(data: bytes | bytearray) -> tuple[Mapping[str, TensorEntry], Mapping[str, str]]:
+def _validated(data: Buffer) -> tuple[Mapping[str, TensorEntry], Mapping[str, str]]:
     """:func:`read_header` for the decoders' own use: the result may be shared with
     other callers and must not be changed."""
-    total = len(data)
-    size = _unpack_size(data)[0] if total >= 8 else 0
-    if total < 8 or size > MAX_HEADER_SIZE or 8 + size > total:
-        header_size(data, total)  # raises, with the reason
-    raw = bytes(memoryview(data)[8 : 8 + size])
-    if size > _CACHED_HEADER_MAX:
-        return _parse_header(raw, total)
-    return _parse_header_cached(raw, total)
+    view = memoryview(data)
+    size = header_size(view[:8], view.nbytes)
+    return _shared(bytes(view[8 : 8 + size]), view.nbytes)
 
 
 def parse_header(header: Buffer, total: int) -> tuple[dict[str, TensorEntry], dict[str, str]]:
@@ -247,12 +238,16 @@ def parse_header(header: Buffer, total: int) -> tuple[dict[str, TensorEntry], di
     non-overlapping and exactly covering the data. Returns the tensors (in header order,
     with absolute byte ranges) and the metadata. Raises DecodeError.
     """
-    raw = bytes(header)
+    entries, metadata = _shared(bytes(header), total)
+    # The result may be cached and shared: every caller gets its own (entries are frozen).
+    return dict(entries), dict(metadata)
+
+
+def _shared(raw: bytes, total: int) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+    """:func:`parse_header`, from the cache for small headers (not to be changed)."""
     if len(raw) > _CACHED_HEADER_MAX:
         return _parse_header(raw, total)
-    entries, metadata = _parse_header_cached(raw, total)
-    # The cached dicts are shared: every caller gets its own (entries are frozen).
-    return dict(entries), dict(metadata)
+    return _parse_header_cached(raw, total)
 
 
 @functools.lru_cache(maxsize=_CACHED_HEADERS)

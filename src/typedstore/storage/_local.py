@@ -9,7 +9,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableSequence, Sequence
 from pathlib import Path
 
 from typedstore.codec import Buffer, Reader, byte_view
@@ -181,7 +181,7 @@ class LocalStorage:
         if start < 0:
             raise ValueError(f"invalid byte range: start {start}")
         with self._open_fd(key) as fd:
-            return self._preadv(key, fd, start, target)
+            return self._preadv(key, fd, start, [target])
 
     def open_reader(self, key: str) -> contextlib.AbstractContextManager[Reader]:
         """A reader holding one open file: ``pread`` straight into the caller's memory."""
@@ -399,15 +399,22 @@ class LocalStorage:
             raise NotFoundError(f"no object under key {key!r} in {self.url}")
         return fd, st.st_size
 
-    def _preadv(self, key: str, fd: int, start: int, target: memoryview) -> int:
+    def _preadv(self, key: str, fd: int, start: int, targets: MutableSequence[memoryview]) -> int:
+        """Fill ``targets`` one after the other from ``start``, with as few calls as the
+        system allows (one ``preadv`` for up to IOV_MAX buffers); return the bytes read."""
+        done = first = 0
         try:
-            # Usually one call: the loop (and its slices) only for short reads.
-            done = os.preadv(fd, [target], start)
-            while done and done < target.nbytes:
-                got = os.preadv(fd, [target[done:]], start + done)
+            while first < len(targets):
+                got = os.preadv(fd, targets[first : first + _IOV_MAX], start + done)
                 if not got:
                     break
                 done += got
+                # Skip the buffers filled; the one filled in part goes on from where it is.
+                while first < len(targets) and got >= targets[first].nbytes:
+                    got -= targets[first].nbytes
+                    first += 1
+                if got:
+                    targets[first] = targets[first][got:]
         except OSError as exc:
             raise self._read_error(key, exc) from exc
         return done
@@ -464,30 +471,15 @@ class _FileReader:
     def readinto(self, start: int, buffer: Buffer) -> int:
         if start < 0:
             raise ValueError(f"invalid byte range: start {start}")
-        return self._storage._preadv(self._key, self._fd, start, byte_view(buffer))
+        return self._storage._preadv(self._key, self._fd, start, [byte_view(buffer)])
 
     def readinto_many(self, start: int, buffers: Sequence[Buffer]) -> int:
-        """Fill ``buffers`` one after the other from ``start``, with as few calls as the
-        system allows (one ``preadv`` for up to IOV_MAX buffers); return the bytes read."""
+        """Fill ``buffers`` one after the other from ``start`` (one ``preadv`` call where
+        the system allows); return how many bytes were read."""
         if start < 0:
             raise ValueError(f"invalid byte range: start {start}")
-        views = [byte_view(buffer) for buffer in buffers]
-        done = first = 0
-        try:
-            while first < len(views):
-                got = os.preadv(self._fd, views[first : first + _IOV_MAX], start + done)
-                if not got:
-                    break
-                done += got
-                # Skip the buffers filled; the one filled in part goes on from where it is.
-                while first < len(views) and got >= views[first].nbytes:
-                    got -= views[first].nbytes
-                    first += 1
-                if got:
-                    views[first] = views[first][got:]
-        except OSError as exc:
-            raise self._storage._read_error(self._key, exc) from exc
-        return done
+        targets = [byte_view(buffer) for buffer in buffers]
+        return self._storage._preadv(self._key, self._fd, start, targets)
 
 
 def _link(fd: int, directory: str, target: str) -> str | None:
