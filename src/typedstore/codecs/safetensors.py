@@ -204,16 +204,18 @@ def _json_str(value: str) -> str:
 
 
 def header_size(first8: Buffer, total: int) -> int:
-    """The header length ``N`` from a file's first 8 bytes, checked against the file size."""
-    view = memoryview(first8)
-    if total < 8 or view.nbytes < 8:
+    """The header length ``N`` from the first 8 bytes of ``first8``, checked against the file size."""
+    if total < 8 or memoryview(first8).nbytes < 8:
         raise DecodeError(f"safetensors: {total} bytes is too short for a header")
-    (size,) = struct.unpack("<Q", view[:8])
+    size: int = _unpack_size(first8)[0]
     if size > MAX_HEADER_SIZE:
         raise DecodeError(f"safetensors: header of {size} bytes exceeds {MAX_HEADER_SIZE}")
     if 8 + size > total:
         raise DecodeError(f"safetensors: header of {size} bytes runs past the end ({total})")
-    return int(size)
+    return size
+
+
+_unpack_size = struct.Struct("<Q").unpack_from
 
 
 def read_header(data: Buffer) -> tuple[dict[str, TensorEntry], dict[str, str]]:
@@ -226,7 +228,7 @@ def _validated(data: Buffer) -> tuple[Mapping[str, TensorEntry], Mapping[str, st
     """:func:`read_header` for the decoders' own use: the result may be shared with
     other callers and must not be changed."""
     view = memoryview(data)
-    size = header_size(view[:8], view.nbytes)
+    size = header_size(view, view.nbytes)
     return _shared(bytes(view[8 : 8 + size]), view.nbytes)
 
 
