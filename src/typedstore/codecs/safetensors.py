@@ -204,7 +204,8 @@ def _json_str(value: str) -> str:
 
 
 def header_size(first8: Buffer, total: int) -> int:
-    """The header length ``N`` from the first 8 bytes of ``first8``, checked against the file size."""
+    """The header length ``N`` from the first 8 bytes of ``first8``, checked against
+    the file size."""
     if total < 8 or memoryview(first8).nbytes < 8:
         raise DecodeError(f"safetensors: {total} bytes is too short for a header")
     size: int = _unpack_size(first8)[0]
