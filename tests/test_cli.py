@@ -91,6 +91,25 @@ def test_put_get_info_ls_rm(
     assert "no objects" in capsys.readouterr().out
 
 
+def test_info_of_a_datastore_names_each_entry_codec(
+    tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ts.options.ctx({"datastore.url": str(tmp_path / "s")}):
+        url = ts.DataStore(w=np.ones(2, np.float32), note="hi").to_url("p")
+    assert main([*cli_store, "info", url]) == 0
+    info = capsys.readouterr().out
+    assert re.search(r"^w\s+<f4\s+\[2\]\s+8\s+safetensors$", info, re.MULTILINE)
+    assert re.search(r"^note\s+\|u1\s+\[4\]\s+4\s+json$", info, re.MULTILINE)
+    # A damaged entry table: the header is still shown, and the damage named.
+    path = tmp_path / "s" / ts.Reference.parse(url).key
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'\\"index\\":[0,1]', b'\\"index\\":[0,7]'))
+    assert main([*cli_store, "info", url]) == 0
+    info = capsys.readouterr().out
+    assert "entries:   unreadable (datastore: the entry table's index names a codec" in info
+    assert re.search(r"^w\s+<f4\s+\[2\]\s+8\s*$", info, re.MULTILINE)
+
+
 def test_get_to_stdout(tmp_path: Path, cli_store: list[str]) -> None:
     with ts.options.ctx({"datastore.url": str(tmp_path / "s")}):
         url = ts.DataStoreIO.write(b"\x00binary\xff", "p").url
@@ -128,7 +147,8 @@ def test_codecs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["codecs"]) == 0
     out = capsys.readouterr().out
     for name in ("raw", "safetensors", "npy", "json", "attrs", "datastore", "pickle"):
-        assert re.search(rf"^{name}\s+1\s+\d+\s+built-in", out, re.MULTILINE)
+        version = ts.registry.get(name).version
+        assert re.search(rf"^{name}\s+{version}\s+\d+\s+built-in", out, re.MULTILINE)
 
 
 @pytest.mark.parametrize(

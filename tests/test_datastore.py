@@ -321,18 +321,46 @@ def rewrite_metadata(path: Path, change: Any) -> None:
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + size :])
 
 
-def set_entry_codec(key: str, codec: str) -> Any:
+def edit_entry(key: str, **changes: Any) -> Any:
+    """A header change giving one entry another codec, version or tensor flag."""
+
     def change(header: dict[str, Any]) -> None:
         table = json.loads(header["__metadata__"]["typedstore.entries"])
-        table[key]["codec"] = codec
+        position = table["keys"].index(key)
+        codec, version, tensor = table["codecs"][table["index"][position]]
+        info = {"codec": codec, "version": version, "tensor": tensor, **changes}
+        table["codecs"].append([info["codec"], info["version"], info["tensor"]])
+        table["index"][position] = len(table["codecs"]) - 1
         header["__metadata__"]["typedstore.entries"] = json.dumps(table)
 
     return change
 
 
+def set_table(table: Any) -> Any:
+    """A header change replacing the entry table by ``table`` (JSON-encoded)."""
+
+    def change(header: dict[str, Any]) -> None:
+        header["__metadata__"]["typedstore.entries"] = json.dumps(table)
+
+    return change
+
+
+def to_version_1(header: dict[str, Any]) -> None:
+    """Rewrite a version 2 container's metadata as version 1 wrote it."""
+    metadata = header["__metadata__"]
+    table = json.loads(metadata.pop("typedstore.entries"))
+    assert metadata.pop("typedstore.version") == "2"
+    metadata["typedstore.entries"] = json.dumps(
+        {
+            key: dict(zip(("codec", "version", "tensor"), table["codecs"][i], strict=True))
+            for key, i in zip(table["keys"], table["index"], strict=True)
+        }
+    )
+
+
 def test_hostile_container_unknown_codec(store: Path) -> None:
     url = ts.DataStore(a=b"x", b=1).to_url("p")
-    rewrite_metadata(store / ts.Reference.parse(url).key, set_entry_codec("a", "os.system"))
+    rewrite_metadata(store / ts.Reference.parse(url).key, edit_entry("a", codec="os.system"))
     lazy = ts.DataStore.from_url(url, lazy=True)
     assert lazy.b == 1
     with pytest.raises(UnknownCodecError, match="entry 'a'"):
@@ -358,7 +386,7 @@ def test_hostile_container_unregistered_type_id(store: Path) -> None:
         lambda h: h["__metadata__"].pop("typedstore.kind"),
         lambda h: h["b"].update({"data_offsets": h["a"]["data_offsets"]}),
         lambda h: h["a"].update({"dtype": "F32", "shape": [0]}),
-        set_entry_codec("a", "Not A Name"),
+        edit_entry("a", codec="Not A Name"),
     ],
     ids=["not-json", "empty-table", "no-kind", "overlap", "not-bytes", "bad-name"],
 )
@@ -369,6 +397,74 @@ def test_hostile_containers_are_decode_errors(store: Path, change: Any) -> None:
         ts.DataStore.from_url(url).load()
     with pytest.raises((DecodeError, UnknownCodecError)):
         ts.DataStore.from_url(url, lazy=True).load()
+
+
+_GOOD_TABLE = {"codecs": [["raw", 1, False], ["safetensors", 1, True]], "keys": ["a", "b"]}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (set_table([]), "must have exactly"),
+        (set_table({**_GOOD_TABLE, "index": [0, 1], "x": 1}), "must have exactly"),
+        (set_table({**_GOOD_TABLE, "codecs": {}, "index": [0, 1]}), "must be lists"),
+        (set_table({**_GOOD_TABLE, "index": "01"}), "must be lists"),
+        (set_table({"codecs": [["raw", 1]], "keys": ["a", "b"], "index": [0, 0]}), "codec"),
+        (set_table({"codecs": [["raw", "1", False]], "keys": ["a"], "index": [0]}), "codec"),
+        (set_table({"codecs": [["raw", True, False]], "keys": ["a"], "index": [0]}), "codec"),
+        (set_table({"codecs": [["raw", 1, 0]], "keys": ["a"], "index": [0]}), "codec"),
+        (set_table({**_GOOD_TABLE, "keys": ["a"], "index": [0]}), "does not match"),
+        (set_table({**_GOOD_TABLE, "keys": ["a", "a"], "index": [0, 0]}), "does not match"),
+        (set_table({**_GOOD_TABLE, "keys": [["a"], "b"], "index": [0, 1]}), "does not match"),
+        (set_table({**_GOOD_TABLE, "keys": ["a", "b", "c"], "index": [0, 1, 1]}), "match"),
+        (set_table({**_GOOD_TABLE, "index": [0]}), "one int per key"),
+        (set_table({**_GOOD_TABLE, "index": [False, True]}), "one int per key"),
+        (set_table({**_GOOD_TABLE, "index": [0, 1.0]}), "one int per key"),
+        (set_table({**_GOOD_TABLE, "index": [0, 2]}), "does not list"),
+        (set_table({**_GOOD_TABLE, "index": [-1, 1]}), "does not list"),
+        (set_table({**_GOOD_TABLE, "index": [1, 0]}), "'b' must be a U8 vector"),
+        (lambda h: h["__metadata__"].update({"typedstore.version": "3"}), "version '3'"),
+        (lambda h: h["__metadata__"].update({"typedstore.version": 2}), "string"),
+        (lambda h: h["__metadata__"].update({"typedstore.version": "1"}), "does not match"),
+    ],
+)
+def test_hostile_entry_tables_are_decode_errors(store: Path, change: Any, message: str) -> None:
+    url = ts.DataStore(a=b"xxxx", b=np.zeros(2)).to_url("p")
+    path = store / ts.Reference.parse(url).key
+    header = read_header_json(path)
+    assert json.loads(header["__metadata__"]["typedstore.entries"]) == {
+        **_GOOD_TABLE,
+        "index": [0, 1],
+    }
+    rewrite_metadata(path, change)
+    for lazy in (False, True):
+        with pytest.raises(DecodeError, match=message):
+            ts.DataStore.from_url(url, lazy=lazy)
+
+
+def read_header_json(path: Path) -> dict[str, Any]:
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    header: dict[str, Any] = json.loads(data[8 : 8 + size])
+    return header
+
+
+def test_version_1_containers_still_decode_and_are_rewritten_as_version_2(store: Path) -> None:
+    url = mixed().to_url("p")
+    path = store / ts.Reference.parse(url).key
+    rewrite_metadata(path, to_version_1)
+    assert "typedstore.version" not in read_header_json(path)["__metadata__"]
+    expected = mixed()
+    assert same(ts.DataStore.from_url(url), expected)
+    lazy = ts.DataStore.from_url(url, lazy=True)
+    assert list(lazy) == list(expected)
+    assert np.array_equal(lazy.weights, expected.weights)
+    # Saved again with entries still unread: they are copied as stored, under version 2.
+    lazy.extra = 1
+    again = lazy.to_url("p")
+    metadata = read_header_json(store / ts.Reference.parse(again).key)["__metadata__"]
+    assert metadata["typedstore.version"] == "2"
+    assert same(ts.DataStore.from_url(again), ts.DataStore(expected, extra=1))
 
 
 def test_malicious_pickle_entry_runs_nothing(store: Path, tmp_path: Path) -> None:
@@ -387,9 +483,7 @@ def test_malicious_pickle_entry_runs_nothing(store: Path, tmp_path: Path) -> Non
     header = json.loads(data[8 : 8 + size])
     header["a"]["shape"] = [len(payload)]
     header["a"]["data_offsets"] = [0, len(payload)]
-    table = json.loads(header["__metadata__"]["typedstore.entries"])
-    table["a"]["codec"] = "pickle"
-    header["__metadata__"]["typedstore.entries"] = json.dumps(table)
+    edit_entry("a", codec="pickle")(header)
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + payload)
@@ -402,12 +496,7 @@ def test_malicious_pickle_entry_runs_nothing(store: Path, tmp_path: Path) -> Non
 def test_newer_codec_version_is_refused(store: Path) -> None:
     url = ts.DataStore(a=1).to_url("p")
 
-    def bump(header: dict[str, Any]) -> None:
-        table = json.loads(header["__metadata__"]["typedstore.entries"])
-        table["a"]["version"] = 99
-        header["__metadata__"]["typedstore.entries"] = json.dumps(table)
-
-    rewrite_metadata(store / ts.Reference.parse(url).key, bump)
+    rewrite_metadata(store / ts.Reference.parse(url).key, edit_entry("a", version=99))
     with pytest.raises(DecodeError, match="version 99"):
         ts.DataStore.from_url(url)
 

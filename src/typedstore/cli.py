@@ -17,11 +17,10 @@ from typing import Any, TextIO
 import attrs
 import numpy as np
 
-from typedstore import _strictjson
 from typedstore._progress import progress
 from typedstore.codec import NAME_PATTERN
 from typedstore.codecs.safetensors import read_header_from
-from typedstore.datastore import DataStore
+from typedstore.datastore import DataStore, entry_table
 from typedstore.errors import DecodeError, TypedStoreError
 from typedstore.experiment import create_experiment, list_experiments, load_experiment
 from typedstore.io import DataStoreIO, current_storage
@@ -147,13 +146,17 @@ def _info(args: argparse.Namespace, out: TextIO) -> int:
         return 0
     with storage.open_reader(ref.key) as reader:
         tensors, metadata = read_header_from(reader)
-    entries: Any = {}
-    if metadata.get("typedstore.kind") == "datastore":
-        entries = _strictjson.loads(metadata.get("typedstore.entries", "{}"))
     print(f"metadata:  {json.dumps(metadata, indent=2) if metadata else '{}'}", file=out)
+    entries: dict[str, Any] = {}
+    if metadata.get("typedstore.kind") == "datastore":
+        try:
+            entries = entry_table(metadata, tensors)
+        except DecodeError as exc:
+            # The header is still worth showing when the table is damaged.
+            print(f"entries:   unreadable ({exc})", file=out)
     rows = [("TENSOR", "DTYPE", "SHAPE", "BYTES", "ENTRY CODEC")]
     for name, entry in tensors.items():
-        codec = entries.get(name, {}).get("codec", "") if isinstance(entries, dict) else ""
+        codec = entries[name].codec if name in entries else ""
         rows.append((name, entry.dtype.str, str(list(entry.shape)), str(entry.nbytes), codec))
     _table(rows, out)
     return 0

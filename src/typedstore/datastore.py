@@ -6,7 +6,7 @@ import copy
 import json
 import reprlib
 import threading
-from collections.abc import ItemsView, Iterator, Mapping, Sequence, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence, ValuesView
 from typing import Any, ClassVar, NamedTuple
 
 import attrs
@@ -42,6 +42,7 @@ __all__ = ["DataStore", "DataStoreCodec"]
 
 _KIND = "typedstore.kind"
 _ENTRIES = "typedstore.entries"
+_VERSION = "typedstore.version"
 _METADATA = "__metadata__"
 
 
@@ -73,19 +74,35 @@ class _Source:
     entries: Mapping[str, _EntryInfo]
 
 
-def _entry_table(
+def entry_table(
     metadata: Mapping[str, str], tensors: Mapping[str, TensorEntry]
 ) -> dict[str, _EntryInfo]:
+    """Each key's codec, in the DataStore's key order, from a container's metadata."""
     if metadata.get(_KIND) != "datastore" or _ENTRIES not in metadata:
         raise DecodeError("datastore: not a DataStore container (metadata missing)")
+    parse = _TABLE_PARSERS.get(metadata.get(_VERSION))
+    if parse is None:
+        raise DecodeError(
+            f"datastore: container format version {metadata[_VERSION]!r} is not one this "
+            f"installation reads (1 to {DataStoreCodec.version})"
+        )
     try:
         raw = _strictjson.loads(metadata[_ENTRIES])
     except (ValueError, RecursionError) as exc:
         raise DecodeError(f"datastore: entry table is not valid JSON: {exc}") from exc
+    return parse(raw, tensors)
+
+
+def _check_bytes_entry(key: str, tensor: TensorEntry) -> None:
+    if tensor.dtype != np.uint8 or len(tensor.shape) != 1:
+        raise DecodeError(f"datastore: entry {key!r} must be a U8 vector")
+
+
+def _table_v1(raw: Any, tensors: Mapping[str, TensorEntry]) -> dict[str, _EntryInfo]:
+    # Version 1: key -> {"codec": name, "version": int, "tensor": bool}.
     if not isinstance(raw, dict) or set(raw) != set(tensors):
         raise DecodeError("datastore: the entry table does not match the tensors")
     table: dict[str, _EntryInfo] = {}
-    # Runs once per entry when a DataStore is opened (lazily too): no sets or generators.
     for key, info in raw.items():
         if (
             type(info) is not dict
@@ -95,11 +112,57 @@ def _entry_table(
             or type(info.get("tensor")) is not bool
         ):
             raise DecodeError(f"datastore: entry {key!r} has invalid metadata")
-        tensor = tensors[key]
-        if not info["tensor"] and (tensor.dtype != np.uint8 or len(tensor.shape) != 1):
-            raise DecodeError(f"datastore: entry {key!r} must be a U8 vector")
+        if not info["tensor"]:
+            _check_bytes_entry(key, tensors[key])
         table[key] = _EntryInfo(info["codec"], info["version"], info["tensor"])
     return table
+
+
+def _table_v2(raw: Any, tensors: Mapping[str, TensorEntry]) -> dict[str, _EntryInfo]:
+    # Version 2: {"codecs": [[name, version, tensor], ...], "keys": [key, ...],
+    # "index": [codec of each key, ...]}. Runs on every open, lazy ones too, so it
+    # checks whole lists at once where it can instead of a loop per entry.
+    if type(raw) is not dict or raw.keys() != _V2_FIELDS:
+        raise DecodeError(f"datastore: the entry table must have exactly {sorted(_V2_FIELDS)}")
+    codecs, keys, index = raw["codecs"], raw["keys"], raw["index"]
+    if type(codecs) is not list or type(keys) is not list or type(index) is not list:
+        raise DecodeError("datastore: the entry table's codecs, keys and index must be lists")
+    infos: list[_EntryInfo] = []
+    for item in codecs:
+        if (
+            type(item) is not list
+            or len(item) != 3
+            or type(item[0]) is not str
+            or type(item[1]) is not int
+            or type(item[2]) is not bool
+        ):
+            raise DecodeError(f"datastore: invalid codec in the entry table: {item!r:.80}")
+        infos.append(_EntryInfo(*item))
+    try:
+        # Equal sets of equal length: the keys are the tensors' names, each once.
+        matches = len(keys) == len(tensors) and set(keys) == tensors.keys()
+    except TypeError:  # an unhashable key
+        matches = False
+    if not matches:
+        raise DecodeError("datastore: the entry table does not match the tensors")
+    if len(index) != len(keys) or not set(map(type, index)) <= {int}:
+        raise DecodeError("datastore: the entry table's index must hold one int per key")
+    if index and not 0 <= min(index) <= max(index) < len(infos):
+        raise DecodeError("datastore: the entry table's index names a codec it does not list")
+    table = dict(zip(keys, map(infos.__getitem__, index), strict=True))
+    if not all(info.tensor for info in infos):
+        for key, info in table.items():
+            if not info.tensor:
+                _check_bytes_entry(key, tensors[key])
+    return table
+
+
+_V2_FIELDS = frozenset({"codecs", "keys", "index"})
+# The format version in the metadata -> how its entry table is read (version 1 wrote no
+# version).
+_TABLE_PARSERS: Mapping[
+    str | None, Callable[[Any, Mapping[str, TensorEntry]], dict[str, _EntryInfo]]
+] = {None: _table_v1, "1": _table_v1, "2": _table_v2}
 
 
 class DataStoreCodec:
@@ -107,14 +170,14 @@ class DataStoreCodec:
 
     Each value is encoded with the codec its registry picks for it. Arrays chosen for
     ``safetensors`` are stored as real tensors; every other value as a ``U8`` tensor holding
-    its codec's output. ``__metadata__`` holds ``typedstore.kind = datastore`` and
-    ``typedstore.entries``, a JSON table of each key's codec, codec version and whether it
-    is a real tensor. One entry can be read without the others, and any safetensors tool
-    can list the contents.
+    its codec's output. ``__metadata__`` holds ``typedstore.kind = datastore``, the format
+    version and ``typedstore.entries``, a JSON table of each key's codec, codec version and
+    whether it is a real tensor. One entry can be read without the others, and any
+    safetensors tool can list the contents. Containers of every earlier version decode.
     """
 
     name: ClassVar[str] = "datastore"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
 
     def __init__(self, registry: CodecRegistry) -> None:
         self._registry = registry
@@ -131,7 +194,8 @@ class DataStoreCodec:
     def encode(self, value: DataStore) -> Sequence[Buffer]:
         """The container: each value's codec output, in the DataStore's key order."""
         tensors: dict[str, TensorSource] = {}
-        table: dict[str, dict[str, Any]] = {}
+        codecs: dict[_EntryInfo, int] = {}
+        index: list[int] = []
         source = value._ts_source
         for key in dict.keys(value):
             if type(key) is not str or key == _METADATA:
@@ -141,8 +205,13 @@ class DataStoreCodec:
                 tensors[key], info = _raw_entry(source, key)
             else:
                 tensors[key], info = self._encode_entry(key, item)
-            table[key] = {"codec": info.codec, "version": info.version, "tensor": info.tensor}
-        metadata = {_KIND: "datastore", _ENTRIES: json.dumps(table, separators=(",", ":"))}
+            index.append(codecs.setdefault(info, len(codecs)))
+        table = {"codecs": [list(info) for info in codecs], "keys": list(tensors), "index": index}
+        metadata = {
+            _KIND: "datastore",
+            _VERSION: str(self.version),
+            _ENTRIES: json.dumps(table, separators=(",", ":")),
+        }
         return encode_tensors(tensors, metadata)
 
     def _encode_entry(self, key: str, item: Any) -> tuple[TensorSource, _EntryInfo]:
@@ -168,7 +237,7 @@ class DataStoreCodec:
         if reader.size <= _READ_WHOLE_MAX:
             return self.decode(reader.read(0, reader.size), expected_type)
         tensors, metadata = read_header_from(reader)
-        table = _entry_table(metadata, tensors)
+        table = entry_table(metadata, tensors)
         arrays = [key for key, info in table.items() if info.tensor]
         for key in arrays:
             _entry_codec(self._registry, key, table[key])
@@ -190,7 +259,7 @@ class DataStoreCodec:
         """Every value of the container, each decoded by its own codec."""
         view = memoryview(data)
         tensors, metadata = read_header(view)
-        table = _entry_table(metadata, tensors)
+        table = entry_table(metadata, tensors)
         result = DataStore()
         for key, info in table.items():
             entry = tensors[key]
@@ -480,10 +549,9 @@ def _load_lazy(ref: Reference) -> DataStore:
     # One open for the whole header (its length, then its bytes), not one per read.
     with decoding(str(ref)), storage.open_reader(ref.key) as reader:
         tensors, metadata = read_header_from(reader)
-        table = _entry_table(metadata, tensors)
+        table = entry_table(metadata, tensors)
     result = DataStore()
-    for key in table:
-        dict.__setitem__(result, key, _UNLOADED)
+    dict.update(result, dict.fromkeys(table, _UNLOADED))
     object.__setattr__(result, "_ts_source", _Source(ref, storage, tensors, table))
     return result
 

@@ -163,7 +163,18 @@ CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
             "mixed": Case(_datastore, stable=False),
             "plain": Case(lambda: DataStore(x=np.zeros((2, 2), np.float32), name="run-1")),
             "empty": Case(DataStore),
-        }
+        },
+        # Version 2: the compact entry table.
+        2: {
+            "mixed": Case(_datastore, stable=False),
+            "plain": Case(lambda: DataStore(x=np.zeros((2, 2), np.float32), name="run-1")),
+            "empty": Case(DataStore),
+            "shared-codecs": Case(
+                lambda: DataStore(
+                    a=np.ones(3, np.float32), b="x", c=np.zeros(2, np.int8), d="y", e=b"z"
+                )
+            ),
+        },
     },
     "pickle": {
         1: {
