@@ -424,8 +424,10 @@ class SafetensorsCodec:
             return value.dtype in _SUPPORTED
         if type(value) is not dict or not value or _METADATA in value:
             return False
+        # Runs on every dispatch of a dict: names bound once, not looked up per item.
+        ndarray, supported = np.ndarray, _SUPPORTED
         for k, v in value.items():
-            if type(k) is not str or type(v) is not np.ndarray or v.dtype not in _SUPPORTED:
+            if type(k) is not str or type(v) is not ndarray or v.dtype not in supported:
                 return False
         return True
 
