@@ -14,7 +14,7 @@ import pytest
 import safetensors.numpy
 
 import typedstore as ts
-from helpers import files_under
+from helpers import files_under, join
 from typedstore.errors import (
     DecodeError,
     EncodeError,
@@ -499,6 +499,66 @@ def test_newer_codec_version_is_refused(store: Path) -> None:
     rewrite_metadata(store / ts.Reference.parse(url).key, edit_entry("a", version=99))
     with pytest.raises(DecodeError, match="version 99"):
         ts.DataStore.from_url(url)
+
+
+def one_layout(seed: int, size: int) -> ts.DataStore:
+    """DataStores of one layout (equal headers) whose values differ with ``seed``."""
+    rng = np.random.default_rng(seed)
+    return ts.DataStore(w=rng.random(size), b=rng.integers(0, 9, 3), note=f"run {seed}")
+
+
+@pytest.mark.parametrize("size", [10, 2**18])  # decoded from memory, read from storage
+def test_datastores_of_one_layout_share_the_checked_header_not_values(
+    store: Path, size: int
+) -> None:
+    urls = [one_layout(seed, size).to_url("p") for seed in range(3)]
+    paths = [store / ts.Reference.parse(url).key for url in urls]
+    headers = {path.read_bytes()[: 8 + struct.unpack("<Q", path.read_bytes()[:8])[0]]
+               for path in paths}  # fmt: skip
+    assert len(headers) == 1
+    for _ in range(2):
+        for seed, url in enumerate(urls):
+            assert same(ts.DataStore.from_url(url), one_layout(seed, size))
+            lazy = ts.DataStore.from_url(url, lazy=True)
+            assert same(lazy.w, one_layout(seed, size).w)
+            assert lazy.note == f"run {seed}"
+    first, second = (ts.DataStore.from_url(url, lazy=True) for url in urls[:2])
+    assert first._ts_source is not None
+    assert second._ts_source is not None
+    assert first._ts_source.tensors is second._ts_source.tensors
+
+
+def test_a_layout_seen_before_still_finds_damage(store: Path) -> None:
+    url = one_layout(0, 2**18).to_url("p")
+    path = store / ts.Reference.parse(url).key
+    assert same(ts.DataStore.from_url(url), one_layout(0, 2**18))
+    data = path.read_bytes()
+    path.write_bytes(data[:-1])  # the same header on a file one byte short
+    for lazy in (False, True):
+        with pytest.raises(DecodeError, match="cover"):
+            ts.DataStore.from_url(url, lazy=lazy)
+    path.write_bytes(data)
+    rewrite_metadata(path, edit_entry("w", tensor=False))
+    for lazy in (False, True):
+        with pytest.raises(DecodeError, match="entry 'w' must be a U8 vector"):
+            ts.DataStore.from_url(url, lazy=lazy)
+
+
+def test_kept_layouts_are_bounded() -> None:
+    from typedstore import datastore as module
+
+    for n in range(300):  # about 1 MiB of distinct headers
+        data = join(module.DataStoreCodec(ts.registry).encode(
+            ts.DataStore({f"{n}-{i}-{'x' * 20}": i for i in range(50)})
+        ))  # fmt: skip
+        assert module.DataStoreCodec(ts.registry).decode(data)[f"{n}-7-{'x' * 20}"] == 7
+    assert 0 < module._layouts_size <= module._CACHED_LAYOUTS_BYTES
+    assert module._layouts_size == sum(len(header) for header, _ in module._layouts)
+    big = ts.DataStore({f"{i}-{'y' * 60}": i for i in range(1000)})
+    data = join(module.DataStoreCodec(ts.registry).encode(big))
+    assert struct.unpack("<Q", data[:8])[0] > module._CACHED_LAYOUT_MAX
+    assert module.DataStoreCodec(ts.registry).decode(data) == big
+    assert all(len(header) <= module._CACHED_LAYOUT_MAX for header, _ in module._layouts)
 
 
 def test_restoring_a_lazy_datastore_copies_unread_entries_as_stored(store: Path) -> None:
