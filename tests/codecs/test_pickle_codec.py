@@ -11,6 +11,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import tracemalloc
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -235,6 +236,52 @@ ALLOCATION_BOMBS = {
 def test_allocation_bombs_are_refused(name: str) -> None:
     with pytest.raises(UnsafeDataError):
         codec.decode(ALLOCATION_BOMBS[name])
+
+
+def length8(opcode: bytes, length: int) -> bytes:
+    """A protocol 5 pickle whose ``opcode`` states ``length`` (8 bytes) and holds 2."""
+    return b"\x80\x05" + opcode + struct.pack("<Q", length) + b"xx."
+
+
+# Pickles that state sizes they do not hold: the unpickler would believe them.
+SIZE_BOMBS = {
+    "memo index (LONG_BINPUT)": (b"}r\x00\x00\x00\x0f.", "memo index 251658240"),
+    "memo index (PUT)": (b"}p300000000\n.", "memo index 300000000"),
+    "PUT index not a number": (b"}p3x\n.", "invalid PUT index"),
+    "bytearray length": (length8(b"\x96", 8 << 30), "length 8589934592"),
+    "bytes length": (length8(b"\x8e", 8 << 30), "length 8589934592"),
+    "str length": (length8(b"\x8d", 8 << 30), "length 8589934592"),
+    "frame length": (length8(b"\x95", 8 << 30), "length 8589934592"),
+    "bytes length, 4 bytes": (b"B" + struct.pack("<I", 2**32 - 1) + b"x.", "length 4294967295"),
+    "negative string length": (b"T\xff\xff\xff\xff.", "length -1"),
+    "unknown opcode": (b"\xff.", "invalid opcode 0xff"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SIZE_BOMBS))
+def test_stated_sizes_are_checked_before_anything_is_allocated(name: str) -> None:
+    data, message = SIZE_BOMBS[name]
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecodeError, match=message):
+            codec.decode(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_every_protocol_passes_the_size_check(protocol: int) -> None:
+    # Protocols 1 to 3 number memo entries with BINPUT and, past 255, LONG_BINPUT;
+    # protocol 0 with PUT; 4 and 5 memoize without an index, in frames.
+    # (Bytes are left out: protocols below 3 write them as calls to _codecs.encode.)
+    value = [(i, f"s{i}", 2.5 * i, -(2**70) * i) for i in range(400)] + ["x" * 70_000]
+    data = pickle.dumps(value, protocol=protocol)
+    assert codec.decode(data) == value
+    for cut in (1, 2, 9, len(data) // 2):
+        with pytest.raises(DecodeError):
+            codec.decode(data[:-cut])
 
 
 @pytest.mark.parametrize(

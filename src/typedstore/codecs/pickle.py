@@ -7,6 +7,8 @@ import fractions
 import io
 import math
 import pickle
+import pickletools
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -108,13 +110,17 @@ def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
+# One expression for all of FORBIDDEN: it is matched for every global a pickle names.
+_FORBIDDEN = re.compile("|".join(fnmatch.translate(pattern) for pattern in FORBIDDEN))
+
+
 def is_allowed(name: str, extra: Iterable[str] = ()) -> bool:
     """Whether a pickle may build the global ``name`` (``module.qualname``).
 
     :data:`FORBIDDEN` wins over everything; then :data:`BUILTIN_ALLOWED` (exact names)
     and the ``extra`` glob patterns allow.
     """
-    if _matches(name, FORBIDDEN):
+    if _FORBIDDEN.match(name):
         return False
     return name in BUILTIN_ALLOWED or _matches(name, extra)
 
@@ -210,8 +216,102 @@ class _UnrestrictedUnpickler(pickle.Unpickler):
     pass
 
 
+# The C unpickler believes the sizes a pickle states: the 7 bytes b"}r\0\0\0\x0f." make
+# it allocate and clear a 4 GB memo (memo index 0x0f000000), and a counted string or bytes
+# opcode reserves the length it claims before reading it. So every opcode is walked first,
+# one pass and no copies, checking each stated length against the bytes that remain and
+# each memo index against the opcodes seen so far (a pickler numbers its memo entries
+# from 0, and each entry needs an opcode to make its object). Opcode argument layouts
+# come from pickletools; each is one of these kinds, or a fixed size (>= 0).
+_LINE, _COUNT1, _COUNT4, _COUNT4U, _COUNT8U = (
+    pickletools.UP_TO_NEWLINE,
+    pickletools.TAKEN_FROM_ARGUMENT1,
+    pickletools.TAKEN_FROM_ARGUMENT4,
+    pickletools.TAKEN_FROM_ARGUMENT4U,
+    pickletools.TAKEN_FROM_ARGUMENT8U,
+)
+_TWO_LINES, _PUT, _LONG_BINPUT, _FRAME, _STOP, _INVALID = range(-20, -14)
+
+
+def _opcode_kinds() -> list[int]:
+    kinds = [_INVALID] * 256
+    for op in pickletools.opcodes:
+        kind = 0 if op.arg is None else op.arg.n
+        if op.arg is not None and op.arg.name == "stringnl_noescape_pair":
+            kind = _TWO_LINES
+        kinds[ord(op.code)] = {"PUT": _PUT, "LONG_BINPUT": _LONG_BINPUT, "FRAME": _FRAME,
+                               "STOP": _STOP}.get(op.name, kind)  # fmt: skip
+    return kinds
+
+
+_KINDS = _opcode_kinds()
+
+
+def _check_sizes(data: bytes) -> None:
+    """Raise DecodeError if the pickle states a length beyond its end or a memo index
+    beyond what it can have built (see above)."""
+    # Runs once per opcode: the common kinds first, the rest in _check_opcode.
+    kinds, end, pos, ops = _KINDS, len(data), 0, 0
+    try:
+        while pos < end:
+            kind = kinds[data[pos]]
+            pos += 1
+            ops += 1
+            if kind >= 0:
+                pos += kind
+            elif kind == _COUNT1:  # short strings: 255 bytes at most
+                pos += 1 + data[pos]
+            elif kind == _STOP:
+                return
+            else:
+                pos = _check_opcode(data, pos, kind, ops)
+    except IndexError:  # a length byte past the end
+        pass
+    raise DecodeError("codec 'pickle': malformed data: pickle data was truncated")
+
+
+_WIDTHS = {_COUNT4: 4, _COUNT4U: 4, _COUNT8U: 8, _FRAME: 8}
+
+
+def _check_opcode(data: bytes, pos: int, kind: int, ops: int) -> int:
+    """Check the argument at ``pos`` of an opcode of a rarer ``kind``; return where the
+    next opcode starts."""
+    width = _WIDTHS.get(kind)
+    if width is not None:
+        length = int.from_bytes(data[pos : pos + width], "little", signed=kind == _COUNT4)
+        pos += width
+        if not 0 <= length <= len(data) - pos:
+            raise DecodeError(
+                f"codec 'pickle': malformed data: length {length} at byte {pos - width - 1} "
+                f"runs past the end ({len(data)} bytes)"
+            )
+        return pos if kind == _FRAME else pos + length  # a frame holds opcodes
+    if kind == _LONG_BINPUT:
+        _check_memo(int.from_bytes(data[pos : pos + 4], "little"), ops)
+        return pos + 4
+    if kind in (_LINE, _TWO_LINES, _PUT):
+        newline = data.find(b"\n", pos)
+        if kind == _TWO_LINES and newline >= 0:
+            newline = data.find(b"\n", newline + 1)
+        if newline < 0:
+            return len(data)  # truncated
+        if kind == _PUT:
+            try:
+                index = int(data[pos:newline])
+            except ValueError:
+                raise DecodeError("codec 'pickle': malformed data: invalid PUT index") from None
+            _check_memo(index, ops)
+        return newline + 1
+    raise DecodeError(f"codec 'pickle': malformed data: invalid opcode {data[pos - 1]:#x}")
+
+
+def _check_memo(index: int, ops: int) -> None:
+    if not 0 <= index <= ops:
+        raise DecodeError(f"codec 'pickle': malformed data: memo index {index} after {ops} opcodes")
+
+
 def _refusal(name: str) -> str:
-    if _matches(name, FORBIDDEN):
+    if _FORBIDDEN.match(name):
         return f"pickle refers to {name!r}, which typedstore never loads (it can run code)"
     return (
         f"pickle refers to {name!r}, which is not allowed; if you trust it, add a "
@@ -248,11 +348,14 @@ class PickleCodec:
 
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """Unpickle, building only allowed classes unless the store is trusted."""
-        file = io.BytesIO(data)
+        raw = data if type(data) is bytes else bytes(data)  # BytesIO would copy it anyway
+        file = io.BytesIO(raw)
         unpickler: pickle.Unpickler
         if options.get("codecs.pickle.unrestricted"):
+            # Every writer is trusted (it could run any code): no need to check sizes.
             unpickler = _UnrestrictedUnpickler(file)
         else:
+            _check_sizes(raw)
             unpickler = _RestrictedUnpickler(file, options.get("codecs.pickle.allow"))
         try:
             value = unpickler.load()
@@ -260,6 +363,6 @@ class PickleCodec:
             raise
         except Exception as exc:
             raise DecodeError(f"codec 'pickle': malformed data: {exc}") from exc
-        if file.tell() != len(file.getbuffer()):
+        if file.tell() != len(raw):
             raise DecodeError("codec 'pickle': trailing bytes after the pickle")
         return value
