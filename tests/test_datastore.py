@@ -544,6 +544,15 @@ def test_a_layout_seen_before_still_finds_damage(store: Path) -> None:
             ts.DataStore.from_url(url, lazy=lazy)
 
 
+def test_a_datastore_of_arrays_read_from_storage_keeps_its_keys_order(store: Path) -> None:
+    # Data is laid out by item size, not in key order; more than 1 MiB is read from storage.
+    rng = np.random.default_rng(3)
+    ds = ts.DataStore(z=rng.integers(0, 9, 5, np.int8), a=rng.random(2**18), m=np.arange(3.0))
+    back = ts.DataStore.from_url(ds.to_url("p"))
+    assert list(back) == ["z", "a", "m"]
+    assert all(same(ds[key], back[key]) for key in ds)
+
+
 def test_kept_layouts_are_bounded() -> None:
     from typedstore import datastore as module
 

@@ -286,12 +286,19 @@ class DataStoreCodec:
             return self.decode(reader.read(0, reader.size), expected_type)
         tensors, table = _read_layout(reader)
         arrays = [key for key, info in table.items() if info.tensor]
+        checked: set[_EntryInfo] = set()
         for key in arrays:
-            _entry_codec(self._registry, key, table[key])
+            info = table[key]
+            if info not in checked:  # the entries of a table share a few codecs
+                _entry_codec(self._registry, key, info)
+                checked.add(info)
         # The arrays first, all together (few system calls); then the other values one by
         # one, so that only one of their encodings is in memory at a time.
         values = dict(zip(arrays, read_tensors(reader, [tensors[k] for k in arrays]), strict=True))
         result = DataStore()
+        if len(values) == len(table):  # only arrays: already in the table's order
+            dict.update(result, values)
+            return result
         for key, info in table.items():
             if key not in values:
                 entry = tensors[key]
