@@ -22,7 +22,8 @@ from typedstore.codecs.safetensors import (
     _parse_header,
     decode_tensor,
     encode_tensors,
-    header_size,
+    header_bytes,
+    header_bytes_from,
     read_tensors,
 )
 from typedstore.errors import (
@@ -120,12 +121,6 @@ def _layout(header: bytes, total: int) -> _Layout:
                     (old, _), _ = _layouts.popitem(last=False)
                     _layouts_size -= len(old)
     return layout
-
-
-def _read_layout(reader: Reader) -> _Layout:
-    """:func:`_layout` of the container behind ``reader`` (reads only its header)."""
-    size = header_size(reader.read(0, 8), reader.size)
-    return _layout(bytes(reader.read(8, size)), reader.size)
 
 
 # Containers of one layout (keys, codecs, dtypes, shapes) have equal headers, byte for
@@ -284,7 +279,7 @@ class DataStoreCodec:
         """As :meth:`decode`, reading arrays straight into their own memory."""
         if reader.size <= _READ_WHOLE_MAX:
             return self.decode(reader.read(0, reader.size), expected_type)
-        tensors, table = _read_layout(reader)
+        tensors, table = _layout(header_bytes_from(reader), reader.size)
         arrays = [key for key, info in table.items() if info.tensor]
         checked: set[_EntryInfo] = set()
         for key in arrays:
@@ -312,7 +307,7 @@ class DataStoreCodec:
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> DataStore:
         """Every value of the container, each decoded by its own codec."""
         view = memoryview(data)
-        tensors, table = _layout(bytes(view[8 : 8 + header_size(view, view.nbytes)]), view.nbytes)
+        tensors, table = _layout(header_bytes(view), view.nbytes)
         result = DataStore()
         for key, info in table.items():
             entry = tensors[key]
@@ -601,7 +596,7 @@ def _load_lazy(ref: Reference) -> DataStore:
     storage = current_storage()
     # One open for the whole header (its length, then its bytes), not one per read.
     with decoding(str(ref)), storage.open_reader(ref.key) as reader:
-        tensors, table = _read_layout(reader)
+        tensors, table = _layout(header_bytes_from(reader), reader.size)
     result = DataStore()
     dict.update(result, dict.fromkeys(table, _UNLOADED))
     object.__setattr__(result, "_ts_source", _Source(ref, storage, tensors, table))

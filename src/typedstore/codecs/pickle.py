@@ -231,6 +231,7 @@ _LINE, _COUNT1, _COUNT4, _COUNT4U, _COUNT8U = (
     pickletools.TAKEN_FROM_ARGUMENT8U,
 )
 _TWO_LINES, _PUT, _LONG_BINPUT, _FRAME, _STOP, _INVALID = range(-20, -14)
+_CHECKED = {"PUT": _PUT, "LONG_BINPUT": _LONG_BINPUT, "FRAME": _FRAME, "STOP": _STOP}
 
 
 def _opcode_kinds() -> list[int]:
@@ -239,8 +240,7 @@ def _opcode_kinds() -> list[int]:
         kind = 0 if op.arg is None else op.arg.n
         if op.arg is not None and op.arg.name == "stringnl_noescape_pair":
             kind = _TWO_LINES
-        kinds[ord(op.code)] = {"PUT": _PUT, "LONG_BINPUT": _LONG_BINPUT, "FRAME": _FRAME,
-                               "STOP": _STOP}.get(op.name, kind)  # fmt: skip
+        kinds[ord(op.code)] = _CHECKED.get(op.name, kind)
     return kinds
 
 

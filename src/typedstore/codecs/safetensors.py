@@ -30,6 +30,8 @@ __all__ = [
     "TensorSource",
     "decode_tensor",
     "encode_tensors",
+    "header_bytes",
+    "header_bytes_from",
     "header_size",
     "parse_header",
     "read_header",
@@ -228,9 +230,18 @@ def read_header(data: Buffer) -> tuple[dict[str, TensorEntry], dict[str, str]]:
 def _validated(data: Buffer) -> tuple[Mapping[str, TensorEntry], Mapping[str, str]]:
     """:func:`read_header` for the decoders' own use: the result may be shared with
     other callers and must not be changed."""
+    return _shared(header_bytes(data), memoryview(data).nbytes)
+
+
+def header_bytes(data: Buffer) -> bytes:
+    """The ``N`` header bytes of a whole file in memory, its length checked (not parsed)."""
     view = memoryview(data)
-    size = header_size(view, view.nbytes)
-    return _shared(bytes(view[8 : 8 + size]), view.nbytes)
+    return bytes(view[8 : 8 + header_size(view, view.nbytes)])
+
+
+def header_bytes_from(reader: Reader) -> bytes:
+    """:func:`header_bytes` of the file behind ``reader`` (reads only the header)."""
+    return bytes(reader.read(8, header_size(reader.read(0, 8), reader.size)))
 
 
 def parse_header(header: Buffer, total: int) -> tuple[dict[str, TensorEntry], dict[str, str]]:
@@ -331,8 +342,7 @@ _new_tuple = tuple.__new__
 
 def read_header_from(reader: Reader) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     """:func:`read_header` for a file behind a reader: reads only the header's bytes."""
-    size = header_size(reader.read(0, 8), reader.size)
-    return parse_header(reader.read(8, size), reader.size)
+    return parse_header(header_bytes_from(reader), reader.size)
 
 
 def read_tensor(reader: Reader, entry: TensorEntry) -> npt.NDArray[Any]:
