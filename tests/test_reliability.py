@@ -216,7 +216,12 @@ print(json.dumps(outcome))
 """
 
 
-FAULTS = [("write", "ENOSPC"), ("fsync", "EIO"), ("open", "EMFILE"), ("posix_fallocate", "ENOSPC")]
+FAULTS = [
+    ("pwritev", "ENOSPC"),
+    ("fsync", "EIO"),
+    ("open", "EMFILE"),
+    ("posix_fallocate", "ENOSPC"),
+]
 
 
 @pytest.mark.parametrize(

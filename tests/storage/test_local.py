@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -161,17 +162,70 @@ def test_overwrites_leave_only_the_object(
 
 
 def test_short_writes_are_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = os.write
+    import typedstore.storage._local as local_module
 
-    def short(fd: int, data: memoryview) -> int:
-        return real(fd, memoryview(data)[:7])  # as a signal or a 2 GiB cap would cut it
+    real = os.pwritev
+
+    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
+        first = next((b for b in buffers if memoryview(b).nbytes), None)
+        if first is None:
+            return 0
+        # At most 7 bytes a call, as a signal or the 2 GiB cap of one call would cut it.
+        return real(fd, [memoryview(first)[:7]], offset)
 
     storage = LocalStorage(tmp_path)
     chunks = [b"a" * 10, bytes(range(256)) * 300, b"", b"z"]
-    monkeypatch.setattr(os, "write", short)
+    monkeypatch.setattr(os, "pwritev", short)
+    monkeypatch.setattr(local_module, "_IOV_MAX", 3)  # several calls even without short writes
     storage.write("p/x", chunks)
     monkeypatch.undo()
     assert storage.read("p/x") == b"".join(chunks)
+
+
+def test_writes_of_more_chunks_than_one_call_takes(tmp_path: Path) -> None:
+    import typedstore.storage._local as local_module
+
+    # Chunks of different sizes, more than the system's IOV_MAX, too large to be joined.
+    chunks = [bytes([i % 251]) * (i % 97 + 40) for i in range(local_module._IOV_MAX * 2 + 5)]
+    chunks[7] = os.urandom(local_module._JOIN_MAX)
+    storage = LocalStorage(tmp_path)
+    assert storage.write("p/x", chunks) == sum(map(len, chunks))
+    assert storage.read("p/x") == b"".join(chunks)
+    buffers = [bytearray(len(chunk)) for chunk in chunks]
+    with storage.open_reader("p/x") as reader:
+        assert reader.readinto_many(0, buffers) == sum(map(len, chunks))  # type: ignore[attr-defined]
+    assert buffers == chunks
+
+
+FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from typedstore.errors import StorageError
+from typedstore.storage import LocalStorage
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+storage = LocalStorage(sys.argv[1])
+try:
+    storage.write("p/x", [b"n" * 60_000, b"e" * 60_000, b"w" * 60_000])
+except StorageError as exc:
+    print(exc)
+"""
+
+
+def test_a_write_the_system_cuts_short_fails_and_keeps_the_object(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    storage = LocalStorage(tmp_path)
+    storage.write("p/x", [b"old"])
+    # A real short write: the first call stops at the file size limit, the next one fails.
+    proc = subprocess.run(
+        [sys.executable, "-c", FILE_SIZE_LIMIT, str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert "cannot write 'p/x'" in proc.stdout
+    assert os.strerror(errno.EFBIG) in proc.stdout
+    assert storage.read("p/x") == b"old"
+    assert sorted(os.listdir(tmp_path / "p")) == ["x"]
 
 
 def test_systems_that_refuse_proc_links_get_named_temporaries(
