@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -282,3 +283,38 @@ def test_readinto_many_fills_buffers_in_order_through_short_reads(
         past_the_end = [bytearray(8), bytearray(100)]
         assert reader.readinto_many(len(data) - 20, past_the_end) == 20  # type: ignore[attr-defined]
         assert bytes(past_the_end[0]) + bytes(past_the_end[1][:12]) == data[-20:]
+
+
+def test_readinto_many_fills_arrays_of_any_shape_through_short_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typedstore.storage._local as local_module
+
+    arrays: list[np.ndarray[Any, Any]] = [
+        np.arange(12, dtype=np.float16).reshape(3, 4),
+        np.zeros((2, 0, 3)),
+        np.array([[1 + 2j, 3 - 4j]], dtype=np.complex64),
+        np.array([[True, False, True]]),
+        np.arange(30, dtype=np.int64).reshape(2, 3, 5),
+    ]
+    storage = LocalStorage(tmp_path)
+    storage.write("p/x", [b"head", *(a.tobytes() for a in arrays)])
+    real = os.preadv
+
+    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
+        first = next((b for b in buffers if memoryview(b).nbytes), None)
+        if first is None:
+            return 0
+        return real(fd, [memoryview(first).cast("B")[:3]], offset)  # 3 bytes a call
+
+    monkeypatch.setattr(os, "preadv", short)
+    monkeypatch.setattr(local_module, "_IOV_MAX", 2)
+    out = [np.empty_like(a) for a in arrays]
+    with storage.open_reader("p/x") as reader:
+        got = reader.readinto_many(4, out)  # type: ignore[attr-defined]
+        with pytest.raises(ValueError, match="contiguous"):
+            reader.readinto_many(4, [np.empty((4, 4))[:, ::2]])  # type: ignore[attr-defined]
+    assert got == sum(a.nbytes for a in arrays)
+    for back, array in zip(out, arrays, strict=True):
+        assert back.shape == array.shape
+        assert np.array_equal(back, array)

@@ -361,11 +361,11 @@ def read_tensors(reader: Reader, entries: Sequence[TensorEntry]) -> list[npt.NDA
         for entry, array in zip(entries, out, strict=True):
             _fill(reader, entry, array)
         return out
-    order = sorted(range(len(entries)), key=lambda index: _by_range(entries[index]))
+    order = sorted(range(len(entries)), key=list(map(_by_range, entries)).__getitem__)
     run: list[int] = []
     for index in [*order, -1]:
         if run and (index < 0 or entries[index].start != entries[run[-1]].end):
-            targets = [out[i].reshape(-1).view(np.uint8).data for i in run]
+            targets = [out[i] for i in run]  # fresh arrays: C-contiguous buffers
             expected = entries[run[-1]].end - entries[run[0]].start
             if readinto_many(entries[run[0]].start, targets) != expected:
                 raise DecodeError("safetensors: the file is truncated")

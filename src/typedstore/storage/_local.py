@@ -466,7 +466,12 @@ class _FileReader:
         the system allows); return how many bytes were read."""
         if start < 0:
             raise ValueError(f"invalid byte range: start {start}")
-        targets = [byte_view(buffer) for buffer in buffers]
+        # Views of the buffers as they are (no cast to bytes): a multi-dimensional array
+        # is filled whole, and only one cut short is cast to go on (see _vectored).
+        targets = [memoryview(buffer) for buffer in buffers]
+        for target in targets:
+            if not target.c_contiguous:
+                raise ValueError("buffer is not C-contiguous")
         return self._storage._preadv(self._key, self._fd, start, targets)
 
 
@@ -517,7 +522,7 @@ def _vectored(
             got -= views[first].nbytes
             first += 1
         if got:
-            views[first] = views[first][got:]
+            views[first] = byte_view(views[first])[got:]
     return done
 
 
