@@ -31,6 +31,7 @@ import platform
 import random
 import shutil
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -265,6 +266,32 @@ def datastore(tmp: Path, rounds: int) -> list[dict[str, Any]]:
             ),
         }
     )
+    # The least a lazy read of one entry can do, in plain system calls: open the object,
+    # read its header (length, then bytes), close; open it again, read the entry into a
+    # fresh array, close. A lazy DataStore holds no open file between the two.
+    ds_file = str(tmp / "store" / ts.Reference.parse(refs["ds"]).key)
+    with open(ds_file, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        entry_start = 8 + length + json.loads(f.read(length))["a50"]["data_offsets"][0]
+
+    def lazy_floor() -> Array:
+        fd = os.open(ds_file, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            (length,) = struct.unpack("<Q", os.pread(fd, 8, 0))
+            os.pread(fd, min(length, size), 8)
+        finally:
+            os.close(fd)
+        out = np.empty_like(arrays["a50"])
+        fd = os.open(ds_file, os.O_RDONLY)
+        try:
+            os.fstat(fd)
+            os.preadv(fd, [as_bytes(out)], entry_start)
+        finally:
+            os.close(fd)
+        return out
+
+    opened: list[ts.DataStore] = []
     reads = Runner(rounds, n)
     reads.run(
         {
@@ -278,6 +305,11 @@ def datastore(tmp: Path, rounds: int) -> list[dict[str, Any]]:
                 None,
                 lambda: ts.DataStore.from_url(refs["ds"], lazy=True),
             ),
+            "typedstore lazy, entry of an open DataStore": (
+                lambda: opened.append(ts.DataStore.from_url(refs["ds"], lazy=True)),
+                lambda: opened.pop()["a50"],
+            ),
+            "system calls of a lazy entry (floor)": (None, lazy_floor),
             "safetensors load_file": (None, lambda: safetensors.numpy.load_file(st_path)),
         }
     )

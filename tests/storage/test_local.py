@@ -318,3 +318,35 @@ def test_readinto_many_fills_arrays_of_any_shape_through_short_reads(
     for back, array in zip(out, arrays, strict=True):
         assert back.shape == array.shape
         assert np.array_equal(back, array)
+
+
+FIFO_READER = """
+import sys
+from typedstore.errors import NotFoundError
+from typedstore.storage import LocalStorage
+storage = LocalStorage(sys.argv[1])
+for read in (lambda: storage.read("p/x"), lambda: storage.size("p/x"),
+             lambda: storage.readinto("p/x", 0, bytearray(4)),
+             lambda: storage.open_reader("p/x").__enter__()):
+    try:
+        read()
+    except NotFoundError:
+        print("refused")
+print(storage.exists("p/x"))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_a_named_pipe_under_a_key_is_refused_without_waiting(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "p").mkdir()
+    os.mkfifo(tmp_path / "p" / "x")
+    # Opening a pipe for reading waits for a writer unless told not to: in a process of
+    # its own, so that a regression fails this test instead of hanging the suite.
+    proc = subprocess.run(
+        [sys.executable, "-c", FIFO_READER, str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert proc.stdout.split() == ["refused"] * 4 + ["False"]
