@@ -52,17 +52,6 @@ def test_references_are_hashable_and_immutable() -> None:
         ref.key = "c"  # type: ignore[misc]
 
 
-def test_parsed_references_are_shared_and_stay_immutable() -> None:
-    url = "datastore:///a/b?codec=raw&sha256=00"
-    first = Reference.parse(url)
-    assert Reference.parse(url) is first  # recent references are kept, not parsed again
-    with pytest.raises(TypeError):
-        first.params["sha256"] = "11"  # type: ignore[index]
-    with pytest.raises(AttributeError):
-        first.codec = "pickle"  # type: ignore[misc]
-    assert Reference.parse(url) == Reference("a/b", "raw", {"sha256": "00"})
-
-
 HOSTILE = [
     "datastore:///../etc/passwd?codec=raw",
     "datastore:///a/../../etc/passwd?codec=raw",

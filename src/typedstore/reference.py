@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -75,12 +74,6 @@ class Reference:
     @classmethod
     def parse(cls, url: str) -> Reference:
         """Parse a reference URL strictly; raise InvalidReferenceError if it is malformed."""
-        if type(url) is str and cls is Reference:
-            return _parse_cached(url)
-        return cls._parse(url)
-
-    @classmethod
-    def _parse(cls, url: str) -> Reference:
         simple = _SIMPLE.fullmatch(url) if type(url) is str else None
         if simple is not None:
             key = simple[1]
@@ -159,13 +152,3 @@ class Reference:
 _set_key = Reference.__dict__["key"].__set__
 _set_codec = Reference.__dict__["codec"].__set__
 _set_params = Reference.__dict__["params"].__set__
-
-
-# Every read parses a reference, and the same URLs come again and again: a value loaded
-# from the database each time it is read, a DataStore's reference checked when it is
-# stored again or pickled. References are immutable, so recent ones are shared (1 us
-# becomes 0.15): at most 256, 1 MiB with URLs of the longest allowed. Errors are not
-# kept: a malformed URL is parsed, and refused, each time.
-@functools.lru_cache(maxsize=256)
-def _parse_cached(url: str) -> Reference:
-    return Reference._parse(url)
