@@ -217,6 +217,7 @@ print(json.dumps(outcome))
 
 
 FAULTS = [
+    ("pwrite", "ENOSPC"),
     ("pwritev", "ENOSPC"),
     ("fsync", "EIO"),
     ("open", "EMFILE"),
