@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,18 +163,26 @@ def test_overwrites_leave_only_the_object(
     assert sorted(os.listdir(tmp_path)) == ["p"]
 
 
-def test_short_writes_are_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import typedstore.storage._local as local_module
+Vectored = Callable[[int, Sequence[Any], int], int]
 
-    real = os.pwritev
 
-    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
+def cut_short(real: Vectored, most: int) -> Vectored:
+    """``real`` (``os.preadv`` or ``os.pwritev``) moving at most ``most`` bytes of the first
+    non-empty buffer a call, as a signal or the 2 GiB cap of one call would cut it."""
+
+    def short(fd: int, buffers: Sequence[Any], offset: int) -> int:
         first = next((b for b in buffers if memoryview(b).nbytes), None)
         if first is None:
             return 0
-        # At most 7 bytes a call, as a signal or the 2 GiB cap of one call would cut it.
-        return real(fd, [memoryview(first)[:7]], offset)
+        return real(fd, [memoryview(first).cast("B")[:most]], offset)
 
+    return short
+
+
+def test_short_writes_are_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import typedstore.storage._local as local_module
+
+    short = cut_short(os.pwritev, 7)
     real_one = os.pwrite
 
     def short_one(fd: int, data: memoryview, offset: int) -> int:
@@ -268,14 +277,7 @@ def test_readinto_many_fills_buffers_in_order_through_short_reads(
     storage = LocalStorage(tmp_path)
     storage.write("p/x", [data])
     sizes = [0, 1, 7, 0, 300, 2, 5000, 0, 13]
-    real = os.preadv
-
-    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
-        first = next((b for b in buffers if memoryview(b).nbytes), None)
-        if first is None:
-            return 0
-        return real(fd, [memoryview(first)[:5]], offset)  # at most 5 bytes a call
-
+    short = cut_short(os.preadv, 5)
     for patched in (False, True):
         if patched:
             monkeypatch.setattr(os, "preadv", short)
@@ -306,14 +308,7 @@ def test_readinto_many_fills_arrays_of_any_shape_through_short_reads(
     ]
     storage = LocalStorage(tmp_path)
     storage.write("p/x", [b"head", *(a.tobytes() for a in arrays)])
-    real = os.preadv
-
-    def short(fd: int, buffers: list[memoryview], offset: int) -> int:
-        first = next((b for b in buffers if memoryview(b).nbytes), None)
-        if first is None:
-            return 0
-        return real(fd, [memoryview(first).cast("B")[:3]], offset)  # 3 bytes a call
-
+    short = cut_short(os.preadv, 3)
     monkeypatch.setattr(os, "preadv", short)
     monkeypatch.setattr(local_module, "_IOV_MAX", 2)
     out = [np.empty_like(a) for a in arrays]
