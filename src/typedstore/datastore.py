@@ -360,9 +360,9 @@ def _raw_entry(source: _Source, key: str) -> tuple[TensorSource, _EntryInfo]:
 def _read_exactly(source: _Source, key: str, out: np.ndarray[Any, Any]) -> None:
     entry = source.tensors[key]
     if out.nbytes:
-        got = source.storage.readinto(
-            source.reference.key, entry.start, out.reshape(-1).view(np.uint8).data
-        )
+        # A fresh array is C-contiguous: storages take its memory as it is, with no flat
+        # view to make first.
+        got = source.storage.readinto(source.reference.key, entry.start, out.data)
         if got != entry.nbytes:
             raise DecodeError(f"{source.reference}: entry {key!r} is truncated")
 
@@ -595,10 +595,9 @@ def _short(value: Any) -> str:
 def _load_lazy(ref: Reference) -> DataStore:
     storage = current_storage()
     # One open for the whole header (its length, then its bytes), not one per read.
-    with decoding(str(ref)), storage.open_reader(ref.key) as reader:
+    with decoding(ref), storage.open_reader(ref.key) as reader:
         tensors, table = _layout(header_bytes_from(reader), reader.size)
-    result = DataStore()
-    dict.update(result, dict.fromkeys(table, _UNLOADED))
+    result = DataStore(dict.fromkeys(table, _UNLOADED))
     object.__setattr__(result, "_ts_source", _Source(ref, storage, tensors, table))
     return result
 

@@ -156,11 +156,12 @@ def decode_error(exc: Exception, context: str) -> Exception | None:
 class decoding:
     """Inside the block, a DecodeError gets ``context`` in front of its message and any
     exception that is not a typedstore error becomes a DecodeError (chained), so that the
-    errors of numpy, json or pickle never escape raw."""
+    errors of numpy, json or pickle never escape raw. ``context`` is any object: it is
+    made a str only for an error."""
 
     __slots__ = ("_context",)
 
-    def __init__(self, context: str) -> None:
+    def __init__(self, context: object) -> None:
         self._context = context
 
     def __enter__(self) -> None:
@@ -170,6 +171,6 @@ class decoding:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
     ) -> None:
         if isinstance(exc, Exception):
-            error = decode_error(exc, self._context)
+            error = decode_error(exc, str(self._context))
             if error is not None:
                 raise error from exc

@@ -332,3 +332,42 @@ def test_decode_from_at_every_size(elements: int) -> None:
         for other, want in arrays.items():
             if other != name:
                 assert_same_array(decoded[other], want)
+
+
+class CountingReader(BytesReader):
+    """A reader over bytes that keeps the byte ranges asked of it."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.asked: list[tuple[int, int]] = []
+
+    def read(self, start: int, length: int) -> bytes:
+        self.asked.append((start, length))
+        return super().read(start, length)
+
+
+def test_the_header_is_read_in_one_request_when_short_and_in_two_when_long() -> None:
+    first = module._FIRST_READ
+    lengths = set()
+    # Metadata of growing length puts the header's end on both sides of the first read,
+    # and on it; files written by the official library.
+    for pad in [*range(first - 120, first + 8), 3 * first, 0]:
+        data = safetensors.numpy.save({"a": np.arange(3)}, metadata={"m": "x" * pad})
+        (length,) = struct.unpack("<Q", data[:8])
+        lengths.add(length)
+        reader = CountingReader(data)
+        assert module.read_header_from(reader) == read_header(data)
+        if 8 + length <= first:
+            assert reader.asked == [(0, first)]
+        else:
+            assert reader.asked == [(0, first), (first, 8 + length - first)]
+    assert min(lengths) < first - 8 < max(lengths)
+    assert first - 8 in lengths  # a header ending exactly where the first read does
+
+
+def test_a_length_past_the_end_is_refused_before_any_further_read() -> None:
+    data = struct.pack("<Q", 10**6) + b"{}"
+    reader = CountingReader(data)
+    with pytest.raises(DecodeError, match="runs past the end"):
+        module.read_header_from(reader)
+    assert reader.asked == [(0, module._FIRST_READ)]

@@ -268,14 +268,20 @@ def test_systems_that_refuse_proc_links_get_named_temporaries(
     assert sorted(os.listdir(tmp_path / "p")) == ["x", "y"]
 
 
+def stored_10k(root: Path) -> tuple[LocalStorage, bytes]:
+    """A storage holding 10 KiB of varied bytes under ``p/x``."""
+    data = bytes(range(256)) * 40
+    storage = LocalStorage(root)
+    storage.write("p/x", [data])
+    return storage, data
+
+
 def test_readinto_many_fills_buffers_in_order_through_short_reads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import typedstore.storage._local as local_module
 
-    data = bytes(range(256)) * 40
-    storage = LocalStorage(tmp_path)
-    storage.write("p/x", [data])
+    storage, data = stored_10k(tmp_path)
     sizes = [0, 1, 7, 0, 300, 2, 5000, 0, 13]
     short = cut_short(os.preadv, 5)
     for patched in (False, True):
@@ -292,6 +298,29 @@ def test_readinto_many_fills_buffers_in_order_through_short_reads(
         past_the_end = [bytearray(8), bytearray(100)]
         assert reader.readinto_many(len(data) - 20, past_the_end) == 20  # type: ignore[attr-defined]
         assert bytes(past_the_end[0]) + bytes(past_the_end[1][:12]) == data[-20:]
+
+
+def test_readinto_and_read_go_on_through_short_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage, data = stored_10k(tmp_path)
+    real_pread = os.pread
+
+    def short_pread(fd: int, length: int, offset: int) -> bytes:
+        return real_pread(fd, min(length, 5), offset)
+
+    monkeypatch.setattr(os, "preadv", cut_short(os.preadv, 5))
+    monkeypatch.setattr(os, "pread", short_pread)
+    out = np.empty((3, 4), np.float64)  # filled whole, though every call moves 5 bytes
+    assert storage.readinto("p/x", 10, out.data) == out.nbytes
+    assert out.tobytes() == data[10 : 10 + out.nbytes]
+    past_the_end = bytearray(100)
+    assert storage.readinto("p/x", len(data) - 20, past_the_end) == 20
+    assert bytes(past_the_end[:20]) == data[-20:]
+    with storage.open_reader("p/x") as reader:
+        assert reader.read(3, 1000) == data[3:1003]
+        assert reader.read(len(data) - 7, 1000) == data[-7:]
+        assert reader.read(len(data), 10) == b""
 
 
 def test_readinto_many_fills_arrays_of_any_shape_through_short_reads(

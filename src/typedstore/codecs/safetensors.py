@@ -240,8 +240,18 @@ def header_bytes(data: Buffer) -> bytes:
 
 
 def header_bytes_from(reader: Reader) -> bytes:
-    """:func:`header_bytes` of the file behind ``reader`` (reads only the header)."""
-    return bytes(reader.read(8, header_size(reader.read(0, 8), reader.size)))
+    """:func:`header_bytes` of the file behind ``reader`` (reads only the header, and at
+    most a few KiB beyond it)."""
+    # One read for the length and, most often, the whole header: a lazy DataStore's open
+    # is mostly system calls, and headers are rarely longer (about 85 bytes an entry).
+    first = reader.read(0, _FIRST_READ)
+    size = header_size(first, reader.size)
+    if 8 + size <= len(first):
+        return first[8 : 8 + size]
+    return first[8:] + reader.read(len(first), 8 + size - len(first))
+
+
+_FIRST_READ = 16 << 10
 
 
 def parse_header(header: Buffer, total: int) -> tuple[dict[str, TensorEntry], dict[str, str]]:
