@@ -7,8 +7,9 @@ same run):
 - ``large``: one float32 array (256 MiB; also 1 GiB without ``--quick``) written and
   read by raw file I/O, typedstore, the safetensors library, numpy, pickle and joblib,
   with twice the rounds of the other groups (except with ``--quick``).
-- ``datastore``: 100 arrays of 1 MiB in one object (three times the rounds: its steps are
-  short), once with arrays in freshly mapped memory and once in recycled memory.
+- ``datastore``: 100 arrays of 1 MiB in one object (three times the rounds, twice with
+  ``--quick``: its steps are short), once with arrays in freshly mapped memory and once in
+  recycled memory.
 - ``s3``: 64 MiB through an S3 server on loopback (moto), against plain s3fs.
 - ``dispatch``: registry lookups for already-seen types.
 - ``small``: thousands of small values, one object each (run last: after mass deletes,
@@ -816,12 +817,14 @@ def main() -> None:
                 show(f"large {mib} MiB", large(tmp, mib, large_rounds))
         if "datastore" in run:
             # Its steps take 17 to 55 ms, where noise of a millisecond is 2 to 5%: three
-            # times the rounds, for about 20 s more in each allocator state.
+            # times the rounds, for about 20 s more in each allocator state (twice in a
+            # quick run, which would otherwise take close to 2 minutes).
+            ds_rounds = (2 if args.quick else 3) * rounds
             if not fixed:
-                show("datastore, 100 x 1 MiB", datastore(tmp, 3 * rounds))
+                show("datastore, 100 x 1 MiB", datastore(tmp, ds_rounds))
             for state in ALLOCATOR_STATES if fixed else ():
                 allocator(state)
-                show(f"datastore, 100 x 1 MiB, {state}", datastore(tmp, 3 * rounds))
+                show(f"datastore, 100 x 1 MiB, {state}", datastore(tmp, ds_rounds))
         if "s3" in run:
             show("S3 on loopback (moto server), 64 MiB", s3(rounds))
         if "dispatch" in run:
