@@ -337,6 +337,24 @@ def test_header_caches_are_bounded() -> None:
     assert all(len(header) <= module._CACHED_HEADER_MAX for header, _ in module._headers.values())
 
 
+def test_the_padding_of_large_objects_does_not_keep_their_headers_from_the_caches() -> None:
+    module._headers.clear()
+    module._parse_header_cached.cache_clear()
+    big = np.zeros(1 << 17)  # 1 MiB: the data starts at a page boundary
+    many = {f"t{i:03d}-{'x' * 20}": np.zeros(1) for i in range(35)}  # 2.5 KiB of JSON
+    for arrays, kept in (({"w": big}, True), ({"w": big, **many}, False)):
+        data = join(codec.encode(arrays))
+        (size,) = struct.unpack("<Q", data[:8])
+        # Both padded to end at the first page boundary: only what the padding follows
+        # tells them apart.
+        assert 8 + size == 4096
+        codec.decode(data)
+        assert (data[: 8 + size] in [h for h, _ in module._headers.values()]) is kept
+        assert (module._parse_header_cached.cache_info().currsize == 1) is kept
+        module._headers.clear()
+        module._parse_header_cached.cache_clear()
+
+
 @pytest.mark.parametrize("elements", [100, 20_000, 200_000])  # 2 KiB, 400 KiB, 4 MiB in all
 def test_decode_from_at_every_size(elements: int) -> None:
     arrays: dict[str, np.ndarray[Any, Any]] = {

@@ -80,6 +80,33 @@ def test_delete_of_a_symlinked_prefix_removes_only_the_link(tmp_path: Path) -> N
     assert (outside / "keep").read_bytes() == b"x"
 
 
+@pytest.mark.parametrize("added", [3, 50])
+def test_delete_goes_on_while_a_writer_adds_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, added: int
+) -> None:
+    storage, writer = LocalStorage(tmp_path), LocalStorage(tmp_path)
+    storage.write("e/gen/a", [b"a"])
+    real_rmdir = os.rmdir
+    writes: list[int] = []
+
+    def racing(path: str, *args: Any, **kwargs: Any) -> None:
+        # Just before the prefix's own directory goes, another writer adds an object to
+        # it, as a concurrent persist does: `added` times in a row.
+        if os.path.basename(path) == "gen" and len(writes) < added:
+            writes.append(writer.write(f"e/gen/new{len(writes)}", [b"n"]))
+        real_rmdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rmdir", racing)
+    if added < 10:
+        assert storage.delete("e/gen") == 1
+        assert not (tmp_path / "e" / "gen").exists()
+    else:  # a writer that never stops: refused after a few rounds, not an endless loop
+        with pytest.raises(StorageError, match="cannot delete 'e/gen'"):
+            storage.delete("e/gen")
+        assert len(writes) == 10
+    assert os.listdir(tmp_path / "e") == ([] if added < 10 else ["gen"])
+
+
 def test_symlinks_inside_the_root_are_followed(tmp_path: Path) -> None:
     root = tmp_path / "root"
     storage = LocalStorage(root)

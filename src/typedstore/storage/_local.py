@@ -335,7 +335,7 @@ class LocalStorage:
         try:
             if stat.S_ISDIR(st.st_mode):
                 count = sum(1 for _ in self.list(prefix))
-                shutil.rmtree(path)
+                _remove_tree(path)
                 return count
             os.unlink(path)
             return 1
@@ -554,6 +554,22 @@ def _vectored(
         if got:
             views[first] = byte_view(views[first])[got:]
     return done
+
+
+def _remove_tree(path: str) -> None:
+    # A writer may add a file while the tree goes (a persist whose generation another
+    # process is collecting), and the last rmdir then fails: go round again. Such a writer
+    # finds its folder gone at its next write, or its earlier objects gone when it commits.
+    for attempt in range(1, _REMOVE_ATTEMPTS + 1):
+        try:
+            shutil.rmtree(path)
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY or attempt == _REMOVE_ATTEMPTS:
+                raise
+
+
+_REMOVE_ATTEMPTS = 10
 
 
 def _preallocate(fd: int, size: int) -> None:
