@@ -594,7 +594,7 @@ def _short(value: Any) -> str:
 
 def _load_lazy(ref: Reference) -> DataStore:
     storage = current_storage()
-    # One open for the whole header (its length, then its bytes), not one per read.
+    # One open for the whole header (its length and its bytes: most often one read).
     with decoding(ref), storage.open_reader(ref.key) as reader:
         tensors, table = _layout(header_bytes_from(reader), reader.size)
     result = DataStore(dict.fromkeys(table, _UNLOADED))

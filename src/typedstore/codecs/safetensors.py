@@ -260,8 +260,8 @@ def header_bytes(data: Buffer) -> bytes:
 
 
 def header_bytes_from(reader: Reader) -> bytes:
-    """:func:`header_bytes` of the file behind ``reader`` (reads only the header, and at
-    most a few KiB beyond it)."""
+    """:func:`header_bytes` of the file behind ``reader``: one read of its first 16 KiB,
+    and a second one for the rest of a longer header."""
     # One read for the length and, most often, the whole header: a lazy DataStore's open
     # is mostly system calls, and headers are rarely longer (about 85 bytes an entry).
     first = reader.read(0, _FIRST_READ)

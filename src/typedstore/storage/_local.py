@@ -467,24 +467,20 @@ class _FileReader:
         # Never ask for more than the file holds: a length from a hostile header must
         # not become an allocation.
         remaining = max(0, min(length, self.size - start))
+        parts = []
         try:
-            # Most often one call gets it all; only a short read goes round the loop.
-            first = os.pread(self._fd, remaining, start)
-            if len(first) == remaining or not first:
-                return first
-            parts = [first]
-            start += len(first)
-            remaining -= len(first)
             while remaining > 0:
                 part = os.pread(self._fd, remaining, start)
                 if not part:
                     break
+                if not parts and len(part) == remaining:
+                    return part  # most often, one call gets it all
                 parts.append(part)
                 start += len(part)
                 remaining -= len(part)
         except OSError as exc:
             raise self._storage._read_error(self._key, exc) from exc
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def readinto(self, start: int, buffer: Buffer) -> int:
         if start < 0:
