@@ -467,7 +467,7 @@ class _FileReader:
         # Never ask for more than the file holds: a length from a hostile header must
         # not become an allocation.
         remaining = max(0, min(length, self.size - start))
-        parts = []
+        parts: list[bytes] = []
         try:
             while remaining > 0:
                 part = os.pread(self._fd, remaining, start)
