@@ -408,3 +408,21 @@ def test_a_named_pipe_under_a_key_is_refused_without_waiting(tmp_path: Path) -> 
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert proc.stdout.split() == ["refused"] * 4 + ["False"]
+
+
+def test_only_files_are_listed(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.write("p/a", [b"a"])
+    storage.write("p/q/b", [b"b"])
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "p" / "pipe")
+    (tmp_path / "p" / "alias").symlink_to(tmp_path / "p" / "a")
+    (tmp_path / "p" / "broken").symlink_to(tmp_path / "p" / "nothing")
+    (tmp_path / "p" / "qlink").symlink_to(tmp_path / "p" / "q")  # not entered
+    (tmp_path / "p" / "empty").mkdir()
+    expected = ["p/a", "p/alias", "p/q/b"]
+    assert list(storage.list()) == expected
+    assert list(storage.list("p")) == expected
+    assert list(storage.list("p/q")) == ["p/q/b"]
+    for key in expected:
+        assert storage.exists(key)

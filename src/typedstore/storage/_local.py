@@ -262,14 +262,8 @@ class LocalStorage:
         real = self._contained(base)
         if os.path.isfile(real):
             return iter([] if prefix is None else [prefix])
-        found: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(real):
-            dirnames[:] = [d for d in dirnames if is_valid_segment(d)]
-            rel = os.path.relpath(dirpath, real)
-            parts = [] if rel == "." else rel.split(os.sep)
-            head = [] if prefix is None else [prefix]
-            found.extend("/".join([*head, *parts, n]) for n in filenames if is_valid_segment(n))
-        return iter(sorted(found))
+        head = [] if prefix is None else [prefix]
+        return iter(sorted("/".join([*head, *parts]) for parts in _files_under(real)))
 
     def children(self, prefix: str) -> Sequence[str]:
         """Names directly under ``prefix``: objects, and folders even if they hold only
@@ -550,6 +544,28 @@ def _vectored(
         if got:
             views[first] = byte_view(views[first])[got:]
     return done
+
+
+def _files_under(top: str) -> Iterator[list[str]]:
+    """The path segments, from ``top``, of each regular file under it whose names are all
+    valid segments (temporary files are not). A symlink counts as what it points to, but
+    directories are not entered through one; pipes, sockets and devices are no objects."""
+    pending: list[tuple[str, list[str]]] = [(top, [])]
+    while pending:
+        path, parts = pending.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError:  # removed meanwhile, or unreadable: as os.walk, go on
+            continue
+        for entry in entries:
+            if not is_valid_segment(entry.name):
+                continue
+            # The type comes with the directory listing: no stat, except for a symlink.
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, [*parts, entry.name]))
+            elif entry.is_file():
+                yield [*parts, entry.name]
 
 
 def _remove_tree(path: str) -> None:
