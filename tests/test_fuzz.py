@@ -33,7 +33,7 @@ SAMPLES: dict[str, Any] = {
     "json": {"a": [1, 2.5, "x", None, True]},
     "safetensors": {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2)},
     "npy": np.array([1 + 2j, 3j]),
-    "pickle": (1, "two", np.arange(3)),
+    "pickle": (1, "two", {3: [4.5, None]}, frozenset({b"x"})),
     "attrs": Fuzzed(np.ones((2, 2)), "f", [1, 2]),
     "datastore": ts.DataStore(a=np.arange(4), b={"k": 1}, c=b"x", d=(1, 2)),
 }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import collections
 import re
 import shutil
 import tracemalloc
@@ -67,7 +68,7 @@ VALUES: list[tuple[Any, str]] = [
     ({"lr": 0.1, "layers": [1, 2], "name": "m"}, "json"),
     ("text", "json"),
     ((1, 2.5, "x"), "pickle"),
-    (np.ma.masked_array([1, 2], mask=[True, False]), "pickle"),
+    (collections.deque([1, 2], maxlen=3), "pickle"),
     (bytearray(b"abc"), "raw"),
 ]
 

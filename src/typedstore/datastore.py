@@ -329,7 +329,9 @@ def _entry_codec(reg: CodecRegistry, key: str, info: _EntryInfo) -> Codec[Any]:
     try:
         codec = reg.get(info.codec)
     except UnknownCodecError as exc:
-        raise UnknownCodecError(f"entry {key!r}: {exc}") from None
+        # Inside a container an unknown name is undecodable data, whether it was damaged
+        # or written by a codec this installation lacks.
+        raise DecodeError(f"entry {key!r}: {exc}") from None
     if info.version > codec.version:
         raise DecodeError(
             f"entry {key!r} was written by version {info.version} of codec {info.codec!r}; "

@@ -7,6 +7,7 @@ import hashlib
 import pytest
 from vectors import CASES, ROOT, encode, read_sums, same, sums_path, vector_path
 
+from typedstore.errors import UnsafeDataError
 from typedstore.registry import registry
 
 ALL = [
@@ -49,6 +50,11 @@ def test_vector_is_unchanged(codec: str, version: int, case: str) -> None:
 def test_vector_decodes_to_its_value(codec: str, version: int, case: str) -> None:
     value = CASES[codec][version][case].expected()
     data = memoryview(vector_path(codec, version, case).read_bytes())
+    refused = CASES[codec][version][case].refused
+    if refused is not None:
+        with pytest.raises(UnsafeDataError, match=refused):
+            registry.get(codec).decode(data, type(value))
+        return
     assert same(registry.get(codec).decode(data, type(value)), value)
 
 
