@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fractions
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -86,3 +87,8 @@ class Point:
 
     def __hash__(self) -> int:
         return hash((self.x, self.y))
+
+
+# Aliases, as a user's module may hold them: a pickle can name these through "helpers.*".
+np_alias = np
+Fraction = fractions.Fraction

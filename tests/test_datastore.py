@@ -610,3 +610,30 @@ def test_mutators(store: Path) -> None:
     assert dict(ds) == {"b": 2, "c": 3, "e": 5, "f": 6}
     ds.clear()
     assert ds == {}
+
+
+def test_lazy_entries_make_every_check_the_full_read_makes(store: Path) -> None:
+    url = ts.DataStore(x=np.zeros((0,)), y=1).to_url("p")
+
+    def huge(header: dict[str, Any]) -> None:
+        header["x"]["shape"] = [2**63, 0]  # zero bytes, but numpy can make no such array
+
+    rewrite_metadata(store / ts.Reference.parse(url).key, huge)
+    with pytest.raises(DecodeError, match="shape too large"):
+        ts.DataStore.from_url(url)
+    with pytest.raises(DecodeError, match="shape too large"):
+        ts.DataStore.from_url(url, lazy=True)["x"]
+
+
+def test_an_unchanged_datastore_is_stored_into_the_current_store(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    with ts.options.ctx({"datastore.url": str(first)}):
+        url = ts.DataStore(w=np.arange(3), note=b"x").to_url("p")
+        loaded = ts.DataStore.from_url(url, lazy=True)
+        assert loaded.to_url() == url
+    with ts.options.ctx({"datastore.url": str(second)}):
+        moved = loaded.to_url()
+        assert moved != url
+        back = ts.DataStore.from_url(moved)
+    assert np.array_equal(back.w, np.arange(3))
+    assert back.note == b"x"

@@ -4,10 +4,12 @@ import decimal
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,11 @@ import typedstore as ts
 from helpers import files_under, using
 from typedstore.errors import (
     DatabaseError,
+    DecodeError,
     ExperimentExistsError,
     ExperimentNotFoundError,
     ReservedPrefixError,
+    UnknownCodecError,
 )
 
 
@@ -303,3 +307,97 @@ def test_persist_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
         ts.load_experiment("crash").persist(if_exists="replace")
     assert len({f.split("/")[1] for f in files_under(store)}) == 1
     assert check_intact(store, db) == versions[-1]
+
+
+# --- untrusted ids and rows ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["models", "../x", "A" * 32, "0" * 31, "", "0" * 32 + "/x"])
+def test_ids_are_32_lowercase_hex_digits(store: Path, bad: str) -> None:
+    ts.DataStoreIO.write(b"mine", "models")
+    with pytest.raises(ValueError, match="32 lowercase hex digits"):
+        ts.Experiment(id=bad)
+    experiment = ts.create_experiment()
+    with pytest.raises(ValueError, match="32 lowercase hex digits"):
+        experiment.id = bad
+    with pytest.raises(ValueError, match="32 lowercase hex digits"):
+        ts.Run(id=bad)
+    assert ts.DataStoreIO(next(iter_urls(store, "models"))).read() == b"mine"
+
+
+def iter_urls(store: Path, prefix: str) -> Iterator[str]:
+    for path in sorted((store / prefix).iterdir()):
+        yield f"datastore:///{prefix}/{path.name}?codec=raw"
+
+
+def execute(db: Path, sql: str, *args: Any) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute(sql, args)
+    conn.close()
+
+
+def test_gc_and_load_leave_what_a_crafted_row_names_alone(store: Path) -> None:
+    mine = ts.DataStoreIO.write(b"mine", "models").url
+    experiment = sample()
+    experiment.persist()
+    db = store.parent / "test.db"
+    for bad in ("models", "../x"):
+        execute(db, "INSERT INTO experiments VALUES (?, ?, '', '', ?)", bad, f"n{bad}", "0" * 32)
+    execute(db, "UPDATE experiments SET generation = 'models' WHERE id = ?", experiment.id)
+    report = ts.maintenance.gc(older_than=0)
+    assert report.generations == 0
+    assert sorted(report.skipped) == [
+        "experiment row '../x': not a valid id and generation",
+        f"experiment row {experiment.id!r}: not a valid id and generation",
+        "experiment row 'models': not a valid id and generation",
+    ]
+    execute(db, "UPDATE experiments SET generation = ? WHERE id = ?", "0" * 32, experiment.id)
+    assert ts.DataStoreIO(mine).read() == b"mine"
+    with pytest.raises(DatabaseError, match="malformed id 'models'"):
+        ts.load_experiment("nmodels")
+    assert ts.load_experiment(experiment.id).fields.lr == 0.01
+
+
+def test_gc_skips_folders_that_are_not_generations(store: Path) -> None:
+    experiment = sample()
+    experiment.persist()
+    stray = store / experiment.id / "notes"
+    stray.mkdir()
+    (stray / "keep").write_bytes(b"x")
+    report = ts.maintenance.gc(older_than=0)
+    assert report.skipped == (f"{experiment.id}/notes: not a generation folder",)
+    experiment.persist(if_exists="replace")
+    assert (stray / "keep").read_bytes() == b"x"
+
+
+CRAFTED_FIELDS: dict[str, tuple[str, str | None, Any]] = {
+    "deep json": ("json", None, "[" * 100_000 + "]" * 100_000),
+    "json infinity": ("json", None, "[1e999]"),
+    "json not text": ("json", None, b"[1]"),
+    "npy of no size": (
+        "codec",
+        "npy",
+        b"\x93NUMPY\x01\x00v\x00{'descr': '|V0', 'fortran_order': False, 'shape': (2**40,), }"
+        + b" " * 52
+        + b"\n",
+    ),
+    "codec blob as text": ("codec", "pickle", "x"),
+    "unknown codec": ("codec", "nope", b"x"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED_FIELDS))
+def test_a_crafted_field_row_is_a_clear_error(store: Path, name: str) -> None:
+    experiment = sample()
+    experiment.persist()
+    kind, codec, value = CRAFTED_FIELDS[name]
+    execute(
+        store.parent / "test.db",
+        "UPDATE fields SET kind = ?, codec = ?, value = ? WHERE owner = ? AND key = 'lr'",
+        kind,
+        codec,
+        value,
+        experiment.id,
+    )
+    with pytest.raises((DecodeError, DatabaseError, UnknownCodecError), match="field 'lr'"):
+        ts.load_experiment(experiment.id)

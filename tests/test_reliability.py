@@ -299,8 +299,9 @@ def test_gc(store: Path) -> None:
     exp = ts.create_experiment()
     exp.fields.d = ts.DataStore(a=1)
     exp.persist()
-    (store / exp.id / "orphan").mkdir()
-    (store / exp.id / "orphan" / "obj").write_bytes(b"x")
+    orphan = store / exp.id / ("f" * 32)  # a generation no row names
+    orphan.mkdir()
+    (orphan / "obj").write_bytes(b"x")
     (store / "p").mkdir()
     (store / "p" / "~tmp-old").write_bytes(b"partial")
     old = time.time() - 7200

@@ -276,6 +276,8 @@ def _copy(args: argparse.Namespace, out: TextIO) -> int:
 
 def _gc(args: argparse.Namespace, out: TextIO) -> int:
     report = gc(older_than=args.older_than)
+    for reason in report.skipped:
+        print(f"skipped {reason}", file=out)
     print(
         f"removed {report.temporary_files} temporary files and {report.generations} "
         "unreferenced experiment generations",

@@ -8,6 +8,7 @@ import reprlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence, ValuesView
+from contextvars import ContextVar
 from typing import Any, ClassVar, NamedTuple
 
 import attrs
@@ -74,6 +75,14 @@ class _Source:
     storage: Storage
     tensors: Mapping[str, TensorEntry]
     entries: Mapping[str, _EntryInfo]
+    #: The keys of this container and of those whose entries restored it.
+    within: frozenset[str] = frozenset()
+
+
+# The containers whose entries are being decoded: a pickled DataStore in an entry that
+# names one of them again is a cycle, which only crafted data holds (a container's key is
+# new when it is written, so none of its entries can name it).
+_decoding: ContextVar[frozenset[str]] = ContextVar("typedstore_decoding", default=frozenset())
 
 
 def entry_table(
@@ -384,15 +393,17 @@ class DataStore(AttrDict):
     back as a DataStore (read whole when its key is first touched).
     """
 
-    __slots__ = ("_ts_lock", "_ts_source", "_ts_stored")
+    __slots__ = ("_ts_lock", "_ts_source", "_ts_store", "_ts_stored")
 
     _ts_source: _Source | None
     _ts_stored: str | None
+    _ts_store: str | None  # the storage URL of the store that holds _ts_stored
     _ts_lock: threading.Lock
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         object.__setattr__(self, "_ts_source", None)
         object.__setattr__(self, "_ts_stored", None)
+        object.__setattr__(self, "_ts_store", None)
         object.__setattr__(self, "_ts_lock", threading.Lock())
         super().__init__(*args, **kwargs)
 
@@ -499,17 +510,20 @@ class DataStore(AttrDict):
     def to_url(self, relative_path_prefix: str | None = None) -> str:
         """Store the whole DataStore as one object and return its reference URL.
 
-        A DataStore unchanged since it was stored (or loaded) under the same prefix is not
-        stored again. Raises NoCodecError naming the key of a value no codec accepts.
+        A DataStore unchanged since it was stored (or loaded) under the same prefix, in the
+        store that option ``datastore.url`` names now, is not stored again. Raises
+        NoCodecError naming the key of a value no codec accepts.
         """
         with self._ts_lock:
             stored = self._ts_stored
-            if stored is not None and self._unchanged():
+            here = current_storage().url
+            if stored is not None and self._ts_store == here and self._unchanged():
                 prefix = Reference.parse(stored).key.rsplit("/", 1)[0]
                 if relative_path_prefix in (None, prefix):
                     return stored
             url = DataStoreIO.serialize_write(self, relative_path_prefix, codec="datastore").url
             object.__setattr__(self, "_ts_stored", url)
+            object.__setattr__(self, "_ts_store", here)
         return url
 
     @classmethod
@@ -523,8 +537,17 @@ class DataStore(AttrDict):
         ref = Reference.parse(url)
         if ref.codec != DataStoreCodec.name:
             raise TypeMismatchError(f"{ref}: codec {ref.codec!r} does not hold a DataStore")
-        result = _load_lazy(ref) if lazy else DataStoreIO(ref).read_deserialize(DataStore)
+        within = _decoding.get() | {ref.key}
+        if lazy:
+            result = _load_lazy(ref, within)
+        else:
+            token = _decoding.set(within)
+            try:
+                result = DataStoreIO(ref).read_deserialize(DataStore)
+            finally:
+                _decoding.reset(token)
         object.__setattr__(result, "_ts_stored", ref.url)
+        object.__setattr__(result, "_ts_store", current_storage().url)
         return result
 
     def load(self) -> DataStore:
@@ -554,16 +577,18 @@ class DataStore(AttrDict):
             raise KeyError(key)
         info = source.entries[key]
         entry = source.tensors[key]
-        try:
+        with decoding(source.reference):
             if info.tensor:
                 value: Any = np.empty(entry.shape, entry.dtype)
                 _read_exactly(source, key, value)
             else:
                 raw = np.empty(entry.nbytes, np.uint8)
                 _read_exactly(source, key, raw)
-                value = _decode_entry(registry, key, info, entry, raw.data)
-        except TypedStoreError as exc:
-            raise type(exc)(f"{source.reference}: {exc}") from exc
+                token = _decoding.set(source.within)
+                try:
+                    value = _decode_entry(registry, key, info, entry, raw.data)
+                finally:
+                    _decoding.reset(token)
         dict.__setitem__(self, key, value)
         return value
 
@@ -594,18 +619,21 @@ def _short(value: Any) -> str:
     return text if len(text) <= 80 else f"<{type(value).__qualname__}: {text[:60]}...>"
 
 
-def _load_lazy(ref: Reference) -> DataStore:
+def _load_lazy(ref: Reference, within: frozenset[str]) -> DataStore:
     storage = current_storage()
     # One open for the whole header (its length and its bytes: most often one read).
     with decoding(ref), storage.open_reader(ref.key) as reader:
         tensors, table = _layout(header_bytes_from(reader), reader.size)
     result = DataStore(dict.fromkeys(table, _UNLOADED))
-    object.__setattr__(result, "_ts_source", _Source(ref, storage, tensors, table))
+    object.__setattr__(result, "_ts_source", _Source(ref, storage, tensors, table, within))
     return result
 
 
 def _restore(url: str) -> DataStore:
     """Unpickling: the DataStore behind ``url``, loaded lazily."""
+    ref = Reference.parse(url)
+    if ref.key in _decoding.get():
+        raise DecodeError(f"{ref}: a DataStore entry restores a DataStore that contains it")
     return DataStore.from_url(url, lazy=True)
 
 

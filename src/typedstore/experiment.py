@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import attrs
 
-from typedstore import _strictjson, database
+from typedstore import database
 from typedstore._progress import progress
 from typedstore.attrdict import AttrDict
 from typedstore.codec import byte_view
@@ -45,7 +45,18 @@ __all__ = [
     "load_experiment",
 ]
 
-_ID = re.compile(r"[0-9a-f]{32}")
+#: Experiment, run and generation ids: 32 lowercase hex digits (a uuid4's hex). An
+#: experiment's id names its datastore folder, which persist and delete empty, so nothing
+#: else may pass for one.
+ID_PATTERN = re.compile(r"[0-9a-f]{32}")
+
+
+def _check_id(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not str or ID_PATTERN.fullmatch(value) is None:
+        raise ValueError(
+            f"{type(instance).__name__} {attribute.name} must be 32 lowercase hex digits "
+            f"(a new one is made when none is given), not {value!r}"
+        )
 # While an experiment persists, writes under its own folder are its own, not a caller's.
 _persisting: ContextVar[str | None] = ContextVar("typedstore_persisting", default=None)
 
@@ -64,7 +75,7 @@ class Fields(AttrDict):
 class Run:
     """One run of an experiment, with its own fields."""
 
-    id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    id: str = attrs.field(factory=lambda: uuid.uuid4().hex, validator=_check_id)
     fields: Fields = attrs.field(factory=Fields)
 
 
@@ -91,7 +102,7 @@ class Experiment:
     ``<experiment id>``, which therefore belongs to the experiment: DataStoreIO refuses it.
     """
 
-    id: str = attrs.field(factory=lambda: uuid.uuid4().hex)
+    id: str = attrs.field(factory=lambda: uuid.uuid4().hex, validator=_check_id)
     name: str = attrs.field(
         default=attrs.Factory(lambda self: f"experiment-{self.id[:8]}", takes_self=True)
     )
@@ -247,7 +258,8 @@ def _collect(storage: Storage, exp_id: str) -> None:
             storage.delete(exp_id)
             return
         for folder in storage.children(exp_id):
-            if folder != row[0]:
+            # Only generations are the experiment's to remove: anything else stays.
+            if folder != row[0] and ID_PATTERN.fullmatch(folder):
                 storage.delete(f"{exp_id}/{folder}")
 
 
@@ -273,23 +285,34 @@ def load_experiment(id_or_name: str) -> Experiment:
             if row is None:
                 raise ExperimentNotFoundError(f"no experiment with id or name {id_or_name!r}")
             exp_id, name, created_at = row
+            _check_row_id(exp_id)
             run_ids = [
                 r[0]
                 for r in conn.execute(
                     "SELECT id FROM runs WHERE experiment_id = ? ORDER BY position", (exp_id,)
                 )
             ]
+            for run_id in run_ids:
+                _check_row_id(run_id)
             owners = [exp_id, *run_ids]
             fields = {owner: _read_fields(conn, owner) for owner in owners}
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot read experiment {id_or_name!r}: {exc}") from exc
-    return Experiment(
-        id=exp_id,
-        name=name,
-        fields=fields[exp_id],
-        runs=[Run(id=run_id, fields=fields[run_id]) for run_id in run_ids],
-        created_at=created_at,
-    )
+    try:
+        return Experiment(
+            id=exp_id,
+            name=name,
+            fields=fields[exp_id],
+            runs=[Run(id=run_id, fields=fields[run_id]) for run_id in run_ids],
+            created_at=created_at,
+        )
+    except ValueError as exc:
+        raise DatabaseError(f"experiment {id_or_name!r} has a malformed row: {exc}") from exc
+
+
+def _check_row_id(value: object) -> None:
+    if type(value) is not str or ID_PATTERN.fullmatch(value) is None:
+        raise DatabaseError(f"the database holds a malformed id {value!r:.80}")
 
 
 def list_experiments() -> list[ExperimentInfo]:
@@ -351,15 +374,16 @@ def _read_fields(conn: sqlite3.Connection, owner: str) -> Fields:
         try:
             fields[key] = _decode_value(kind, codec, value)
         except TypedStoreError as exc:
-            raise type(exc)(f"field {key!r}: {exc}") from exc
-        except ValueError as exc:
-            raise DatabaseError(f"field {key!r} is malformed: {exc}") from exc
+            exc.add_note(f"field {key!r} of {owner}")
+            raise
+        except Exception as exc:  # a row is untrusted input, like a stored object
+            raise DatabaseError(f"field {key!r} of {owner} is malformed: {exc!r:.200}") from exc
     return fields
 
 
 def _decode_value(kind: str, codec: str | None, value: Any) -> Any:
-    if kind == "json":
-        return _strictjson.loads(value)
+    if kind == "json" and type(value) is str:
+        return registry.get("json").decode(value.encode("utf-8", "surrogatepass"), None)
     if kind == "datastore":
         return DataStore.from_url(value, lazy=True)
     if kind == "codec" and codec is not None and isinstance(value, bytes):
@@ -369,7 +393,7 @@ def _decode_value(kind: str, codec: str | None, value: Any) -> Any:
 
 def _refuse_experiment_prefix(prefix: str) -> None:
     head = prefix.split("/", 1)[0]
-    if _ID.fullmatch(head) is None or _persisting.get() == head:
+    if ID_PATTERN.fullmatch(head) is None or _persisting.get() == head:
         return
     with database.reading() as conn:
         if conn is None:

@@ -12,6 +12,7 @@ from typedstore import _strictjson, database
 from typedstore.codecs.safetensors import header_size, parse_header
 from typedstore.datastore import DataStore
 from typedstore.errors import DatabaseError, DecodeError, TypedStoreError
+from typedstore.experiment import ID_PATTERN
 from typedstore.io import DataStoreIO, current_storage
 from typedstore.reference import Reference
 from typedstore.storage import Storage
@@ -21,10 +22,13 @@ __all__ = ["Damage", "GcReport", "gc", "sniff", "verify"]
 
 @attrs.frozen
 class GcReport:
-    """What :func:`gc` removed."""
+    """What :func:`gc` removed, and what it left alone because it is not an experiment's."""
 
     temporary_files: int
     generations: int
+    #: Rows and folders gc did not touch: an experiment row whose id or generation is not
+    #: an id, a folder in an experiment's folder that is not a generation.
+    skipped: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -46,10 +50,18 @@ def gc(older_than: float = 3600.0) -> GcReport:
     storage = current_storage()
     temporary = storage.remove_temporary(older_than)
     generations = 0
+    skipped: list[str] = []
     cutoff = time.time() - older_than
     for exp_id, current in _experiment_generations():
+        # Rows are untrusted input: only an id may name a folder gc deletes in.
+        if not (_is_id(exp_id) and _is_id(current)):
+            skipped.append(f"experiment row {exp_id!r:.80}: not a valid id and generation")
+            continue
         for folder in storage.children(exp_id):
             prefix = f"{exp_id}/{folder}"
+            if not _is_id(folder):
+                skipped.append(f"{prefix}: not a generation folder")
+                continue
             modified = storage.last_modified(prefix)
             if folder != current and modified is not None and modified <= cutoff:
                 with database.transaction() as conn:
@@ -60,7 +72,11 @@ def gc(older_than: float = 3600.0) -> GcReport:
                     if row is not None and row[0] != folder:
                         storage.delete(prefix)
                         generations += 1
-    return GcReport(temporary, generations)
+    return GcReport(temporary, generations, tuple(skipped))
+
+
+def _is_id(value: object) -> bool:
+    return type(value) is str and ID_PATTERN.fullmatch(value) is not None
 
 
 def _experiment_generations() -> list[tuple[str, str]]:

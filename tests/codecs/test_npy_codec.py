@@ -105,6 +105,10 @@ MALFORMED = {
     "bad descr": npy("{'descr': 'zz', 'fortran_order': False, 'shape': (1,), }", b"\0" * 8),
     "header length lies": b"\x93NUMPY\x01\x00\xff\xff{'descr'",
     "safetensors file": struct.pack("<Q", 2) + b"{}",
+    # np.empty widens a dtype of no size: 2**30 items of uninitialized memory from 128 bytes.
+    "S0 dtype": npy("{'descr': '|S0', 'fortran_order': False, 'shape': (2**30,), }"),
+    "U0 dtype": npy("{'descr': '<U0', 'fortran_order': False, 'shape': (2**30,), }"),
+    "V0 dtype": npy("{'descr': '|V0', 'fortran_order': False, 'shape': (2**40,), }"),
 }  # fmt: skip
 
 
@@ -112,6 +116,11 @@ MALFORMED = {
 def test_malformed(name: str) -> None:
     with pytest.raises(DecodeError):
         codec.decode(memoryview(MALFORMED[name]))
+
+
+def test_dtypes_of_no_size_are_not_written() -> None:
+    assert not codec.accepts(np.empty(3, "V0"))
+    assert codec.accepts(np.empty(3, np.dtype([])))  # a struct of no fields has a size: 0
 
 
 @given(st.binary(max_size=300))

@@ -114,9 +114,21 @@ def test_json_refuses_very_deep_trees() -> None:
         b"[Infinity]",
         b"\xff\xfe",
         b"[" * 100_000 + b"]" * 100_000,
+        b"[" * 201 + b"]" * 201,
         b"1 2",
+        b"[1e999]",
+        b"{\"a\": -1e400}",
     ],
 )
 def test_json_malformed(data: bytes) -> None:
     with pytest.raises(DecodeError):
         js.decode(data)
+
+
+def test_json_reads_what_it_writes_at_its_deepest() -> None:
+    deepest: Any = 0
+    for _ in range(200):
+        deepest = [deepest]
+    assert js.accepts(deepest)
+    assert js.decode(b"".join(js.encode(deepest))) == deepest
+    assert js.decode(b'["[[[[", "{{{{"]') == ["[[[[", "{{{{"]

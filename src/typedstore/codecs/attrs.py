@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from types import MappingProxyType
-from typing import Any, ClassVar, get_origin
+from typing import Any, ClassVar, get_args, get_origin
 
 import attrs
 import cattrs
@@ -67,12 +67,34 @@ def _strict(kind: type) -> Callable[[Any, Any], Any]:
     def structure(value: Any, _: Any) -> Any:
         if type(value) is kind or (kind is float and type(value) is int):
             return convert(value)
-        # JSON object keys are strings: int keys were written as decimal strings.
-        if kind is int and type(value) is str and _DECIMAL.fullmatch(value):
-            return int(value)
         raise TypeError(f"expected {kind.__name__}, found {type(value).__name__}")
 
     return structure
+
+
+def _is_int_keyed(cls: Any) -> bool:
+    args = get_args(cls)
+    return get_origin(cls) in (dict, Mapping, MutableMapping) and len(args) == 2 and args[0] is int
+
+
+def _int_keyed(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
+    def factory(cls: Any) -> Callable[[Any, Any], Any]:
+        value_type = get_args(cls)[1]
+
+        def structure(value: Any, _: Any) -> dict[int, Any]:
+            if type(value) is not dict:
+                raise TypeError(f"expected a dict, found {type(value).__name__}")
+            result: dict[int, Any] = {}
+            for key, item in value.items():
+                # JSON object keys are strings: int keys were written as decimal strings.
+                if type(key) is not str or not _DECIMAL.fullmatch(key):
+                    raise TypeError(f"expected an int key, found {key!r:.40}")
+                result[int(key)] = converter.structure(item, value_type)
+            return result
+
+        return structure
+
+    return factory
 
 
 def make_converter() -> cattrs.Converter:
@@ -90,6 +112,7 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook_func(_is_ndarray_type, _structure_ndarray)
     converter.register_unstructure_hook_func(_is_ndarray_type, lambda value: value)
     converter.register_structure_hook(bytes, _structure_bytes)
+    converter.register_structure_hook_factory(_is_int_keyed, _int_keyed(converter))
 
     def exact(cls: type) -> Callable[[Any], Any]:
         generated: Callable[[Any], Any] = make_dict_unstructure_fn(cls, converter)

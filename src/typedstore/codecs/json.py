@@ -47,7 +47,7 @@ class JsonCodec:
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """Parse strict JSON: no duplicate keys, no NaN or Infinity."""
         try:
-            return _strictjson.loads(bytes(data))
+            return _strictjson.loads(bytes(data), max_depth=_MAX_DEPTH)
         except (ValueError, RecursionError) as exc:
             raise DecodeError(f"codec 'json': malformed data: {exc}") from exc
 

@@ -35,8 +35,10 @@ class NpyCodec:
     types: ClassVar[tuple[type, ...]] = (np.ndarray,)
 
     def accepts(self, value: object) -> bool:
-        """Exactly ``np.ndarray`` (not a subclass) whose dtype holds no Python objects."""
-        return type(value) is np.ndarray and not value.dtype.hasobject
+        """Exactly ``np.ndarray`` (not a subclass) whose dtype holds no Python objects and
+        has a size."""
+        dtype = value.dtype if type(value) is np.ndarray else None
+        return dtype is not None and not dtype.hasobject and _sized(dtype)
 
     def encode(self, value: npt.NDArray[Any]) -> Sequence[Buffer]:
         """The ``.npy`` header, then the array's memory (copied only if not contiguous)."""
@@ -83,6 +85,10 @@ class NpyCodec:
             raise DecodeError(f"npy: malformed header: {exc}") from exc
         if dtype.hasobject:
             raise DecodeError("npy: object arrays are refused (they would need pickle)")
+        if not _sized(dtype):
+            # np.empty widens "S0", "U0" and "V0" to one item of a byte or character:
+            # the array would hold memory the file never filled.
+            raise DecodeError(f"npy: dtype {dtype.str!r} has no size")
         start = header.tell()
         expected = math.prod(shape) * dtype.itemsize
         if view.nbytes - start != expected:
@@ -97,3 +103,8 @@ class NpyCodec:
                 view, dtype=np.uint8, count=expected, offset=start
             )
         return out
+
+
+def _sized(dtype: np.dtype[Any]) -> bool:
+    """False for the flexible dtypes of no size ("S0", "U0", "V0"), which np.empty widens."""
+    return dtype.itemsize > 0 or dtype.names is not None

@@ -348,11 +348,15 @@ def _entry(name: str, info: Any, base: int) -> TensorEntry:
         raise DecodeError(f"safetensors: tensor {name!r} has unsupported dtype {dtype_name!r}")
     if type(shape) is not list or len(shape) > _MAX_NDIM:
         raise DecodeError(f"safetensors: tensor {name!r} has an invalid shape")
-    count = 1
+    count = bound = 1
     for dim in shape:
         if type(dim) is not int or dim < 0:
             raise DecodeError(f"safetensors: tensor {name!r} has an invalid shape")
         count *= dim
+        bound *= dim or 1
+    if bound * dtype.itemsize > _MAX_ARRAY_BYTES:
+        # numpy refuses such a shape even with a zero in it: an array it cannot make.
+        raise DecodeError(f"safetensors: tensor {name!r} has a shape too large: {shape}")
     if type(offsets) is not list or len(offsets) != 2:
         raise DecodeError(f"safetensors: tensor {name!r} has invalid data_offsets")
     begin, end = offsets
@@ -368,6 +372,7 @@ def _entry(name: str, info: Any, base: int) -> TensorEntry:
 
 
 _new_tuple = tuple.__new__
+_MAX_ARRAY_BYTES = (1 << 63) - 1
 
 
 def read_header_from(reader: Reader) -> tuple[dict[str, TensorEntry], dict[str, str]]:
