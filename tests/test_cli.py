@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -181,3 +182,91 @@ def test_debug_shows_the_traceback(tmp_path: Path, cli_store: list[str]) -> None
 @pytest.mark.parametrize("args", [[], ["bogus"], ["put"], ["put", "f", "--codec", "Bad Name"]])
 def test_usage_errors_exit_2(tmp_path: Path, args: list[str]) -> None:
     assert run(*args, cwd=tmp_path).returncode == 2
+
+
+# --- commands that could harm the store or report false success ------------------------
+
+
+def stored(tmp_path: Path, data: bytes, **options: str) -> tuple[str, Path]:
+    with ts.options.ctx({"datastore.url": str(tmp_path / "s"), **options}):
+        url = ts.DataStoreIO.write(data, "p").url
+    return url, tmp_path / "s" / ts.Reference.parse(url).key
+
+
+def test_get_never_writes_into_the_store(
+    tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, path = stored(tmp_path, b"precious")
+    (tmp_path / "link").symlink_to(path)
+    (tmp_path / "hard").hardlink_to(path)
+    for output in (path, tmp_path / "link", tmp_path / "s" / "p" / "new"):
+        assert main([*cli_store, "get", url, "-o", str(output)]) == 1
+        assert "inside the store" in capsys.readouterr().err
+    assert main([*cli_store, "get", url, "-o", str(tmp_path / "hard")]) == 0
+    assert path.read_bytes() == b"precious"
+    assert (tmp_path / "hard").read_bytes() == b"precious"
+    assert not (tmp_path / "s" / "p" / "new").exists()
+
+
+def test_get_checks_the_sha256_of_its_reference(
+    tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, path = stored(tmp_path, b"original", **{"datastore.checksum": "sha256"})
+    assert "sha256=" in url
+    path.write_bytes(b"replaced")
+    assert main([*cli_store, "get", url]) == 1
+    captured = capsys.readouterr()
+    assert "do not match the reference's sha256" in captured.err
+    assert captured.out == ""
+
+
+def test_copy_skips_identical_objects_and_refuses_different_ones(
+    tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, target = tmp_path / "s", tmp_path / "t"
+    _, first = stored(tmp_path, b"one")
+    _, second = stored(tmp_path, b"two")
+    assert main(["copy", str(source), str(target)]) == 0
+    assert "copied 2 objects (6 bytes)" in capsys.readouterr().out
+    assert main(["copy", str(source), str(target)]) == 0
+    assert "copied 0 objects (0 bytes)" in capsys.readouterr().out
+    changed = target / second.relative_to(source)
+    changed.write_bytes(b"TWO")
+    assert main(["copy", str(source), str(target)]) == 1
+    captured = capsys.readouterr()
+    assert f"{second.relative_to(source).as_posix()} differs" in captured.err
+    assert changed.read_bytes() == b"TWO"
+    assert (target / first.relative_to(source)).read_bytes() == b"one"
+
+
+def test_what_is_no_object_is_reported_and_skipped(
+    tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    stored(tmp_path, b"one")
+    (tmp_path / "outside").write_bytes(b"secret")
+    (tmp_path / "s" / "p" / "link").symlink_to(tmp_path / "outside")
+    os.mkfifo(tmp_path / "s" / "p" / "pipe")
+    for args in (["ls"], ["verify"], ["copy", str(tmp_path / "s"), str(tmp_path / "t")]):
+        assert main([*cli_store, *args]) == 0, args
+        captured = capsys.readouterr()
+        assert "skipped p/link: not a regular file" in captured.err
+        assert "skipped p/pipe: not a regular file" in captured.err
+        assert "DAMAGED" not in captured.out
+    assert sorted(p.name for p in (tmp_path / "t" / "p").iterdir()) == [
+        (tmp_path / "s" / "p").glob("[0-9a-f]*").__next__().name
+    ]
+
+
+def test_put_reads_regular_files_only(tmp_path: Path, cli_store: list[str]) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    for source in (str(tmp_path / "pipe"), "/dev/zero"):
+        # A child: a pipe without a writer would block a wrong implementation for ever.
+        result = subprocess.run(
+            [sys.executable, "-m", "typedstore", *cli_store, "put", source],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 1
+        assert "is not a regular file" in result.stderr

@@ -7,12 +7,16 @@ Exit codes: 0 success, 1 error (one line on stderr; a traceback with ``--debug``
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import stat
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from io import BytesIO
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import attrs
 import numpy as np
@@ -21,14 +25,14 @@ from typedstore._progress import progress
 from typedstore.codec import NAME_PATTERN
 from typedstore.codecs.safetensors import read_header_from
 from typedstore.datastore import DataStore, entry_table
-from typedstore.errors import DecodeError, TypedStoreError
+from typedstore.errors import DecodeError, IntegrityError, StorageError, TypedStoreError
 from typedstore.experiment import create_experiment, list_experiments, load_experiment
 from typedstore.io import DataStoreIO, current_storage
 from typedstore.maintenance import gc, sniff, verify
 from typedstore.options import options
 from typedstore.reference import Reference
 from typedstore.registry import registry
-from typedstore.storage import storage_for_url
+from typedstore.storage import Storage, storage_for_url
 
 __all__ = ["main"]
 
@@ -120,8 +124,19 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
 # --- objects ------------------------------------------------------------------------------
 
 
+def _others(storage: Storage, prefix: str | None) -> int:
+    """Name on stderr what lies under ``prefix`` but is no object (a symlink out of the
+    root, a pipe, a device); return how many."""
+    listed = getattr(storage, "others", None)
+    found = list(listed(prefix)) if listed is not None else []
+    for path in found:
+        print(f"typedstore: skipped {path}: not a regular file, so not an object", file=sys.stderr)
+    return len(found)
+
+
 def _ls(args: argparse.Namespace, out: TextIO) -> int:
     storage = current_storage()
+    _others(storage, args.prefix)
     rows = [("KEY", "CODEC*", "SIZE")]
     for key in storage.list(args.prefix):
         size = storage.size(key)
@@ -166,38 +181,76 @@ def _get(args: argparse.Namespace, out: TextIO) -> int:
     ref = Reference.parse(args.url)
     storage = current_storage()
     size = storage.size(ref.key)
-    target = open(args.output, "wb") if args.output else None  # noqa: SIM115
+    expected = ref.params.get("sha256")
+    if expected is not None:
+        # Checked before a byte goes out: what reaches stdout cannot be taken back.
+        digest = hashlib.sha256()
+        for start in range(0, size, _CHUNK):
+            digest.update(storage.read_range(ref.key, start, _CHUNK))
+        if digest.hexdigest() != expected:
+            raise IntegrityError(
+                f"{ref}: the stored bytes do not match the reference's sha256 "
+                "(the object was damaged or replaced)"
+            )
+    if not args.output:
+        _stream(storage, ref.key, size, sys.stdout.buffer)
+        return 0
+    target = Path(args.output)
+    root = getattr(storage, "root", None)
+    if isinstance(root, Path) and target.resolve().is_relative_to(root.resolve()):
+        raise StorageError(
+            f"refusing to write {args.output}: it is inside the store {storage.url}, whose "
+            "objects are never changed in place"
+        )
+    # A new file renamed over the target: a target that is a hard link to anything
+    # (a stored object included) keeps its contents.
+    partial = target.with_name(f".{target.name}.typedstore-partial")
     try:
-        sink = target if target is not None else sys.stdout.buffer
-        with progress(size, "get", unit="B", minimum=4 << 20) as bar:
-            for start in range(0, size, _CHUNK):
-                chunk = storage.read_range(ref.key, start, _CHUNK)
-                sink.write(chunk)
-                bar.update(len(chunk))
-        sink.flush()
-    finally:
-        if target is not None:
-            target.close()
-    if args.output:
-        print(f"wrote {size} bytes to {args.output}", file=sys.stderr)
+        with open(partial, "xb") as sink:
+            _stream(storage, ref.key, size, sink)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    print(f"wrote {size} bytes to {args.output}", file=sys.stderr)
     return 0
+
+
+def _stream(storage: Storage, key: str, size: int, sink: BinaryIO) -> None:
+    with progress(size, "get", unit="B", minimum=4 << 20) as bar:
+        for start in range(0, size, _CHUNK):
+            chunk = storage.read_range(key, start, _CHUNK)
+            sink.write(chunk)
+            bar.update(len(chunk))
+    sink.flush()
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of a regular file: a pipe would block, a device never end."""
+    # Non-blocking: opening a pipe would otherwise wait for a writer.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb", buffering=0) as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StorageError(f"{path} is not a regular file; put stores files only")
+        return file.read()
 
 
 def _put(args: argparse.Namespace, out: TextIO) -> int:
     path = Path(args.file)
     suffix = path.suffix.lower()
+    data = _read_regular(path)
     value: Any
     if suffix == ".npy":
         try:
-            value = np.load(path, allow_pickle=False)
+            value = np.load(BytesIO(data), allow_pickle=False)
         except ValueError as exc:
             raise DecodeError(f"{path}: not a .npy file typedstore can read: {exc}") from exc
     elif suffix == ".safetensors":
-        value = registry.get("safetensors").decode(path.read_bytes(), None)
+        value = registry.get("safetensors").decode(data, None)
         if len(value) == 1:
             (value,) = value.values()
     else:
-        value = path.read_bytes()
+        value = data
     if args.codec is None and isinstance(value, bytes):
         io = DataStoreIO.write(value, args.prefix)
     else:
@@ -259,19 +312,41 @@ def _copy(args: argparse.Namespace, out: TextIO) -> int:
     )
     source = storage_for_url(args.source, storage_options=storage_options)
     target = storage_for_url(args.target, storage_options=storage_options)
+    _others(source, None)
     keys = list(source.list())
     sizes = {key: source.size(key) for key in keys}
+    copied, copied_bytes, same, different = 0, 0, 0, []
     with progress(sum(sizes.values()), "copy", unit="B", minimum=4 << 20) as bar:
         for key in keys:
-            # References are root-relative: the same keys make the same references work.
-            target.write(key, [source.read(key)])
+            # Objects are never changed in place: one already there must be this one.
+            if target.exists(key):
+                if _equal(source, target, key, sizes[key]):
+                    same += 1
+                else:
+                    different.append(key)
+            else:
+                # References are root-relative: the same keys make the same references work.
+                target.write(key, [source.read(key)])
+                copied += 1
+                copied_bytes += sizes[key]
             bar.update(sizes[key])
     print(
-        f"copied {len(keys)} objects ({sum(sizes.values())} bytes) from {source.url} "
-        f"to {target.url}",
+        f"copied {copied} objects ({copied_bytes} bytes) from {source.url} to {target.url}; "
+        f"{same} were there already",
         file=out,
     )
-    return 0
+    for key in different:
+        print(f"typedstore: error: {key} differs from the object in {target.url}", file=sys.stderr)
+    return 1 if different else 0
+
+
+def _equal(source: Storage, target: Storage, key: str, size: int) -> bool:
+    if target.size(key) != size:
+        return False
+    return all(
+        source.read_range(key, start, _CHUNK) == target.read_range(key, start, _CHUNK)
+        for start in range(0, size, _CHUNK)
+    )
 
 
 def _gc(args: argparse.Namespace, out: TextIO) -> int:
@@ -287,6 +362,7 @@ def _gc(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
+    _others(current_storage(), args.prefix)
     checked = damaged = 0
     for _, damage in verify(args.prefix):
         checked += 1

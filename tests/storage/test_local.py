@@ -426,3 +426,19 @@ def test_only_files_are_listed(tmp_path: Path) -> None:
     assert list(storage.list("p/q")) == ["p/q/b"]
     for key in expected:
         assert storage.exists(key)
+    # qlink too: a folder symlink is not walked (its objects are listed where they are).
+    others = ["p/broken", "p/pipe", "p/qlink"] if hasattr(os, "mkfifo") else ["p/broken", "p/qlink"]
+    assert list(storage.others()) == others
+    assert list(storage.others("p/broken")) == ["p/broken"]
+    assert list(storage.others("p/a")) == []
+
+
+def test_a_symlink_out_of_the_root_is_no_object(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"s")
+    storage = LocalStorage(root)
+    storage.write("p/a", [b"a"])
+    (root / "p" / "out").symlink_to(outside / "secret")
+    assert list(storage.list()) == ["p/a"]
+    assert list(storage.others()) == ["p/out"]

@@ -253,17 +253,30 @@ class LocalStorage:
             return False
 
     def list(self, prefix: str | None = None) -> Iterator[str]:
-        """Keys of the objects under ``prefix``, sorted; temporary files are skipped."""
+        """Keys of the objects under ``prefix``, sorted; temporary files are skipped, and so
+        is anything but a regular file (see :meth:`others`)."""
+        return self._under(prefix, objects=True)
+
+    def others(self, prefix: str | None = None) -> Iterator[str]:
+        """Paths under ``prefix`` (relative to the root, sorted) of what is neither an
+        object nor a folder: symlinks, pipes, sockets and devices, which are never read."""
+        return self._under(prefix, objects=False)
+
+    def _under(self, prefix: str | None, *, objects: bool) -> Iterator[str]:
         if prefix is None:
             base = self._root
         else:
             check_key(prefix, what="prefix")
             base = os.path.join(self._root, *prefix.split("/"))
         real = self._contained(base)
-        if os.path.isfile(real):
-            return iter([] if prefix is None else [prefix])
+        if not os.path.isdir(real):
+            if prefix is None or not os.path.lexists(base):
+                return iter([])
+            regular = os.path.isfile(real)  # real: a symlink that resolves inside the root
+            return iter([prefix] if regular is objects else [])
         head = [] if prefix is None else [prefix]
-        return iter(sorted("/".join([*head, *parts]) for parts in _files_under(real)))
+        found = _files_under(real, self._root_real(), objects=objects)
+        return iter(sorted("/".join([*head, *parts]) for parts in found))
 
     def children(self, prefix: str) -> Sequence[str]:
         """Names directly under ``prefix``: objects, and folders even if they hold only
@@ -546,10 +559,12 @@ def _vectored(
     return done
 
 
-def _files_under(top: str) -> Iterator[list[str]]:
-    """The path segments, from ``top``, of each regular file under it whose names are all
-    valid segments (temporary files are not). A symlink counts as what it points to, but
-    directories are not entered through one; pipes, sockets and devices are no objects."""
+def _files_under(top: str, root: str, *, objects: bool = True) -> Iterator[list[str]]:
+    """The path segments, from ``top``, of each object under it: a regular file, or a
+    symlink to one inside ``root`` (real path), whose names are all valid segments
+    (temporary files are not). With ``objects=False``, of every other entry that is not
+    a folder: symlinks that reads refuse, pipes, sockets, devices. Directories are never
+    entered through a symlink."""
     pending: list[tuple[str, list[str]]] = [(top, [])]
     while pending:
         path, parts = pending.pop()
@@ -564,8 +579,15 @@ def _files_under(top: str) -> Iterator[list[str]]:
             # The type comes with the directory listing: no stat, except for a symlink.
             if entry.is_dir(follow_symlinks=False):
                 pending.append((entry.path, [*parts, entry.name]))
-            elif entry.is_file():
+            elif _is_object(entry, root) is objects:
                 yield [*parts, entry.name]
+
+
+def _is_object(entry: os.DirEntry[str], root: str) -> bool:
+    if not entry.is_symlink():
+        return entry.is_file()
+    real = os.path.realpath(entry.path)
+    return real.startswith(root + os.sep) and os.path.isfile(real)
 
 
 def _remove_tree(path: str) -> None:
