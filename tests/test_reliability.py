@@ -140,6 +140,10 @@ def test_eight_writers_and_two_readers(tmp_path: Path) -> None:
 
 PERSISTER = """
 exp = ts.load_experiment("shared")
+# Both load before either persists: a load racing a persist of the same experiment may
+# find the generation it read gone, which is not what this test is about.
+print("loaded", flush=True)
+sys.stdin.readline()
 conflicts = wins = 0
 for i in range(15):
     version = int(sys.argv[3]) * 100 + i
@@ -162,10 +166,15 @@ def test_two_processes_persisting_one_experiment(tmp_path: Path) -> None:
         exp.fields.data = ts.DataStore(v=np.full(20_000, 0))
         exp.persist()
     ts.database.close_all()
-    procs = [python(PERSISTER, str(store), str(db), str(n)) for n in (1, 2)]
+    procs = [
+        python(PERSISTER, str(store), str(db), str(n), stdin=subprocess.PIPE) for n in (1, 2)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "loaded"
     results = []
     for proc in procs:
-        out, err = proc.communicate(timeout=300)
+        out, err = proc.communicate("go\n", timeout=300)
         assert proc.returncode == 0, err
         results.append(json.loads(out))
     assert sum(r["wins"] for r in results) >= 15

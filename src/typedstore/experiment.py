@@ -14,10 +14,11 @@ from typing import Any, Literal
 
 import attrs
 
-from typedstore import database
+from typedstore import _strictjson, database
 from typedstore._progress import progress
 from typedstore.attrdict import AttrDict
 from typedstore.codec import byte_view
+from typedstore.codecs import json as json_codec
 from typedstore.datastore import DataStore
 from typedstore.errors import (
     DatabaseError,
@@ -152,7 +153,9 @@ class Experiment:
                     try:
                         rows.append((owner, _encode_fields(fields, prefix)))
                     except StorageError as exc:
-                        if generation in storage.children(self.id):
+                        # A folder that vanished under a write: another persist collected it.
+                        vanished = isinstance(exc.__cause__, FileNotFoundError)
+                        if not vanished or generation in storage.children(self.id):
                             raise
                         raise _conflict(self) from exc
                     bar.update()
@@ -383,7 +386,7 @@ def _read_fields(conn: sqlite3.Connection, owner: str) -> Fields:
 
 def _decode_value(kind: str, codec: str | None, value: Any) -> Any:
     if kind == "json" and type(value) is str:
-        return registry.get("json").decode(value.encode("utf-8", "surrogatepass"), None)
+        return _strictjson.loads(value, max_depth=json_codec.MAX_DEPTH)
     if kind == "datastore":
         return DataStore.from_url(value, lazy=True)
     if kind == "codec" and codec is not None and isinstance(value, bytes):

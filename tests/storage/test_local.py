@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,68 @@ def test_symlink_escape_is_refused(tmp_path: Path) -> None:
         storage.delete("link/secret")
     assert sorted(os.listdir(outside)) == ["secret"]
     assert (outside / "secret").read_bytes() == b"secret"
+
+
+def test_a_folder_swapped_for_a_symlink_after_use_leads_nowhere(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    root = tmp_path / "root"
+    storage = LocalStorage(root)
+    storage.write("p/a", [b"a"])
+    assert storage.read("p/a") == b"a"  # the folder is known good now
+    (root / "p").rename(tmp_path / "moved")
+    (root / "p").symlink_to(outside)
+    with pytest.raises(InvalidKeyError):
+        storage.write("p/b", [b"b"])
+    with pytest.raises(InvalidKeyError):
+        storage.read("p/secret")
+    with pytest.raises(InvalidKeyError):
+        storage.delete("p/secret")
+    assert sorted(os.listdir(outside)) == ["secret"]
+
+
+SWAPPER = """
+import contextlib, os, sys, time
+root, outside = sys.argv[1], sys.argv[2]
+folder, aside, link = (os.path.join(root, name) for name in ("p", "aside", "link"))
+os.symlink(outside, link)
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < end:
+    # The writer may make a new "p" while the old one is aside: a step then fails; go on.
+    for source, target in ((folder, aside), (link, folder), (folder, link), (aside, folder)):
+        with contextlib.suppress(OSError):
+            os.rename(source, target)
+"""
+
+
+def test_writes_racing_a_symlink_swap_never_leave_the_root(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = tmp_path / "root"
+    storage = LocalStorage(root)
+    storage.write("p/first", [b"x"])
+    written = refused = 0
+    with subprocess.Popen(
+        [sys.executable, "-c", SWAPPER, str(root), str(outside), "3"],
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as swapper:
+        assert swapper.stdout is not None
+        assert swapper.stdout.readline().strip() == "ready"
+        while swapper.poll() is None:
+            try:
+                storage.write(f"p/{written:08d}", [b"y"])
+                storage.read(f"p/{written:08d}")
+                written += 1
+            except (InvalidKeyError, StorageError, NotFoundError):
+                # The swap was seen: refused, not followed (or the folder was aside then).
+                refused += 1
+    assert swapper.returncode == 0
+    assert os.listdir(outside) == []
+    assert written > 0
+    assert refused > 0
 
 
 def test_delete_of_a_symlinked_prefix_removes_only_the_link(tmp_path: Path) -> None:

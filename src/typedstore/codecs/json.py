@@ -11,11 +11,12 @@ from typedstore import _strictjson
 from typedstore.codec import Buffer
 from typedstore.errors import DecodeError, EncodeError
 
-__all__ = ["JsonCodec"]
+__all__ = ["MAX_DEPTH", "JsonCodec"]
 
 _SCALARS = (type(None), bool, int, float, str)
-# Deeper trees hit the interpreter's recursion limit in the json module.
-_MAX_DEPTH = 200
+#: How deep lists and dicts may nest: deeper trees hit the interpreter's recursion limit
+#: in the json module when written, so none is ever read either.
+MAX_DEPTH = 200
 # Python refuses to print or parse ints of more than 4300 digits by default.
 _MAX_INT_BITS = 14_000
 
@@ -47,13 +48,13 @@ class JsonCodec:
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """Parse strict JSON: no duplicate keys, no NaN or Infinity."""
         try:
-            return _strictjson.loads(bytes(data), max_depth=_MAX_DEPTH)
+            return _strictjson.loads(bytes(data), max_depth=MAX_DEPTH)
         except (ValueError, RecursionError) as exc:
             raise DecodeError(f"codec 'json': malformed data: {exc}") from exc
 
 
 def _is_plain(value: object, depth: int) -> bool:
-    if depth > _MAX_DEPTH:
+    if depth > MAX_DEPTH:
         return False
     if type(value) is float:
         return math.isfinite(value)
