@@ -270,3 +270,32 @@ def test_put_reads_regular_files_only(tmp_path: Path, cli_store: list[str]) -> N
         )
         assert result.returncode == 1
         assert "is not a regular file" in result.stderr
+
+
+def test_show_names_a_damaged_field_in_one_line(
+    tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    with ts.options.ctx({"datastore.url": str(tmp_path / "s"), "database.url": cli_store[3]}):
+        experiment = ts.create_experiment("crafted")
+        experiment.fields.a = 1
+        experiment.fields.b = 2
+        experiment.persist()
+    ts.database.close_all()
+    deep = b"\x80\x05" + b"]" * 100_000 + b"a" * 99_999 + b"."  # lists 100,000 deep
+    with sqlite3.connect(tmp_path / "db") as conn:
+        conn.execute("UPDATE fields SET kind = 'json', value = ? WHERE key = 'a'", ("[" * 10**5,))
+        conn.execute("UPDATE fields SET kind = 'codec', codec = 'pickle', value = ? "
+                     "WHERE key = 'b'", (deep,))  # fmt: skip
+    conn.close()
+    assert main([*cli_store, "show", "crafted"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "field 'a'" in err
+    with sqlite3.connect(tmp_path / "db") as conn:
+        conn.execute("UPDATE fields SET kind = 'json', value = '1' WHERE key = 'a'")
+    conn.close()
+    ts.database.close_all()
+    assert main([*cli_store, "show", "crafted"]) == 0
+    assert "fields.b = <list nested too deeply to show>" in capsys.readouterr().out

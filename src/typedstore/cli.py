@@ -49,7 +49,10 @@ def _short(value: Any) -> str:
         return f"ndarray {value.dtype} {value.shape}"
     if attrs.has(type(value)):
         return f"{type(value).__qualname__}(...)"
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # a value from someone else's database may nest without end
+        return f"<{type(value).__qualname__} nested too deeply to show>"
     return text if len(text) <= 70 else text[:67] + "..."
 
 

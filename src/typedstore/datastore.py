@@ -75,7 +75,7 @@ class _Source:
     storage: Storage
     tensors: Mapping[str, TensorEntry]
     entries: Mapping[str, _EntryInfo]
-    #: The keys of this container and of those whose entries restored it.
+    #: The keys of the containers whose entries restored this one (not its own).
     within: frozenset[str] = frozenset()
 
 
@@ -537,17 +537,16 @@ class DataStore(AttrDict):
         ref = Reference.parse(url)
         if ref.codec != DataStoreCodec.name:
             raise TypeMismatchError(f"{ref}: codec {ref.codec!r} does not hold a DataStore")
-        within = _decoding.get() | {ref.key}
         if lazy:
-            result = _load_lazy(ref, within)
+            result = _load_lazy(ref, _decoding.get())
         else:
-            token = _decoding.set(within)
+            token = _decoding.set(_decoding.get() | {ref.key})
             try:
                 result = DataStoreIO(ref).read_deserialize(DataStore)
             finally:
                 _decoding.reset(token)
+            object.__setattr__(result, "_ts_store", current_storage().url)
         object.__setattr__(result, "_ts_stored", ref.url)
-        object.__setattr__(result, "_ts_store", current_storage().url)
         return result
 
     def load(self) -> DataStore:
@@ -584,7 +583,7 @@ class DataStore(AttrDict):
             else:
                 raw = np.empty(entry.nbytes, np.uint8)
                 _read_exactly(source, key, raw)
-                token = _decoding.set(source.within)
+                token = _decoding.set(source.within | {source.reference.key})
                 try:
                     value = _decode_entry(registry, key, info, entry, raw.data)
                 finally:
@@ -626,6 +625,7 @@ def _load_lazy(ref: Reference, within: frozenset[str]) -> DataStore:
         tensors, table = _layout(header_bytes_from(reader), reader.size)
     result = DataStore(dict.fromkeys(table, _UNLOADED))
     object.__setattr__(result, "_ts_source", _Source(ref, storage, tensors, table, within))
+    object.__setattr__(result, "_ts_store", storage.url)
     return result
 
 

@@ -8,7 +8,9 @@ import mmap
 import os
 import shutil
 import stat
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from pathlib import Path
 
@@ -35,7 +37,30 @@ _UNNAMED_MAX = 1 << 20
 # O_NONBLOCK: opening a FIFO placed under a key would otherwise wait for a writer forever
 # (it is then refused as not a regular file); it changes nothing for regular files.
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
+_READ_OPEN = _READ_FLAGS | os.O_NOFOLLOW
 _DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0)
+# How many folders each storage keeps open; past it they are all closed and reopened as
+# used (processes commonly may hold 1024 descriptors in all).
+_FOLDERS_MAX = 64
+# Remembered folders are used and closed under this lock only: a descriptor closed by one
+# thread while another opens a file relative to it could meanwhile name another folder.
+_folders_lock = threading.Lock()
+
+
+def _new_lock() -> None:
+    global _folders_lock
+    _folders_lock = threading.Lock()  # a fork may copy it locked by a thread it dropped
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock)
+
+
+def _close_all(folders: dict[str, int]) -> None:
+    for directory in folders.values():
+        with contextlib.suppress(OSError):
+            os.close(directory)
+    folders.clear()
 try:
     _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))  # -1 means no fixed limit
 except (AttributeError, ValueError, OSError):
@@ -52,15 +77,22 @@ class LocalStorage:
     the one before and never through a symlink, so a folder swapped for a symlink after
     any check cannot lead a read or write outside the root. A symlink inside the root (to
     a folder or a file) is followed only if it resolves inside the root, and then by its
-    real path, opened the same way.
+    real path, opened the same way. Folders once opened stay open (a few dozen per
+    storage) and are used by descriptor: a folder moved away while the process runs
+    keeps its objects' reads and writes until it is deleted through this storage.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
         self._root = os.path.abspath(os.fspath(root))
+        self._url = Path(self._root).as_uri()
         self._fsync = fsync
         self._real_root: str | None = None
         # O_TMPFILE needs Linux and /proc (to name the file once it is written).
         self._tmpfile = getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 0
+        # Folders opened before (by key prefix): descriptors, so that a folder swapped for
+        # a symlink since changes nothing, and a walk from the root is not paid per call.
+        self._folders: dict[str, int] = {}
+        weakref.finalize(self, _close_all, self._folders)
 
     @property
     def root(self) -> Path:
@@ -70,7 +102,7 @@ class LocalStorage:
     @property
     def url(self) -> str:
         """The root directory as a ``file://`` URL."""
-        return Path(self._root).as_uri()
+        return self._url
 
     @property
     def fsync(self) -> bool:
@@ -97,13 +129,14 @@ class LocalStorage:
 
     def _write(self, key: str, parent: str, name: str, views: list[memoryview], total: int) -> None:
         for attempt in (1, 2):
-            directory = self._open_dir(parent, create=True)
+            directory = self._folder(parent)
             try:
                 fd, tmp = self._create(directory, unnamed=total < _UNNAMED_MAX)
                 break
             except FileNotFoundError as exc:
-                # The directory was removed since it was opened (a delete): open it again.
+                # The folder was removed since it was opened (a delete): open it again.
                 os.close(directory)
+                self._forget(parent)
                 if attempt == 2:
                     raise StorageError(f"cannot write {key!r} under {self.url}: {exc}") from exc
             except OSError as exc:
@@ -354,6 +387,7 @@ class LocalStorage:
             st = os.stat(name, dir_fd=directory, follow_symlinks=False)
             if stat.S_ISDIR(st.st_mode):
                 count = sum(1 for _ in self.list(prefix))
+                self._forget(prefix)
                 _remove_tree(name, directory)
                 return count
             os.unlink(name, dir_fd=directory)
@@ -486,18 +520,14 @@ class LocalStorage:
         """A descriptor of the regular file under ``key`` and its size (the caller closes
         the descriptor)."""
         parent, name = _split(key)
-        try:
-            directory = self._open_dir(parent, create=False)
-        except NotFoundError:
-            raise NotFoundError(f"no object under key {key!r} in {self.url}") from None
-        try:
-            fd = os.open(name, _READ_FLAGS | os.O_NOFOLLOW, dir_fd=directory)
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise self._read_error(key, exc) from exc
-            fd = self._open_link(key)
-        finally:
-            os.close(directory)
+        with _folders_lock:
+            folder = self._folders.get(parent)
+            try:
+                fd = -1 if folder is None else os.open(name, _READ_OPEN, dir_fd=folder)
+            except OSError:
+                fd = -1  # gone since, a symlink, an error: the walk below tells which
+        if fd < 0:
+            fd = self._open_walking(key, parent, name)
         try:
             st = os.fstat(fd)
         except OSError as exc:
@@ -508,6 +538,59 @@ class LocalStorage:
             raise NotFoundError(f"no object under key {key!r} in {self.url}")
         return fd, st.st_size
 
+    def _open_walking(self, key: str, parent: str, name: str) -> int:
+        """``_open`` with the folder opened afresh from the root (then remembered)."""
+        try:
+            directory = self._open_dir(parent, create=False)
+        except NotFoundError:
+            raise NotFoundError(f"no object under key {key!r} in {self.url}") from None
+        try:
+            fd = os.open(name, _READ_OPEN, dir_fd=directory)
+        except OSError as exc:
+            os.close(directory)
+            if exc.errno != errno.ELOOP:
+                raise self._read_error(key, exc) from exc
+            return self._open_link(key)
+        self._remember(parent, directory)
+        return fd
+
+    def _folder(self, parent: str) -> int:
+        """A descriptor of the folder for keys under ``parent``, created if missing (the
+        caller closes it)."""
+        try:
+            with _folders_lock:
+                folder = self._folders.get(parent)
+                if folder is not None:
+                    return os.dup(folder)
+            directory = self._open_dir(parent, create=True)
+            try:
+                self._remember(parent, os.dup(directory))
+            except BaseException:
+                os.close(directory)
+                raise
+        except OSError as exc:
+            if isinstance(exc, StorageError):
+                raise
+            raise StorageError(f"cannot open prefix {parent!r} under {self.url}: {exc}") from exc
+        return directory
+
+    def _remember(self, parent: str, directory: int) -> None:
+        """Keep ``directory`` (now owned here) as the folder of ``parent``."""
+        with _folders_lock:
+            old = self._folders.pop(parent, None)
+            if old is not None:
+                os.close(old)
+            if len(self._folders) >= _FOLDERS_MAX:
+                _close_all(self._folders)
+            self._folders[parent] = directory
+
+    def _forget(self, prefix: str) -> None:
+        """Close the remembered folders of ``prefix`` and below (removed, or gone)."""
+        with _folders_lock:
+            inner = prefix + "/"
+            for parent in [p for p in self._folders if p == prefix or p.startswith(inner)]:
+                os.close(self._folders.pop(parent))
+
     def _open_link(self, key: str) -> int:
         """The file a symlink under ``key`` names, if it is inside the root."""
         real = self._contained(os.path.join(self._root, *key.split("/")))
@@ -517,7 +600,7 @@ class LocalStorage:
         except (_Symlink, NotFoundError):
             raise NotFoundError(f"no object under key {key!r} in {self.url}") from None
         try:
-            return os.open(name, _READ_FLAGS | os.O_NOFOLLOW, dir_fd=directory)
+            return os.open(name, _READ_OPEN, dir_fd=directory)
         except OSError as exc:
             raise self._read_error(key, exc) from exc
         finally:
