@@ -23,10 +23,15 @@ from typedstore.codecs import PickleCodec
 PAYLOADS: dict[str, Callable[[], Any]] = {
     "10,000 floats": lambda: [float(i) for i in range(10_000)],
     "1,000 records": lambda: [
-        {"id": i, "name": f"run-{i}", "when": datetime.date(2024, 1, 1 + i % 28),
-         "score": decimal.Decimal(i) / 8, "tags": ("a", "b")}
+        {
+            "id": i,
+            "name": f"run-{i}",
+            "when": datetime.date(2024, 1, 1 + i % 28),
+            "score": decimal.Decimal(i) / 8,
+            "tags": ("a", "b"),
+        }
         for i in range(1_000)
-    ],  # fmt: skip
+    ],
     "1 MiB of bytes in a tuple": lambda: (b"x" * (1 << 20), 1),
     "nested plain data (1 MiB)": lambda: {
         f"k{i}": [i, str(i), {i: (i, i + 0.5)}, collections.OrderedDict(a=i)]

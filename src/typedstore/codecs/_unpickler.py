@@ -358,6 +358,7 @@ class _Loader:
         self.restored: dict[str, Any] = {}
         self.kinds: dict[type, str] = {}
         self.named: set[type] = set()  # the user's classes this pickle named
+        self.builders: dict[int, tuple[Any, _Builder | None]] = {}
 
     def charge(self, elements: int) -> None:
         self.budget -= elements
@@ -491,17 +492,28 @@ class _Loader:
 
     # --- objects ---
 
+    def builder(self, func: Any) -> _Builder | None:
+        """How the built-in allow-list calls ``func`` (None: it is not on the list)."""
+        known = self.builders.get(id(func))
+        if known is None:
+            real = _name_of(func)
+            found = _BUILDERS.get(real) if real is not None else None
+            if found is not None and _builtin_target(real or "") is not func:
+                found = None
+            known = self.builders[id(func)] = (func, found)  # holding func pins its id
+        return known[1]
+
     def reduce(self, func: Any, args: Any) -> Any:
         if type(args) is not tuple:
             raise DecodeError("pickle calls a callable with arguments that are not a tuple")
-        real = _name_of(func)
-        if real in _BUILDERS and _builtin_target(real) is func:
-            result = _BUILDERS[real](self, func, args)
+        build = self.builder(func)
+        if build is not None:
+            result = build(self, func, args)
         elif func in self.named:
             self.charge_args(args)
             result = func(*args)
         else:
-            raise _refuse(f"calls {real or type(func).__qualname__!r}")
+            raise _refuse(f"calls {_name_of(func) or type(func).__qualname__!r}")
         if isinstance(result, tuple | frozenset):
             self.nested(result, args)
         return result
@@ -777,10 +789,14 @@ def _set_items(loader: _Loader, target: Any, items: list[Any], fresh: bool = Fal
 
 @_op(b"s")
 def _setitem(loader: _Loader) -> None:
-    value, key = loader.pop(), loader.pop()
-    if not loader.stack:
+    stack = loader.stack
+    if len(stack) < 3:
         raise DecodeError("pickle sets an item of nothing")
-    _set_items(loader, loader.stack[-1], [key, value])
+    value, key, target = stack.pop(), stack.pop(), stack[-1]
+    if type(target) is dict and type(key) is str:  # most items: nothing to check
+        target[key] = value
+    else:
+        _set_items(loader, target, [key, value])
 
 
 @_op(b"u")
@@ -795,7 +811,10 @@ def _extend(loader: _Loader, items: list[Any]) -> None:
     if not loader.stack:
         raise DecodeError("pickle appends to nothing")
     target = loader.stack[-1]
-    loader.items_method(target, list, "extend")(target, items)
+    if type(target) is list:
+        target.extend(items)
+    else:
+        loader.items_method(target, list, "extend")(target, items)
 
 
 _OPS[b"a"] = lambda loader: _extend(loader, [loader.pop()])
@@ -891,24 +910,77 @@ _DISPATCH: list[_Op | None] = [_OPS.get(bytes([code])) for code in range(256)]
 
 
 def _run(loader: _Loader) -> None:
-    data, dispatch = loader.data, _DISPATCH
+    # The opcodes that make up most of any pickle are interpreted inline, on local names;
+    # every other one through its handler, with the loader's state synced around it.
+    data, dispatch, memo = loader.data, _DISPATCH, loader.memo
+    end = len(data)
+    pos = loader.pos
+    stack = loader.stack
     try:
         while True:
-            if loader.pos >= len(data):
+            if pos >= end:
                 raise DecodeError("pickle data was truncated")
-            code = data[loader.pos]
-            loader.pos += 1
-            handler = dispatch[code]
-            if handler is None:
-                what = _UNSUPPORTED.get(bytes([code]))
-                if what is not None:
-                    raise UnsafeDataError(f"pickle uses {what}, which typedstore never writes")
-                raise DecodeError(f"invalid pickle opcode {code:#x} at byte {loader.pos - 1}")
-            handler(loader)
+            code = data[pos]
+            pos += 1
+            if code == 0x94:  # MEMOIZE
+                if not stack or len(memo) > _MAX_MEMO_INDEX:
+                    raise DecodeError("pickle memoizes nothing, or too much")
+                memo[len(memo)] = stack[-1]
+            elif code == 0x8C:  # SHORT_BINUNICODE
+                size = data[pos]
+                pos += 1 + size
+                if pos > end:
+                    raise DecodeError("pickle states a length past its end")
+                stack.append(data[pos - size : pos].decode("utf-8", "surrogatepass"))
+            elif code == 0x4B:  # BININT1
+                stack.append(data[pos])
+                pos += 1
+            elif code == 0x68:  # BINGET
+                index = data[pos]
+                pos += 1
+                if index not in memo:
+                    raise DecodeError(f"pickle reads memo entry {index}, which it never wrote")
+                stack.append(memo[index])
+            elif code == 0x47:  # BINFLOAT
+                pos += 8
+                if pos > end:
+                    raise DecodeError("pickle data was truncated")
+                stack.append(_unpack_float(data, pos - 8)[0])
+            elif code == 0x4D or code == 0x4A:  # BININT2, BININT
+                width = 2 if code == 0x4D else 4
+                pos += width
+                if pos > end:
+                    raise DecodeError("pickle data was truncated")
+                stack.append(int.from_bytes(data[pos - width : pos], "little", signed=width == 4))
+            elif code == 0x5D:  # EMPTY_LIST
+                stack.append([])
+            elif code == 0x7D:  # EMPTY_DICT
+                stack.append({})
+            elif code == 0x28:  # MARK
+                loader.marks.append(stack)
+                stack = loader.stack = []
+            elif code == 0x4E:  # NONE
+                stack.append(None)
+            else:
+                handler = dispatch[code]
+                if handler is None:
+                    what = _UNSUPPORTED.get(bytes([code]))
+                    if what is not None:
+                        raise UnsafeDataError(f"pickle uses {what}, which typedstore never writes")
+                    raise DecodeError(f"invalid pickle opcode {code:#x} at byte {pos - 1}")
+                loader.pos = pos
+                handler(loader)
+                pos = loader.pos
+                stack = loader.stack
     except _Stop:
         return
-    except IndexError:  # a DUP or memo write on an empty stack
-        raise DecodeError("pickle reads from an empty stack") from None
+    except IndexError:  # a DUP or memo write on an empty stack, a count past the end
+        raise DecodeError("pickle reads from an empty stack or past its end") from None
+    finally:
+        loader.pos = pos
+
+
+_unpack_float = struct.Struct(">d").unpack_from
 
 
 def load(data: bytes, allow: tuple[str, ...]) -> Any:
