@@ -299,3 +299,19 @@ def test_show_names_a_damaged_field_in_one_line(
     ts.database.close_all()
     assert main([*cli_store, "show", "crafted"]) == 0
     assert "fields.b = <list nested too deeply to show>" in capsys.readouterr().out
+
+
+def test_get_into_a_pipe_or_a_symlinked_file(tmp_path: Path, cli_store: list[str]) -> None:
+    url, _ = stored(tmp_path, b"payload")
+    (tmp_path / "real").write_bytes(b"old")
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    assert main([*cli_store, "get", url, "-o", str(tmp_path / "alias")]) == 0
+    assert (tmp_path / "alias").is_symlink()
+    assert (tmp_path / "real").read_bytes() == b"payload"
+    result = subprocess.run(
+        [sys.executable, "-m", "typedstore", *cli_store, "get", url, "-o", "/dev/stdout"],
+        capture_output=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"payload"

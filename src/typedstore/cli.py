@@ -198,23 +198,31 @@ def _get(args: argparse.Namespace, out: TextIO) -> int:
     if not args.output:
         _stream(storage, ref.key, size, sys.stdout.buffer)
         return 0
-    target = Path(args.output)
+    target = Path(args.output).resolve()
     root = getattr(storage, "root", None)
-    if isinstance(root, Path) and target.resolve().is_relative_to(root.resolve()):
+    if isinstance(root, Path) and target.is_relative_to(root.resolve()):
         raise StorageError(
             f"refusing to write {args.output}: it is inside the store {storage.url}, whose "
             "objects are never changed in place"
         )
-    # A new file renamed over the target: a target that is a hard link to anything
-    # (a stored object included) keeps its contents.
-    partial = target.with_name(f".{target.name}.typedstore-partial")
     try:
-        with open(partial, "xb") as sink:
+        special = not stat.S_ISREG(os.stat(args.output).st_mode)
+    except FileNotFoundError:
+        special = False
+    if special:  # /dev/stdout, a pipe: written into as it is
+        with open(args.output, "wb") as sink:
             _stream(storage, ref.key, size, sink)
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    else:
+        # A new file renamed over the target: a target that is a hard link to anything (a
+        # stored object included) keeps its contents.
+        partial = target.with_name(f".{target.name}.typedstore-partial")
+        try:
+            with open(partial, "xb") as sink:
+                _stream(storage, ref.key, size, sink)
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
     print(f"wrote {size} bytes to {args.output}", file=sys.stderr)
     return 0
 

@@ -304,8 +304,6 @@ def _refusal(name: str) -> str:
 _BUILTIN_BASES = frozenset(
     {object, int, float, complex, str, bytes, bytearray, tuple, list, dict, set, frozenset}
 )
-# The base methods that APPEND(S), SETITEM(S) and ADDITEMS may call on a plain subclass.
-_ITEM_METHODS = {list: "extend", dict: "__setitem__", set: "update"}
 _C_LEVEL = (type(object.__init__), type(list.append), type(len), type(dict.__dict__["fromkeys"]))
 # A class defining any of these restores itself by its own logic, which BUILD would run.
 _CUSTOM_STATE = frozenset({"__setstate__", "__reduce__", "__reduce_ex__"})
