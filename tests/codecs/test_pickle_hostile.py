@@ -149,6 +149,20 @@ def test_state_of_a_builtin_type_is_never_set() -> None:
         decode(data, [f"{__name__}.*"])
 
 
+def test_classes_that_open_files_are_refused_under_any_pattern(tmp_path: Path) -> None:
+    target = tmp_path / "truncated"
+    target.write_bytes(b"keep")
+    for module, name, args in (
+        ("logging", "FileHandler", (str(target), "w")),
+        ("zipfile", "ZipFile", (str(target), "w")),
+        ("sqlite3", "connect", (str(target),)),
+    ):
+        data = p5(glob(module, name) + pickle.dumps(args, protocol=5)[2:-1] + b"R")
+        with pytest.raises(UnsafeDataError, match="never loads"):
+            decode(data, ["*"])
+    assert target.read_bytes() == b"keep"
+
+
 def test_typedstore_objects_are_never_built() -> None:
     for name in ("typedstore.storage.LocalStorage", "typedstore.registry.CodecRegistry"):
         module, _, qualname = name.rpartition(".")

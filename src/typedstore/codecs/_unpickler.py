@@ -74,6 +74,14 @@ FORBIDDEN: tuple[str, ...] = (
     "pathlib.*.unlink", "pathlib.*.rmdir", "pathlib.*.mkdir", "pathlib.*.touch",
     "pathlib.*.rename", "pathlib.*.replace", "pathlib.*.chmod", "pathlib.*.symlink_to",
     "numpy", "numpy.*", "ml_dtypes", "ml_dtypes.*", "typedstore", "typedstore.*",
+    # Classes of the standard library whose constructors open files, sockets or
+    # processes: no pattern admits them (a pattern of "*" included).
+    "logging.*", "zipfile.*", "tarfile.*", "gzip.*", "bz2.*", "lzma.*", "dbm.*",
+    "sqlite3.*", "mmap.*", "http.*", "urllib.*", "ftplib.*", "smtplib.*", "poplib.*",
+    "imaplib.*", "socketserver.*", "selectors.*", "select.*", "fileinput.*", "mailbox.*",
+    "wave.*", "pdb.*", "bdb.*", "trace.*", "cProfile.*", "profile.*", "concurrent.*",
+    "sched.*", "zipimport.*", "pkgutil.*", "site.*", "sysconfig.*", "venv.*", "ensurepip.*",
+    "idlelib.*", "tkinter.*", "turtle.*", "xmlrpc.*", "wsgiref.*", "uuid._*",
 )  # fmt: skip
 
 _FORBIDDEN = re.compile("|".join(fnmatch.translate(pattern) for pattern in FORBIDDEN))
