@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import fractions
 import json
 import pickle
 import struct
@@ -193,6 +194,17 @@ def test_callables_never_expand_an_argument(name: str) -> None:
         decode(EXPANDERS[name], ["helpers.*"])
 
 
+def test_a_fraction_of_huge_integers_is_refused_before_its_gcd() -> None:
+    # The gcd of two 6-million-bit ints takes half a minute; the pickle is 1.5 MB.
+    big = (3 ** (2**22), 7 ** (2**21))
+    data = p5(glob("fractions", "Fraction") + pickle.dumps(big, protocol=5)[2:-1] + b"R")
+    with pytest.raises(DecodeError, match="copy more data than the pickle holds"):
+        decode(data)
+    assert decode(pickle.dumps(fractions.Fraction(3**400, 7**300), protocol=5)) == (
+        fractions.Fraction(3**400, 7**300)
+    )
+
+
 def test_repeated_copies_of_one_memoized_value_are_bounded() -> None:
     # One list of 10,000 items, then 10,000 deques of it: 100 MB of pointers from 170 kB.
     big = b"]\x94(" + b"K\x01" * 10_000 + b"e0"
@@ -275,9 +287,11 @@ class Restore:
 
 def test_one_reference_restores_once_per_load(store: Path) -> None:
     url = ts.DataStore(a=np.arange(3)).to_url("p")
-    data = pickle.dumps([Restore(url) for _ in range(100)], protocol=5)
-    got = decode(data)
+    got = decode(pickle.dumps([Restore(url) for _ in range(100)], protocol=5))
     assert all(item is got[0] for item in got)
+    # The same object under references that differ in their parameters: once too.
+    variants = decode(pickle.dumps([Restore(f"{url}&n={i}") for i in range(100)], protocol=5))
+    assert all(item is variants[0] for item in variants)
     assert np.array_equal(got[0].a, np.arange(3))
 
 

@@ -162,10 +162,12 @@ _FRACTION_TEXT = re.compile(r"[+-]?\d{1,4300}(/\d{1,4300})?")
 
 
 def _call_fraction(loader: _Loader, target: Any, args: tuple[Any, ...]) -> Any:
-    # Fraction("1e999999999") computes a huge power of ten: only ints, or "n/d" text.
-    if (len(args) == 2 and _all_of(args, int)) or (
-        len(args) == 1 and type(args[0]) is str and _FRACTION_TEXT.fullmatch(args[0])
-    ):
+    # Fraction("1e999999999") computes a huge power of ten: only ints, or "n/d" text. The
+    # gcd of two ints costs their size squared: charged, so one pair cannot be repeated.
+    if len(args) == 2 and _all_of(args, int):
+        loader.charge(sum(a.bit_length() for a in args) ** 2 // (1 << 20))
+        return target(*args)
+    if len(args) == 1 and type(args[0]) is str and _FRACTION_TEXT.fullmatch(args[0]):
         return target(*args)
     raise _refuse("builds a Fraction from something other than integers")
 
@@ -217,9 +219,10 @@ def _call_restore(loader: _Loader, target: Any, args: tuple[Any, ...]) -> Any:
     if len(args) != 1 or type(args[0]) is not str:
         raise _refuse("restores a DataStore from something other than its reference")
     url = args[0]
-    if url not in loader.restored:
-        loader.restored[url] = target(url)
-    return loader.restored[url]
+    key = url.partition("?")[0]  # one object, whatever parameters its references carry
+    if key not in loader.restored:
+        loader.restored[key] = target(url)
+    return loader.restored[key]
 
 
 def _never_called(loader: _Loader, target: Any, args: tuple[Any, ...]) -> Any:
@@ -248,7 +251,7 @@ _BUILDERS: dict[str, _Builder] = {
     "datetime.timedelta": _call_scalars(int, most=3),
     "datetime.timezone": _call_timezone,
     "datetime.tzinfo": _never_called,
-    "decimal.Decimal": _call_charged(str, int, most=1),
+    "decimal.Decimal": _call_charged(str, most=1),
     "fractions.Fraction": _call_fraction,
     "uuid.UUID": _never_called,
     "uuid.SafeUUID": _call_safe_uuid,
