@@ -47,6 +47,7 @@ def value_for(i: int) -> np.ndarray[Any, Any]:
 
 WRITER = """
 i = int(sys.argv[3])
+print("writing", flush=True)
 while True:
     if i % 2:
         url = ts.DataStoreIO.serialize_write(np.full(50_000 + i % 7, i, dtype=np.int64), "w").url
@@ -72,6 +73,10 @@ def test_writes_survive_sigkill_at_random_moments(tmp_path: Path) -> None:
     start = 0
     for _ in range(20):
         child = python(WRITER, str(store), str(db), str(start))
+        # The kill is armed only once the child writes: killed while still importing
+        # numpy, it would have written nothing at all.
+        assert child.stdout is not None
+        assert child.stdout.readline() == "writing\n"
         time.sleep(rng.uniform(0.05, 0.3))
         os.kill(child.pid, signal.SIGKILL)
         out, _ = child.communicate()
