@@ -628,9 +628,10 @@ _ITEM_TARGETS: dict[type, type] = {
 
 
 # --- opcodes ---------------------------------------------------------------------------------
-# Each handler takes the loader after the opcode byte. Only opcodes a Python 3 pickler
-# writes for the objects above are known: persistent ids, the extension registry,
-# out-of-band buffers, INST and OBJ (Python 2 classes) and Python 2 strings are not.
+# Each handler takes the loader after the opcode byte; the most common opcodes are not
+# here but inline in _run. Only opcodes a Python 3 pickler writes for the objects above
+# are known: persistent ids, the extension registry, out-of-band buffers, INST and OBJ
+# (Python 2 classes) and Python 2 strings are not.
 
 _Op = Callable[[_Loader], None]
 _OPS: dict[bytes, _Op] = {}
@@ -649,17 +650,8 @@ def _push(value: Any) -> _Op:
     return lambda loader: loader.stack.append(value)
 
 
-_OPS.update({b"N": _push(None), b"\x88": _push(True), b"\x89": _push(False)})
-_OPS[b"]"] = lambda loader: loader.stack.append([])
-_OPS[b"}"] = lambda loader: loader.stack.append({})
-_OPS[b")"] = _push(())
+_OPS.update({b"\x88": _push(True), b"\x89": _push(False), b")": _push(())})
 _OPS[b"\x8f"] = lambda loader: loader.stack.append(set())
-
-
-@_op(b"(")
-def _mark(loader: _Loader) -> None:
-    loader.marks.append(loader.stack)
-    loader.stack = []
 
 
 _OPS[b"1"] = lambda loader: loader.pop_mark().clear()
@@ -703,15 +695,6 @@ def _long_text(loader: _Loader) -> None:
     loader.stack.append(int(loader.line().removesuffix(b"L")))
 
 
-@_op(b"J")
-def _binint(loader: _Loader) -> None:
-    loader.stack.append(int.from_bytes(loader.take(4), "little", signed=True))
-
-
-_OPS[b"K"] = lambda loader: loader.stack.append(loader.count(1))
-_OPS[b"M"] = lambda loader: loader.stack.append(loader.count(2))
-
-
 @_op(b"\x8a", b"\x8b")
 def _long_bin(loader: _Loader) -> None:
     width = 1 if loader.data[loader.pos - 1] == 0x8A else 4
@@ -720,7 +703,6 @@ def _long_bin(loader: _Loader) -> None:
 
 
 _OPS[b"F"] = lambda loader: loader.stack.append(float(loader.line()))
-_OPS[b"G"] = lambda loader: loader.stack.append(struct.unpack(">d", loader.take(8))[0])
 
 
 def _counted(width: int, convert: Callable[[bytes], Any]) -> _Op:
@@ -737,7 +719,6 @@ _OPS.update(
         b"B": _counted(4, bytes),
         b"\x8e": _counted(8, bytes),
         b"\x96": _counted(8, bytearray),
-        b"\x8c": _counted(1, _text),
         b"X": _counted(4, _text),
         b"\x8d": _counted(8, _text),
     }
@@ -857,12 +838,10 @@ def _put(loader: _Loader, index: int) -> None:
 _OPS.update(
     {
         b"g": lambda loader: _get(loader, int(loader.line())),
-        b"h": lambda loader: _get(loader, loader.count(1)),
         b"j": lambda loader: _get(loader, loader.count(4)),
         b"p": lambda loader: _put(loader, int(loader.line())),
         b"q": lambda loader: _put(loader, loader.count(1)),
         b"r": lambda loader: _put(loader, loader.count(4)),
-        b"\x94": lambda loader: _put(loader, len(loader.memo)),
     }
 )
 
