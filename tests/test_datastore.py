@@ -63,7 +63,7 @@ def same(a: Any, b: Any) -> bool:
 
 def test_a_value_pickle_could_not_read_back_is_refused_before_storing(store: Path) -> None:
     ds = ts.DataStore(ok=1, masked=np.ma.masked_array([1.0, 2.0], mask=[False, True]))
-    with pytest.raises(ts.errors.EncodeError, match=r"'masked'.*'safetensors' or 'npy'"):
+    with pytest.raises(ts.errors.EncodeError, match=r"(?s)'safetensors' or 'npy'.*key 'masked'"):
         ds.to_url("p")
     assert not any(store.rglob("*"))
 
@@ -172,7 +172,7 @@ def test_values_no_codec_can_encode_name_the_key(store: Path) -> None:
 
     ts.registry.register_attrs(Dated)
     dated = ts.DataStore(m=Dated(datetime.datetime(2024, 1, 1)))
-    with pytest.raises(EncodeError, match=r"key 'm'.*when holds a datetime"):
+    with pytest.raises(EncodeError, match=r"(?s)when holds a datetime.*key 'm'"):
         dated.to_url("p")
     assert not store.exists() or files_under(store) == []
 
@@ -235,7 +235,7 @@ def test_lazy_read_touches_only_its_entry(store: Path) -> None:
     assert np.array_equal(lazy.arr, np.arange(5))
     with pytest.raises(DecodeError, match=r"entry 'bad' \(codec 'json'\)") as info:
         _ = lazy.bad
-    assert url in str(info.value)
+    assert url in ts.errors.describe(info.value)
     with pytest.raises(DecodeError, match="entry 'bad'"):
         ts.DataStore.from_url(url)
 

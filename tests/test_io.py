@@ -169,8 +169,9 @@ def test_malformed_data_names_reference_and_codec(store: Path) -> None:
     url = f"datastore:///{key}?codec=safetensors"
     with pytest.raises(DecodeError, match=re.escape(url)) as info:
         ts.DataStoreIO(url).read_deserialize()
+    # The decoder's own error, with the reference and codec added as a note (PEP 678).
     assert "safetensors" in str(info.value)
-    assert isinstance(info.value.__cause__, DecodeError)
+    assert info.value.__notes__ == [f"{url} (codec 'safetensors')"]
 
 
 def test_unsafe_pickle_error_names_the_reference(store: Path) -> None:
@@ -360,3 +361,43 @@ def test_large_objects_of_many_arrays_read_back_whole(store: Path) -> None:
     assert loaded.n == [1, 2]
     for name, want in arrays.items():
         assert np.array_equal(loaded[name], want)
+
+
+class OffsetError(DecodeError):
+    """A plugin's error with a constructor of its own and an attribute."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(f"bad byte at {offset}")
+        self.offset = offset
+
+
+class Picky:
+    """A codec whose decoder raises its own DecodeError subclass."""
+
+    name = "test.picky"
+    version = 1
+    types: tuple[type, ...] = ()
+
+    def accepts(self, value: object) -> bool:
+        return False  # chosen only by name
+
+    def encode(self, value: Any) -> list[bytes]:
+        return [bytes(value)]
+
+    def decode(self, data: Any, expected_type: Any = None) -> Any:
+        raise OffsetError(7)
+
+
+ts.registry.register(Picky())
+
+
+def test_a_codec_error_keeps_its_type_and_attributes(store: Path) -> None:
+    # Context goes into notes (PEP 678): never re-created, so a plugin's error class with
+    # its own constructor keeps its message and attributes, directly and inside a DataStore.
+    url = ts.DataStoreIO.write(b"x", "p").url.replace("codec=raw", "codec=test.picky")
+    with pytest.raises(OffsetError, match="bad byte at 7") as info:
+        ts.DataStoreIO(url).read_deserialize()
+    assert info.value.offset == 7
+    assert info.value.__notes__ == [f"{url} (codec 'test.picky')"]
+    assert "bad byte at 7" in ts.errors.describe(info.value)
+    assert url in ts.errors.describe(info.value)

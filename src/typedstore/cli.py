@@ -25,7 +25,13 @@ from typedstore._progress import progress
 from typedstore.codec import NAME_PATTERN
 from typedstore.codecs.safetensors import read_header_from
 from typedstore.datastore import DataStore, entry_table
-from typedstore.errors import DecodeError, IntegrityError, StorageError, TypedStoreError
+from typedstore.errors import (
+    DecodeError,
+    IntegrityError,
+    StorageError,
+    TypedStoreError,
+    describe,
+)
 from typedstore.experiment import create_experiment, list_experiments, load_experiment
 from typedstore.io import DataStoreIO, current_storage
 from typedstore.maintenance import gc, sniff, verify
@@ -379,7 +385,7 @@ def _verify(args: argparse.Namespace, out: TextIO) -> int:
         checked += 1
         if damage is not None:
             damaged += 1
-            print(f"DAMAGED {damage.reference}: {' '.join(damage.error.split())}", file=out)
+            print(f"DAMAGED {damage.reference}: {damage.error}", file=out)
     print(f"{checked} objects checked, {damaged} damaged", file=out)
     return 1 if damaged else 0
 
@@ -453,8 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TypedStoreError, OSError, ValueError) as exc:
         if args.debug:
             traceback.print_exc()
-        message = " ".join(str(exc).split())
-        print(f"typedstore: error: {message}", file=sys.stderr)
+        print(f"typedstore: error: {describe(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

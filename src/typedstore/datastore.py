@@ -270,13 +270,15 @@ class DataStoreCodec:
         try:
             codec = self._registry.for_value(item)
         except NoCodecError as exc:
-            raise NoCodecError(f"datastore: key {key!r}: {exc}") from exc
+            exc.add_note(f"datastore: key {key!r}")
+            raise
         if codec.name == "safetensors" and type(item) is np.ndarray:
             return item, _EntryInfo(codec.name, codec.version, True)
         try:
             chunks = codec.encode(item)
         except TypedStoreError as exc:
-            raise type(exc)(f"datastore: key {key!r}: {exc}") from exc
+            exc.add_note(f"datastore: key {key!r}")
+            raise
         except Exception as exc:
             raise EncodeError(
                 f"datastore: key {key!r}: codec {codec.name!r} failed to encode a "

@@ -51,6 +51,7 @@ __all__ = [
     "UnsafeDataError",
     "decode_error",
     "decoding",
+    "describe",
 ]
 
 
@@ -143,21 +144,27 @@ class PluginWarning(UserWarning):
 
 
 def decode_error(exc: Exception, context: str) -> Exception | None:
-    """What to raise, chained to ``exc``, for an exception out of decoding: a DecodeError
-    with ``context`` in front of its message, or None to let ``exc`` (a typedstore error
-    that is not about decoding) propagate as it is."""
+    """What to raise, chained to ``exc``, for an exception out of decoding: a new
+    DecodeError for a foreign exception (numpy's, json's), or None to let ``exc``
+    propagate as it is; a DecodeError gets ``context`` as a note (PEP 678) first."""
     if isinstance(exc, DecodeError):
-        return type(exc)(f"{context}: {exc}")
+        exc.add_note(context)
+        return None
     if isinstance(exc, TypedStoreError):
         return None
     return DecodeError(f"{context}: {exc}")
 
 
+def describe(exc: BaseException) -> str:
+    """The message of ``exc`` with its notes, on one line (for reports and the CLI)."""
+    return " ".join(" ".join([str(exc), *getattr(exc, "__notes__", ())]).split())
+
+
 class decoding:
-    """Inside the block, a DecodeError gets ``context`` in front of its message and any
-    exception that is not a typedstore error becomes a DecodeError (chained), so that the
-    errors of numpy, json or pickle never escape raw. ``context`` is any object: it is
-    made a str only for an error."""
+    """Inside the block, a DecodeError gets ``context`` as a note and any exception that
+    is not a typedstore error becomes a DecodeError (chained), so that the errors of
+    numpy, json or pickle never escape raw. ``context`` is any object: it is made a str
+    only for an error."""
 
     __slots__ = ("_context",)
 

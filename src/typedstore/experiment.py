@@ -355,7 +355,8 @@ def _encode_fields(fields: Fields, prefix: str) -> list[_FieldRow]:
         try:
             rows.append((position, key, *_encode_value(value, prefix)))
         except TypedStoreError as exc:
-            raise type(exc)(f"field {key!r}: {exc}") from exc
+            exc.add_note(f"field {key!r}")
+            raise
     return rows
 
 

@@ -11,7 +11,7 @@ import attrs
 from typedstore import _strictjson, database
 from typedstore.codecs.safetensors import header_size, parse_header
 from typedstore.datastore import DataStore
-from typedstore.errors import DatabaseError, DecodeError, TypedStoreError
+from typedstore.errors import DatabaseError, DecodeError, TypedStoreError, describe
 from typedstore.experiment import ID_PATTERN
 from typedstore.io import DataStoreIO, current_storage
 from typedstore.reference import Reference
@@ -159,6 +159,6 @@ def verify(prefix: str | None = None) -> Iterator[tuple[str, Damage | None]]:
             else:
                 DataStore.from_url(url).load()
         except TypedStoreError as exc:
-            yield key, Damage(key, url, str(exc))
+            yield key, Damage(key, url, describe(exc))
             continue
         yield key, None
