@@ -1,5 +1,6 @@
 """Static typing of the public API: the asserts here are checked by mypy over tests/,
-and ``test_misuse_is_rejected`` runs mypy on code that must not type-check."""
+and ``test_misuse_is_rejected_with_its_error`` runs mypy on code that must not
+type-check, pinning the one error each misuse must get."""
 
 from __future__ import annotations
 
@@ -30,19 +31,50 @@ def test_inferred_types(store: Path) -> None:
     assert isinstance(array, np.ndarray)
 
 
-MISUSE = {
+# Each misuse and the one error mypy must report for it: its code, and the part of its
+# message that says what is wrong (the rest of the wording varies between mypy releases).
+MISUSE: dict[str, tuple[str, str, str]] = {
     "expected type must be a type": (
-        'ts.DataStoreIO("datastore:///a/b?codec=raw").read_deserialize(expected_type=3)'
+        'ts.DataStoreIO("datastore:///a/b?codec=raw").read_deserialize(expected_type=3)',
+        "call-overload",
+        'No overload variant of "read_deserialize" of "DataStoreIO" matches argument type "int"',
     ),
     "result is the expected type": (
-        'x: str = ts.DataStoreIO("datastore:///a/b?codec=raw").read_deserialize(bytes)'
+        'x: str = ts.DataStoreIO("datastore:///a/b?codec=raw").read_deserialize(bytes)',
+        "assignment",
+        'expression has type "bytes", variable has type "str"',
     ),
-    "write takes a buffer": 'ts.DataStoreIO.write("text")',
-    "prefix is a string": 'ts.DataStoreIO.write(b"x", relative_path_prefix=3)',
-    "codec is a name or a codec": "ts.DataStoreIO.serialize_write(1, codec=3)",
-    "register takes a codec": "ts.registry.register(object())",
-    "reference url is a string": "ts.DataStoreIO(3)",
-    "priority is keyword-only": "ts.registry.register(ts.registry.get('raw'), 1)",
+    "write takes a buffer": (
+        'ts.DataStoreIO.write("text")',
+        "arg-type",
+        'Argument 1 to "write" of "DataStoreIO" has incompatible type "str"; expected "Buffer"',
+    ),
+    "prefix is a string": (
+        'ts.DataStoreIO.write(b"x", relative_path_prefix=3)',
+        "arg-type",
+        'Argument "relative_path_prefix" to "write" of "DataStoreIO" has incompatible type "int"',
+    ),
+    "codec is a name or a codec": (
+        "ts.DataStoreIO.serialize_write(1, codec=3)",
+        "arg-type",
+        'incompatible type "int"; expected "str | Codec[Any] | None"',
+    ),
+    "register takes a codec": (
+        "ts.registry.register(object())",
+        "call-overload",
+        'No overload variant of "register" of "CodecRegistry" matches argument type "object"',
+    ),
+    "reference url is a string": (
+        "ts.DataStoreIO(3)",
+        "arg-type",
+        'Argument 1 to "DataStoreIO" has incompatible type "int"; expected "str | Reference"',
+    ),
+    "priority is keyword-only": (
+        "ts.registry.register(ts.registry.get('raw'), 1)",
+        "call-overload",
+        'No overload variant of "register" of "CodecRegistry" matches argument types '
+        '"Codec[Any]", "int"',
+    ),
 }
 
 
@@ -57,7 +89,7 @@ def mypy_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     from mypy import api
 
     tmp = tmp_path_factory.mktemp("typing")
-    snippets = {**MISUSE, "correct": CORRECT}
+    snippets = {**{name: code for name, (code, _, _) in MISUSE.items()}, "correct": CORRECT}
     files = {}
     for i, (name, code) in enumerate(snippets.items()):
         path = tmp / f"snippet_{i}.py"
@@ -73,15 +105,23 @@ def mypy_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         ]
     )
     assert not err, err
+    # Errors only: the notes that follow some (the overload variants) are not pinned.
     return {
-        name: "\n".join(line for line in out.splitlines() if line.startswith(str(path)))
+        name: "\n".join(
+            line.split(": error: ", 1)[1]
+            for line in out.splitlines()
+            if line.startswith(str(path)) and ": error: " in line
+        )
         for name, path in files.items()
     }
 
 
 @pytest.mark.parametrize("name", sorted(MISUSE))
-def test_misuse_is_rejected(name: str, mypy_report: dict[str, str]) -> None:
-    assert "error:" in mypy_report[name]
+def test_misuse_is_rejected_with_its_error(name: str, mypy_report: dict[str, str]) -> None:
+    _, code, message = MISUSE[name]
+    (error,) = mypy_report[name].splitlines()  # exactly one error
+    assert error.endswith(f"[{code}]"), error
+    assert message in error
 
 
 def test_correct_snippet_passes(mypy_report: dict[str, str]) -> None:
