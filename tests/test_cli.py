@@ -218,6 +218,15 @@ def test_get_checks_the_sha256_of_its_reference(
     captured = capsys.readouterr()
     assert "do not match the reference's sha256" in captured.err
     assert captured.out == ""
+    # Into a file: checked as it is written, and the target is left as it was.
+    (tmp_path / "out").write_bytes(b"before")
+    assert main([*cli_store, "get", url, "-o", str(tmp_path / "out")]) == 1
+    assert "do not match the reference's sha256" in capsys.readouterr().err
+    assert (tmp_path / "out").read_bytes() == b"before"
+    assert sorted(p.name for p in tmp_path.iterdir() if "partial" in p.name) == []
+    path.write_bytes(b"original")
+    assert main([*cli_store, "get", url, "-o", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out").read_bytes() == b"original"
 
 
 def test_copy_skips_identical_objects_and_refuses_different_ones(

@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from io import BytesIO
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO
 
 import attrs
 import numpy as np
@@ -133,14 +133,12 @@ def _demo(args: argparse.Namespace, out: TextIO) -> int:
 # --- objects ------------------------------------------------------------------------------
 
 
-def _others(storage: Storage, prefix: str | None) -> int:
+def _others(storage: Storage, prefix: str | None) -> None:
     """Name on stderr what lies under ``prefix`` but is no object (a symlink out of the
-    root, a pipe, a device); return how many."""
+    root, a pipe, a device)."""
     listed = getattr(storage, "others", None)
-    found = list(listed(prefix)) if listed is not None else []
-    for path in found:
+    for path in listed(prefix) if listed is not None else ():
         print(f"typedstore: skipped {path}: not a regular file, so not an object", file=sys.stderr)
-    return len(found)
 
 
 def _ls(args: argparse.Namespace, out: TextIO) -> int:
@@ -191,40 +189,38 @@ def _get(args: argparse.Namespace, out: TextIO) -> int:
     storage = current_storage()
     size = storage.size(ref.key)
     expected = ref.params.get("sha256")
-    if expected is not None:
-        # Checked before a byte goes out: what reaches stdout cannot be taken back.
-        digest = hashlib.sha256()
-        for start in range(0, size, _CHUNK):
-            digest.update(storage.read_range(ref.key, start, _CHUNK))
-        if digest.hexdigest() != expected:
-            raise IntegrityError(
-                f"{ref}: the stored bytes do not match the reference's sha256 "
-                "(the object was damaged or replaced)"
-            )
-    if not args.output:
-        _stream(storage, ref.key, size, sys.stdout.buffer)
-        return 0
-    target = Path(args.output).resolve()
+    target = Path(args.output).resolve() if args.output else None
     root = getattr(storage, "root", None)
-    if isinstance(root, Path) and target.is_relative_to(root.resolve()):
+    if target is not None and isinstance(root, Path) and target.is_relative_to(root.resolve()):
         raise StorageError(
             f"refusing to write {args.output}: it is inside the store {storage.url}, whose "
             "objects are never changed in place"
         )
     try:
-        special = not stat.S_ISREG(os.stat(args.output).st_mode)
+        special = target is None or not stat.S_ISREG(os.stat(args.output).st_mode)
     except FileNotFoundError:
         special = False
-    if special:  # /dev/stdout, a pipe: written into as it is
+    if special:
+        # stdout, /dev/stdout, a pipe: what goes out cannot be taken back, so the bytes
+        # are checked in a pass of their own first.
+        if expected is not None:
+            _check(ref, _stream(storage, ref.key, size, None, hashlib.sha256()), expected)
+        if target is None:
+            _stream(storage, ref.key, size, sys.stdout.buffer, None)
+            return 0
         with open(args.output, "wb") as sink:
-            _stream(storage, ref.key, size, sink)
+            _stream(storage, ref.key, size, sink, None)
     else:
-        # A new file renamed over the target: a target that is a hard link to anything (a
-        # stored object included) keeps its contents.
+        # A new file, checked as it is written, then renamed over the target: a target
+        # that is a hard link to anything (a stored object included) keeps its contents.
+        assert target is not None
         partial = target.with_name(f".{target.name}.typedstore-partial")
+        digest = None if expected is None else hashlib.sha256()
         try:
             with open(partial, "xb") as sink:
-                _stream(storage, ref.key, size, sink)
+                _stream(storage, ref.key, size, sink, digest)
+            if expected is not None:
+                _check(ref, digest, expected)
             os.replace(partial, target)
         except BaseException:
             partial.unlink(missing_ok=True)
@@ -233,13 +229,35 @@ def _get(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _stream(storage: Storage, key: str, size: int, sink: BinaryIO) -> None:
+class _Digest(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
+
+def _stream(
+    storage: Storage, key: str, size: int, sink: BinaryIO | None, digest: _Digest | None
+) -> _Digest | None:
+    """Copy the object ``key`` to ``sink`` (if any) in chunks, feeding ``digest`` (if any);
+    return the digest."""
     with progress(size, "get", unit="B", minimum=4 << 20) as bar:
         for start in range(0, size, _CHUNK):
             chunk = storage.read_range(key, start, _CHUNK)
-            sink.write(chunk)
+            if digest is not None:
+                digest.update(chunk)
+            if sink is not None:
+                sink.write(chunk)
             bar.update(len(chunk))
-    sink.flush()
+    if sink is not None:
+        sink.flush()
+    return digest
+
+
+def _check(ref: Reference, digest: _Digest | None, expected: str) -> None:
+    if digest is None or digest.hexdigest() != expected:
+        raise IntegrityError(
+            f"{ref}: the stored bytes do not match the reference's sha256 "
+            "(the object was damaged or replaced)"
+        )
 
 
 def _read_regular(path: Path) -> bytes:

@@ -37,11 +37,13 @@ from typedstore.registry import registry
 from typedstore.storage import Storage
 
 __all__ = [
+    "ID_PATTERN",
     "Experiment",
     "ExperimentInfo",
     "Fields",
     "Run",
     "create_experiment",
+    "is_id",
     "list_experiments",
     "load_experiment",
 ]
@@ -52,8 +54,13 @@ __all__ = [
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 
 
+def is_id(value: object) -> bool:
+    """Whether ``value`` is an experiment, run or generation id."""
+    return type(value) is str and ID_PATTERN.fullmatch(value) is not None
+
+
 def _check_id(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
-    if type(value) is not str or ID_PATTERN.fullmatch(value) is None:
+    if not is_id(value):
         raise ValueError(
             f"{type(instance).__name__} {attribute.name} must be 32 lowercase hex digits "
             f"(a new one is made when none is given), not {value!r}"
@@ -262,7 +269,7 @@ def _collect(storage: Storage, exp_id: str) -> None:
             return
         for folder in storage.children(exp_id):
             # Only generations are the experiment's to remove: anything else stays.
-            if folder != row[0] and ID_PATTERN.fullmatch(folder):
+            if folder != row[0] and is_id(folder):
                 storage.delete(f"{exp_id}/{folder}")
 
 
@@ -314,7 +321,7 @@ def load_experiment(id_or_name: str) -> Experiment:
 
 
 def _check_row_id(value: object) -> None:
-    if type(value) is not str or ID_PATTERN.fullmatch(value) is None:
+    if not is_id(value):
         raise DatabaseError(f"the database holds a malformed id {value!r:.80}")
 
 
@@ -397,7 +404,7 @@ def _decode_value(kind: str, codec: str | None, value: Any) -> Any:
 
 def _refuse_experiment_prefix(prefix: str) -> None:
     head = prefix.split("/", 1)[0]
-    if ID_PATTERN.fullmatch(head) is None or _persisting.get() == head:
+    if not is_id(head) or _persisting.get() == head:
         return
     with database.reading() as conn:
         if conn is None:

@@ -12,7 +12,7 @@ from typedstore import _strictjson, database
 from typedstore.codecs.safetensors import header_size, parse_header
 from typedstore.datastore import DataStore
 from typedstore.errors import DatabaseError, DecodeError, TypedStoreError, describe
-from typedstore.experiment import ID_PATTERN
+from typedstore.experiment import is_id
 from typedstore.io import DataStoreIO, current_storage
 from typedstore.reference import Reference
 from typedstore.storage import Storage
@@ -54,12 +54,12 @@ def gc(older_than: float = 3600.0) -> GcReport:
     cutoff = time.time() - older_than
     for exp_id, current in _experiment_generations():
         # Rows are untrusted input: only an id may name a folder gc deletes in.
-        if not (_is_id(exp_id) and _is_id(current)):
+        if not (is_id(exp_id) and is_id(current)):
             skipped.append(f"experiment row {exp_id!r:.80}: not a valid id and generation")
             continue
         for folder in storage.children(exp_id):
             prefix = f"{exp_id}/{folder}"
-            if not _is_id(folder):
+            if not is_id(folder):
                 skipped.append(f"{prefix}: not a generation folder")
                 continue
             modified = storage.last_modified(prefix)
@@ -74,9 +74,6 @@ def gc(older_than: float = 3600.0) -> GcReport:
                         generations += 1
     return GcReport(temporary, generations, tuple(skipped))
 
-
-def _is_id(value: object) -> bool:
-    return type(value) is str and ID_PATTERN.fullmatch(value) is not None
 
 
 def _experiment_generations() -> list[tuple[str, str]]:

@@ -30,6 +30,11 @@ def text(value: str) -> bytes:
     return b"\x8c" + bytes([len(raw)]) + raw
 
 
+def text_op(value: str) -> bytes:
+    raw = value.encode()
+    return b"X" + len(raw).to_bytes(4, "little") + raw
+
+
 def glob(module: str, name: str) -> bytes:
     return text(module) + text(name) + b"\x93"
 
@@ -203,6 +208,13 @@ def test_a_fraction_of_huge_integers_is_refused_before_its_gcd() -> None:
     assert decode(pickle.dumps(fractions.Fraction(3**400, 7**300), protocol=5)) == (
         fractions.Fraction(3**400, 7**300)
     )
+    # As text too: one long "n/d" string, memoized and passed to Fraction again and again.
+    text = "7" * 4300 + "/" + "3" * 4300
+    once = glob("fractions", "Fraction") + b"\x94" + text_op(text) + b"\x94\x85R0"
+    again = b"h\x00h\x01\x85R0" * 2000
+    assert decode(p5(once[:-1])) == fractions.Fraction(text)
+    with pytest.raises(DecodeError, match="copy more data than the pickle holds"):
+        decode(p5(once + again + b"N"))
 
 
 def test_repeated_copies_of_one_memoized_value_are_bounded() -> None:

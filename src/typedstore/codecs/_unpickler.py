@@ -49,7 +49,7 @@ MAX_NESTING = 1000
 #: A dict or set may receive at most this many keys of one hash; more is a collision
 #: attack (quadratic inserts), never data.
 MAX_EQUAL_HASHES = 64
-#: Frames and memo indices above this are refused (a pickler numbers its memo from 0).
+#: Memo indices above this are refused (a pickler numbers its memo from 0).
 _MAX_MEMO_INDEX = (1 << 32) - 1
 
 #: Never looked up, whatever ``codecs.pickle.allow`` says: everything that runs code,
@@ -152,7 +152,7 @@ def _call_charged(*types: type, most: int) -> _Builder:
     def build(loader: _Loader, target: Any, args: tuple[Any, ...]) -> Any:
         if len(args) > most or not _all_of(args, *types):
             raise _refuse(f"calls {_name_of(target)} with arguments it never pickles")
-        loader.charge(sum(len(a) for a in args if type(a) is not int))
+        loader.charge(sum(len(a) for a in args))
         return target(*args)
 
     return build
@@ -163,13 +163,16 @@ _FRACTION_TEXT = re.compile(r"[+-]?\d{1,4300}(/\d{1,4300})?")
 
 def _call_fraction(loader: _Loader, target: Any, args: tuple[Any, ...]) -> Any:
     # Fraction("1e999999999") computes a huge power of ten: only ints, or "n/d" text. The
-    # gcd of two ints costs their size squared: charged, so one pair cannot be repeated.
+    # gcd of the two costs their size squared: charged, so that memoized ones cannot be
+    # passed again and again.
     if len(args) == 2 and _all_of(args, int):
-        loader.charge(sum(a.bit_length() for a in args) ** 2 // (1 << 20))
-        return target(*args)
-    if len(args) == 1 and type(args[0]) is str and _FRACTION_TEXT.fullmatch(args[0]):
-        return target(*args)
-    raise _refuse("builds a Fraction from something other than integers")
+        bits = sum(a.bit_length() for a in args)
+    elif len(args) == 1 and type(args[0]) is str and _FRACTION_TEXT.fullmatch(args[0]):
+        bits = len(args[0]) * 10 // 3  # a decimal digit is 3.3 bits
+    else:
+        raise _refuse("builds a Fraction from something other than integers")
+    loader.charge(bits**2 // (1 << 20))
+    return target(*args)
 
 
 def _call_defaultdict(loader: _Loader, target: Any, args: tuple[Any, ...]) -> Any:
@@ -278,14 +281,18 @@ _NEW_INERT = (uuid.UUID, collections.ChainMap)
 _INSTANCE_STATE = (collections.ChainMap,)
 
 
-def _builtin_target(name: str) -> Any:
-    """The object the built-in allow-list means by ``name`` (None if not importable)."""
+def _builtin_name(obj: Any) -> str | None:
+    """The name under which the built-in allow-list holds ``obj`` itself, if it does (a
+    class may claim any ``__module__``: the name must lead back to this very object)."""
+    name = _name_of(obj)
+    if name not in BUILTIN_ALLOWED:
+        return None
     module, _, qualname = name.rpartition(".")
     try:
-        obj: Any = importlib.import_module(module)
+        found = getattr(importlib.import_module(module), qualname, None)
     except ImportError:
         return None
-    return getattr(obj, qualname, None)
+    return name if found is obj else None
 
 
 def is_allowed(name: str, extra: Iterable[str] = ()) -> bool:
@@ -415,7 +422,7 @@ class _Loader:
         """Record how deep a tuple or frozenset nests; refuse past MAX_NESTING."""
         depth = 1
         for item in items:
-            if type(item) is tuple or type(item) is frozenset or isinstance(item, tuple):
+            if isinstance(item, tuple | frozenset):
                 inner = self.nesting.get(id(item))
                 depth = max(depth, 2 if inner is None else inner[0] + 1)
         if depth > 1:
@@ -460,11 +467,11 @@ class _Loader:
                 obj = getattr(obj, part)
         except Exception:
             raise UnsafeDataError(f"pickle refers to {requested!r}, which does not exist") from None
+        if _builtin_name(obj) is not None:
+            return obj
         real = _name_of(obj)
         if real is None:
             raise _refuse(f"refers to {requested!r}, which is not a class")
-        if real in BUILTIN_ALLOWED and _builtin_target(real) is obj:
-            return obj
         if isinstance(obj, type) and issubclass(obj, _NUMPY_TYPES):
             raise UnsafeDataError(f"pickle refers to {real!r}: {_NUMPY_ADVICE}")
         if _FORBIDDEN.match(real) or not _matches(real, self.allow):
@@ -487,10 +494,9 @@ class _Loader:
         """'builtin', 'exact', 'plain' or 'other': what may be done to ``cls``'s objects."""
         found = self.kinds.get(cls)
         if found is None:
-            real = _name_of(cls) or ""
-            if real in BUILTIN_ALLOWED and _builtin_target(real) is cls:
+            if _builtin_name(cls) is not None:
                 found = "builtin"
-            elif real in self.allow:
+            elif _name_of(cls) in self.allow:
                 found = "exact"
             elif _plain(cls, _CUSTOM_STATE):
                 found = "plain"
@@ -505,10 +511,8 @@ class _Loader:
         """How the built-in allow-list calls ``func`` (None: it is not on the list)."""
         known = self.builders.get(id(func))
         if known is None:
-            real = _name_of(func)
-            found = _BUILDERS.get(real) if real is not None else None
-            if found is not None and _builtin_target(real or "") is not func:
-                found = None
+            name = _builtin_name(func)
+            found = None if name is None else _BUILDERS[name]
             known = self.builders[id(func)] = (func, found)  # holding func pins its id
         return known[1]
 
@@ -533,7 +537,7 @@ class _Loader:
     def new(self, cls: Any, args: Any, kwargs: Any) -> Any:
         if not isinstance(cls, type) or type(args) is not tuple or type(kwargs) is not dict:
             raise DecodeError("pickle makes an object of something that is not a class")
-        if cls in _NEW_INERT and _builtin_target(_name_of(cls) or "") is cls:
+        if cls in _NEW_INERT:
             if args or kwargs:
                 raise _refuse(f"makes a {cls.__qualname__} with arguments")
             return object.__new__(cls)

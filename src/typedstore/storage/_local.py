@@ -436,15 +436,7 @@ class LocalStorage:
     def _walk(self, segments: Sequence[str], *, create: bool, what: str) -> int:
         """Open the folder ``segments`` below the root one at a time, never through a
         symlink (raising _Symlink at one), creating missing ones if ``create``."""
-        try:
-            directory = os.open(self._root_real(), _DIR_FLAGS)
-        except FileNotFoundError:
-            if not create:
-                raise NotFoundError(f"no prefix {what!r} in {self.url}") from None
-            self._make_root()
-            directory = self._open_root()
-        except OSError as exc:
-            raise StorageError(f"cannot open the store root {self._root}: {exc}") from exc
+        directory = self._open_root(create=create, what=what)
         try:
             for segment in segments:
                 inner = self._step(directory, segment, create=create, what=what)
@@ -490,18 +482,21 @@ class LocalStorage:
                 raise StorageError(f"cannot open prefix {what!r} under {self.url}: {exc}") from exc
         raise StorageError(f"prefix {what!r} under {self.url} vanished while it was created")
 
-    def _open_root(self) -> int:
+    def _open_root(self, *, create: bool, what: str) -> int:
+        """A descriptor of the root folder, made first if missing and ``create``."""
         try:
+            try:
+                return os.open(self._root_real(), _DIR_FLAGS)
+            except FileNotFoundError:
+                if not create:
+                    raise NotFoundError(f"no prefix {what!r} in {self.url}") from None
+            os.makedirs(self._root, exist_ok=True)
+            self._real_root = None  # remembered only once the root exists
             return os.open(self._root_real(), _DIR_FLAGS)
         except OSError as exc:
+            if isinstance(exc, NotFoundError):
+                raise
             raise StorageError(f"cannot open the store root {self._root}: {exc}") from exc
-
-    def _make_root(self) -> None:
-        try:
-            os.makedirs(self._root, exist_ok=True)
-        except OSError as exc:
-            raise StorageError(f"cannot create the store root {self._root}: {exc}") from exc
-        self._real_root = None
 
     def _relative(self, real: str) -> Sequence[str]:
         """The segments of the real path ``real`` (inside the root) below the root."""
