@@ -12,7 +12,7 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from typedstore.codec import Buffer, Codec, byte_view
+from typedstore.protocols import Buffer, Codec, byte_view
 
 #: dtypes safetensors defines and numpy has, in both byte orders where that matters.
 SAFETENSORS_DTYPES = [

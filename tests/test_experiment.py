@@ -344,7 +344,7 @@ def test_gc_and_load_leave_what_a_crafted_row_names_alone(store: Path) -> None:
     for bad in ("models", "../x"):
         execute(db, "INSERT INTO experiments VALUES (?, ?, '', '', ?)", bad, f"n{bad}", "0" * 32)
     execute(db, "UPDATE experiments SET generation = 'models' WHERE id = ?", experiment.id)
-    report = ts.maintenance.gc(older_than=0)
+    report = ts.maintenance.collect_garbage(older_than=0)
     assert report.generations == 0
     assert sorted(report.skipped) == [
         "experiment row '../x': not a valid id and generation",
@@ -364,7 +364,7 @@ def test_gc_skips_folders_that_are_not_generations(store: Path) -> None:
     stray = store / experiment.id / "notes"
     stray.mkdir()
     (stray / "keep").write_bytes(b"x")
-    report = ts.maintenance.gc(older_than=0)
+    report = ts.maintenance.collect_garbage(older_than=0)
     assert report.skipped == (f"{experiment.id}/notes: not a generation folder",)
     experiment.persist(if_exists="replace")
     assert (stray / "keep").read_bytes() == b"x"

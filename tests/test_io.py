@@ -287,7 +287,8 @@ def test_zero_copy_of_small_objects_and_other_codecs(store: Path) -> None:
 def test_the_storage_follows_every_change_of_options(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from typedstore.io import current_storage
+    def current_storage() -> ts.Storage:
+        return ts.default_store().storage
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a").mkdir()

@@ -321,11 +321,11 @@ def test_gc(store: Path) -> None:
     old = time.time() - 7200
     os.utime(store / "p" / "~tmp-old", (old, old))
     (store / "p" / "~tmp-new").write_bytes(b"in progress")
-    report = ts.maintenance.gc(older_than=3600)
+    report = ts.maintenance.collect_garbage(older_than=3600)
     assert report.temporary_files == 1
     assert report.generations == 0  # the orphan generation is too young
     assert (store / "p" / "~tmp-new").exists()
-    report = ts.maintenance.gc(older_than=0)
+    report = ts.maintenance.collect_garbage(older_than=0)
     assert (report.temporary_files, report.generations) == (1, 1)
     assert ts.load_experiment(exp.id).fields.d.a == 1
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import typedstore as ts
 from helpers import SAFETENSORS_DTYPES, any_arrays, plain
-from typedstore.codec import Buffer
+from typedstore.protocols import Buffer
 from typedstore.testing import check_codec, equal
 
 

@@ -36,7 +36,8 @@ class LinearModelCodec:
         return encode_tensors({"coef": value.coef}, {"model": json.dumps(meta)})
 
     def decode(self, data: ts.Buffer, expected_type: type[Any] | None = None) -> LinearModel:
-        entries, metadata = read_header(data)
+        header = read_header(data)
+        entries, metadata = header.tensors, header.metadata
         meta = json.loads(metadata["model"])
         return LinearModel(decode_tensor(data, entries["coef"]), meta["intercept"], meta["labels"])
 

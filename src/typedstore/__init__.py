@@ -1,9 +1,6 @@
 """typedstore: typed serialization of large values, out of the database and back."""
 
-from __future__ import annotations
-
-from typedstore import errors, maintenance
-from typedstore.codec import Buffer, Codec
+from typedstore import errors, maintenance, testing
 from typedstore.datastore import DataStore
 from typedstore.experiment import (
     Experiment,
@@ -15,9 +12,17 @@ from typedstore.experiment import (
 )
 from typedstore.io import DataStoreIO
 from typedstore.options import Options, options
+from typedstore.protocols import Buffer, Codec, Reader, Storage
 from typedstore.reference import Reference
 from typedstore.registry import CodecRegistry, registry
-from typedstore.storage import LocalStorage, MemoryStorage, Storage
+from typedstore.storage import (
+    FsspecStorage,
+    LocalStorage,
+    MemoryStorage,
+    register_storage,
+    storage_for_url,
+)
+from typedstore.store import Store, default_store
 
 __all__ = [
     "Buffer",
@@ -27,19 +32,31 @@ __all__ = [
     "DataStoreIO",
     "Experiment",
     "ExperimentInfo",
+    "FsspecStorage",
     "LocalStorage",
     "MemoryStorage",
     "Options",
+    "Reader",
     "Reference",
     "Run",
     "Storage",
+    "Store",
     "create_experiment",
+    "default_store",
     "errors",
     "list_experiments",
     "load_experiment",
     "maintenance",
     "options",
+    "register_storage",
     "registry",
+    "storage_for_url",
+    "testing",
 ]
 
 __version__ = "0.1.0"
+
+
+def __dir__() -> list[str]:
+    # Only the public names: submodules imported along the way are not part of the API.
+    return sorted([*__all__, "__version__"])

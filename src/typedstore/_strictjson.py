@@ -11,9 +11,7 @@ from typing import Any
 __all__ = ["loads"]
 
 
-def loads(
-    data: bytes | str, *, allow_constants: bool = False, max_depth: int | None = None
-) -> Any:
+def loads(data: bytes | str, *, allow_constants: bool = False, max_depth: int | None = None) -> Any:
     """Parse JSON strictly; raise ValueError when it is not.
 
     ``allow_constants`` admits ``NaN``, ``Infinity`` and ``-Infinity``, the extension

@@ -13,7 +13,7 @@ import os
 import stat
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TextIO
@@ -22,8 +22,7 @@ import attrs
 import numpy as np
 
 from typedstore._progress import progress
-from typedstore.codec import NAME_PATTERN
-from typedstore.codecs.safetensors import read_header_from
+from typedstore.codecs.safetensors import read_header
 from typedstore.datastore import DataStore, entry_table
 from typedstore.errors import (
     DecodeError,
@@ -33,12 +32,13 @@ from typedstore.errors import (
     describe,
 )
 from typedstore.experiment import create_experiment, list_experiments, load_experiment
-from typedstore.io import DataStoreIO, current_storage
-from typedstore.maintenance import gc, sniff, verify
+from typedstore.io import DataStoreIO
+from typedstore.maintenance import collect_garbage, detect_codec, verify
 from typedstore.options import options
+from typedstore.protocols import NAME_PATTERN, Storage
 from typedstore.reference import Reference
 from typedstore.registry import registry
-from typedstore.storage import Storage, storage_for_url
+from typedstore.store import Store, default_store
 
 __all__ = ["main"]
 
@@ -49,7 +49,7 @@ _SAFETENSORS_BASED = ("safetensors", "attrs", "datastore")
 def _short(value: Any) -> str:
     if isinstance(value, DataStore):
         ref = value.reference
-        keys = ", ".join(dict.keys(value))
+        keys = ", ".join(value.keys())
         return f"DataStore[{keys}]" + (f" -> {ref}" if ref else "")
     if isinstance(value, np.ndarray):
         return f"ndarray {value.dtype} {value.shape}"
@@ -83,7 +83,7 @@ class DemoModel:
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
     if DemoModel not in registry.get("attrs").types:
         registry.register_attrs(DemoModel, name="typedstore.demo.DemoModel")
-    storage = current_storage()
+    storage = default_store().storage
     print(f"datastore: {storage.url}", file=out)
     print(f"database:  {options.get('database.url')}\n", file=out)
 
@@ -142,12 +142,11 @@ def _others(storage: Storage, prefix: str | None) -> None:
 
 
 def _ls(args: argparse.Namespace, out: TextIO) -> int:
-    storage = current_storage()
-    _others(storage, args.prefix)
+    store = default_store()
+    _others(store.storage, args.prefix)
     rows = [("KEY", "CODEC*", "SIZE")]
-    for key in storage.list(args.prefix):
-        size = storage.size(key)
-        rows.append((key, sniff(storage, key, size), str(size)))
+    for key in store.storage.list(args.prefix):
+        rows.append((key, detect_codec(store, key), str(store.storage.size(key))))
     if len(rows) == 1:
         print("no objects", file=out)
         return 0
@@ -158,21 +157,22 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
 
 def _info(args: argparse.Namespace, out: TextIO) -> int:
     ref = Reference.parse(args.url)
-    storage = current_storage()
-    size = storage.size(ref.key)
+    store = default_store()
+    size = store.storage.size(ref.key)
     print(f"reference: {ref}", file=out)
     print(f"key:       {ref.key}", file=out)
     print(f"codec:     {ref.codec}", file=out)
     print(f"size:      {size} bytes", file=out)
     if ref.codec not in _SAFETENSORS_BASED:
         return 0
-    with storage.open_reader(ref.key) as reader:
-        tensors, metadata = read_header_from(reader)
-    print(f"metadata:  {json.dumps(metadata, indent=2) if metadata else '{}'}", file=out)
-    entries: dict[str, Any] = {}
+    with store.open(ref.key) as reader:
+        header = read_header(reader)
+    tensors, metadata = header.tensors, header.metadata
+    print(f"metadata:  {json.dumps(dict(metadata), indent=2) if metadata else '{}'}", file=out)
+    entries: Mapping[str, Any] = {}
     if metadata.get("typedstore.kind") == "datastore":
         try:
-            entries = entry_table(metadata, tensors)
+            entries = entry_table(header)
         except DecodeError as exc:
             # The header is still worth showing when the table is damaged.
             print(f"entries:   unreadable ({exc})", file=out)
@@ -186,7 +186,7 @@ def _info(args: argparse.Namespace, out: TextIO) -> int:
 
 def _get(args: argparse.Namespace, out: TextIO) -> int:
     ref = Reference.parse(args.url)
-    storage = current_storage()
+    storage = default_store().storage
     size = storage.size(ref.key)
     expected = ref.params.get("sha256")
     target = Path(args.output).resolve() if args.output else None
@@ -241,7 +241,7 @@ def _stream(
     return the digest."""
     with progress(size, "get", unit="B", minimum=4 << 20) as bar:
         for start in range(0, size, _CHUNK):
-            chunk = storage.read_range(key, start, _CHUNK)
+            chunk = storage.read(key, start, _CHUNK)
             if digest is not None:
                 digest.update(chunk)
             if sink is not None:
@@ -345,8 +345,10 @@ def _copy(args: argparse.Namespace, out: TextIO) -> int:
         if args.storage_options
         else options.get("datastore.storage_options")
     )
-    source = storage_for_url(args.source, storage_options=storage_options)
-    target = storage_for_url(args.target, storage_options=storage_options)
+    settings = {"datastore.storage_options": storage_options}
+    source_store = Store(args.source, settings=settings)
+    target_store = Store(args.target, settings=settings)
+    source, target = source_store.storage, target_store.storage
     _others(source, None)
     keys = list(source.list())
     sizes = {key: source.size(key) for key in keys}
@@ -354,7 +356,7 @@ def _copy(args: argparse.Namespace, out: TextIO) -> int:
     with progress(sum(sizes.values()), "copy", unit="B", minimum=4 << 20) as bar:
         for key in keys:
             # Objects are never changed in place: one already there must be this one.
-            if target.exists(key):
+            if target_store.exists(key):
                 if _equal(source, target, key, sizes[key]):
                     same += 1
                 else:
@@ -379,13 +381,13 @@ def _equal(source: Storage, target: Storage, key: str, size: int) -> bool:
     if target.size(key) != size:
         return False
     return all(
-        source.read_range(key, start, _CHUNK) == target.read_range(key, start, _CHUNK)
+        source.read(key, start, _CHUNK) == target.read(key, start, _CHUNK)
         for start in range(0, size, _CHUNK)
     )
 
 
 def _gc(args: argparse.Namespace, out: TextIO) -> int:
-    report = gc(older_than=args.older_than)
+    report = collect_garbage(older_than=args.older_than)
     for reason in report.skipped:
         print(f"skipped {reason}", file=out)
     print(
@@ -397,7 +399,7 @@ def _gc(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
-    _others(current_storage(), args.prefix)
+    _others(default_store().storage, args.prefix)
     checked = damaged = 0
     for _, damage in verify(args.prefix):
         checked += 1

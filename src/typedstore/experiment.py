@@ -17,7 +17,6 @@ import attrs
 from typedstore import _strictjson, database
 from typedstore._progress import progress
 from typedstore.attrdict import AttrDict
-from typedstore.codec import byte_view
 from typedstore.codecs import json as json_codec
 from typedstore.datastore import DataStore
 from typedstore.errors import (
@@ -30,11 +29,11 @@ from typedstore.errors import (
     StorageError,
     TypedStoreError,
 )
-from typedstore.io import add_prefix_guard, current_storage
 from typedstore.options import options
+from typedstore.protocols import byte_view
 from typedstore.reference import Reference
 from typedstore.registry import registry
-from typedstore.storage import Storage
+from typedstore.store import Store, default_store, reserve_prefixes
 
 __all__ = [
     "ID_PATTERN",
@@ -65,6 +64,8 @@ def _check_id(instance: Any, attribute: attrs.Attribute[Any], value: object) -> 
             f"{type(instance).__name__} {attribute.name} must be 32 lowercase hex digits "
             f"(a new one is made when none is given), not {value!r}"
         )
+
+
 # While an experiment persists, writes under its own folder are its own, not a caller's.
 _persisting: ContextVar[str | None] = ContextVar("typedstore_persisting", default=None)
 
@@ -145,7 +146,7 @@ class Experiment:
         if if_exists not in ("fail", "replace"):
             raise ValueError(f"if_exists must be 'fail' or 'replace', got {if_exists!r}")
         self._check_can_persist(if_exists)
-        storage = current_storage()
+        store = default_store()
         generation = uuid.uuid4().hex
         prefix = f"{self.id}/{generation}"
         token = _persisting.set(self.id)
@@ -162,13 +163,13 @@ class Experiment:
                     except StorageError as exc:
                         # A folder that vanished under a write: another persist collected it.
                         vanished = isinstance(exc.__cause__, FileNotFoundError)
-                        if not vanished or generation in storage.children(self.id):
+                        if not vanished or generation in store.children(self.id):
                             raise
                         raise _conflict(self) from exc
                     bar.update()
             with database.transaction() as conn:
                 self._check_can_persist(if_exists, conn)
-                _check_written(storage, self, rows)
+                _check_written(store, self, rows)
                 _delete_rows(conn, self.id)
                 conn.execute(
                     "INSERT INTO experiments VALUES (?, ?, ?, ?, ?)",
@@ -185,11 +186,11 @@ class Experiment:
         except BaseException:
             # The rows still name the previous generation: this one is garbage.
             with contextlib.suppress(TypedStoreError):
-                storage.delete(prefix)
+                store.storage.delete(prefix)
             raise
         finally:
             _persisting.reset(token)
-        _collect(storage, self.id)
+        _collect(store, self.id)
 
     def _check_can_persist(self, if_exists: str, conn: sqlite3.Connection | None = None) -> None:
         with contextlib.ExitStack() as stack:
@@ -228,17 +229,17 @@ class Experiment:
             _delete_rows(conn, self.id)
         # Rows first: a crash now leaves only unreferenced files behind, never rows
         # without their files.
-        _collect(current_storage(), self.id)
+        _collect(default_store(), self.id)
 
 
 def _check_written(
-    storage: Storage, experiment: Experiment, rows: list[tuple[str, list[_FieldRow]]]
+    store: Store, experiment: Experiment, rows: list[tuple[str, list[_FieldRow]]]
 ) -> None:
     """Inside the commit transaction: this persist's objects are all still there."""
     for _, encoded in rows:
         for _, _, kind, _, value in encoded:
             written = kind == "datastore" and isinstance(value, str)
-            if written and not storage.exists(Reference.parse(str(value)).key):
+            if written and not store.exists(Reference.parse(str(value)).key):
                 raise _conflict(experiment)
 
 
@@ -250,7 +251,7 @@ def _conflict(experiment: Experiment) -> PersistConflictError:
     )
 
 
-def _collect(storage: Storage, exp_id: str) -> None:
+def _collect(store: Store, exp_id: str) -> None:
     """Delete every generation of ``exp_id`` but the one its rows name (all of the
     folder when there are no rows).
 
@@ -265,12 +266,12 @@ def _collect(storage: Storage, exp_id: str) -> None:
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot read experiment {exp_id}: {exc}") from exc
         if row is None:
-            storage.delete(exp_id)
+            store.storage.delete(exp_id)
             return
-        for folder in storage.children(exp_id):
+        for folder in store.children(exp_id):
             # Only generations are the experiment's to remove: anything else stays.
             if folder != row[0] and is_id(folder):
-                storage.delete(f"{exp_id}/{folder}")
+                store.storage.delete(f"{exp_id}/{folder}")
 
 
 def create_experiment(name: str | None = None) -> Experiment:
@@ -420,4 +421,4 @@ def _refuse_experiment_prefix(prefix: str) -> None:
         )
 
 
-add_prefix_guard(_refuse_experiment_prefix)
+reserve_prefixes(_refuse_experiment_prefix)

@@ -9,25 +9,27 @@ from collections.abc import Iterator
 import attrs
 
 from typedstore import _strictjson, database
-from typedstore.codecs.safetensors import header_size, parse_header
+from typedstore.codecs.safetensors import read_header
 from typedstore.datastore import DataStore
 from typedstore.errors import DatabaseError, DecodeError, TypedStoreError, describe
 from typedstore.experiment import is_id
-from typedstore.io import DataStoreIO, current_storage
+from typedstore.policy import LARGE
+from typedstore.protocols import RemovesTemporary, TracksChanges
 from typedstore.reference import Reference
-from typedstore.storage import Storage
+from typedstore.store import Store, default_store
 
-__all__ = ["Damage", "GcReport", "gc", "sniff", "verify"]
+__all__ = ["Damage", "GcReport", "collect_garbage", "detect_codec", "verify"]
 
 
 @attrs.frozen
 class GcReport:
-    """What :func:`gc` removed, and what it left alone because it is not an experiment's."""
+    """What :func:`collect_garbage` removed, and what it left alone."""
 
     temporary_files: int
     generations: int
-    #: Rows and folders gc did not touch: an experiment row whose id or generation is not
-    #: an id, a folder in an experiment's folder that is not a generation.
+    #: What was not touched: an experiment row whose id or generation is not an id, a
+    #: folder in an experiment's folder that is not a generation, generations of a
+    #: storage that cannot tell their age.
     skipped: tuple[str, ...] = ()
 
 
@@ -40,15 +42,18 @@ class Damage:
     error: str
 
 
-def gc(older_than: float = 3600.0) -> GcReport:
+def collect_garbage(older_than: float = 3600.0, *, store: Store | None = None) -> GcReport:
     """Remove what interrupted writes and persists left behind, if older than ``older_than``
     seconds: temporary files, and generations of experiments that their rows do not name.
 
     The age threshold protects writes and persists still in progress; reads never see
     either kind of leftover.
     """
-    storage = current_storage()
-    temporary = storage.remove_temporary(older_than)
+    store = store or default_store()
+    storage = store.storage
+    temporary = 0
+    if isinstance(storage, RemovesTemporary):
+        temporary = storage.remove_temporary(older_than)
     generations = 0
     skipped: list[str] = []
     cutoff = time.time() - older_than
@@ -57,10 +62,13 @@ def gc(older_than: float = 3600.0) -> GcReport:
         if not (is_id(exp_id) and is_id(current)):
             skipped.append(f"experiment row {exp_id!r:.80}: not a valid id and generation")
             continue
-        for folder in storage.children(exp_id):
+        for folder in store.children(exp_id):
             prefix = f"{exp_id}/{folder}"
             if not is_id(folder):
                 skipped.append(f"{prefix}: not a generation folder")
+                continue
+            if not isinstance(storage, TracksChanges):
+                skipped.append(f"{prefix}: {storage.url} cannot tell when it changed")
                 continue
             modified = storage.last_modified(prefix)
             if folder != current and modified is not None and modified <= cutoff:
@@ -73,7 +81,6 @@ def gc(older_than: float = 3600.0) -> GcReport:
                         storage.delete(prefix)
                         generations += 1
     return GcReport(temporary, generations, tuple(skipped))
-
 
 
 def _experiment_generations() -> list[tuple[str, str]]:
@@ -106,38 +113,38 @@ def _referenced() -> dict[str, str]:
     return refs
 
 
-def sniff(storage: Storage, key: str, size: int) -> str:
+def detect_codec(store: Store, key: str) -> str:
     """The codec an object looks like (references, not files, record the real one).
 
     Anything that starts like a safetensors file (a plausible header length, then ``{``)
     counts as one, even if its header is damaged, so that :func:`verify` reports it.
     """
-    head = storage.read_range(key, 0, 16)
-    if head.startswith(b"\x93NUMPY"):
-        return "npy"
-    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "pickle"
-    try:
-        n = header_size(head[:8], size)
-    except DecodeError:
-        n = -1
-    if n >= 2 and head[8:9] == b"{":
-        try:
-            _, metadata = parse_header(storage.read_range(key, 8, n), size)
-        except DecodeError:
-            return "safetensors"
-        kind = metadata.get("typedstore.kind", "")
-        return kind if kind in ("attrs", "datastore") else "safetensors"
-    if size <= 1 << 20:
-        try:
-            _strictjson.loads(storage.read(key))
-            return "json"
-        except (ValueError, RecursionError):
-            pass
+    with store.open(key) as reader:
+        head = reader.read(0, 16)
+        size = reader.size
+        if head.startswith(b"\x93NUMPY"):
+            return "npy"
+        if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+            return "pickle"
+        if len(head) > 8 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+            try:
+                metadata = read_header(reader).metadata
+            except DecodeError:
+                return "safetensors"
+            kind = metadata.get("typedstore.kind", "")
+            return kind if kind in ("attrs", "datastore") else "safetensors"
+        if size < LARGE:
+            try:
+                _strictjson.loads(reader.read(0, size))
+                return "json"
+            except (ValueError, RecursionError):
+                pass
     return "raw"
 
 
-def verify(prefix: str | None = None) -> Iterator[tuple[str, Damage | None]]:
+def verify(
+    prefix: str | None = None, *, store: Store | None = None
+) -> Iterator[tuple[str, Damage | None]]:
     """Decode every object under ``prefix`` (all objects when None), checking checksums.
 
     Yields ``(key, None)`` for a sound object and ``(key, Damage)`` for a damaged one.
@@ -145,16 +152,16 @@ def verify(prefix: str | None = None) -> Iterator[tuple[str, Damage | None]]:
     checksum); others with the codec their content looks like, so a damaged loose object
     may only show as not decodable by any codec it resembles.
     """
-    storage = current_storage()
+    store = store or default_store()
     known = _referenced()
-    for key in storage.list(prefix):
+    for key in store.storage.list(prefix):
         url = known.get(key)
         try:
             if url is None:
-                url = str(Reference(key, sniff(storage, key, storage.size(key))))
-                DataStoreIO(url).read_deserialize()
+                url = str(Reference(key, detect_codec(store, key)))
+                store.read_deserialize(url)
             else:
-                DataStore.from_url(url).load()
+                DataStore.from_url(url, store=store).load()
         except TypedStoreError as exc:
             yield key, Damage(key, url, describe(exc))
             continue

@@ -170,8 +170,10 @@ class Options:
         finally:
             _overrides.reset(token)
 
-    def _revision(self) -> tuple[int, Mapping[str, Any]]:
-        """Changes (by value or by identity) whenever any option seen here may change."""
+    def revision(self) -> tuple[int, Mapping[str, Any]]:
+        """A count of process-wide changes and this context's overrides: while neither
+        changes (the count by value, the overrides by identity), no option does, so a
+        caller may keep what it derived from options."""
         return self._generation, _overrides.get()
 
     def _spec(self, key: str) -> _Spec:

@@ -10,9 +10,9 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import attrs
 
-from typedstore.codec import NAME_PATTERN
 from typedstore.errors import InvalidKeyError, InvalidReferenceError
-from typedstore.keys import check_key
+from typedstore.keys import check_key, new_object_key
+from typedstore.protocols import NAME_PATTERN
 
 __all__ = ["SCHEME", "Reference"]
 
@@ -134,6 +134,19 @@ class Reference:
         _set_codec(ref, codec)
         _set_params(ref, _NO_PARAMS)
         return ref
+
+    @classmethod
+    def new(cls, prefix: str, codec: str, params: Mapping[str, str] | None = None) -> Reference:
+        """A reference to a new object under ``prefix``: a fresh, unique key (see
+        :func:`typedstore.keys.new_object_key`). Raises InvalidKeyError for a bad prefix,
+        InvalidReferenceError for a bad codec name or parameters."""
+        key = new_object_key(prefix)
+        if params:
+            return cls(key=key, codec=codec, params=params)
+        if type(codec) is not str or NAME_PATTERN.fullmatch(codec) is None:
+            raise InvalidReferenceError(f"invalid codec name {codec!r} in reference")
+        # The key is valid by construction: only the codec needed a check.
+        return cls._from_checked(key, codec)
 
     @property
     def url(self) -> str:

@@ -12,7 +12,6 @@ from typing import Any, TypeVar, overload
 
 import attrs
 
-from typedstore.codec import Codec, check_codec_name
 from typedstore.codecs import (
     AttrsCodec,
     JsonCodec,
@@ -22,6 +21,7 @@ from typedstore.codecs import (
     SafetensorsCodec,
 )
 from typedstore.errors import NoCodecError, PluginWarning, RegistrationError, UnknownCodecError
+from typedstore.protocols import Codec, check_codec_name
 
 __all__ = ["ENTRY_POINT_GROUP", "CodecRegistry", "registry"]
 
@@ -91,8 +91,23 @@ class CodecRegistry:
         if codec is None:
             return lambda cls: self.register(cls, priority=priority)
         instance = codec() if isinstance(codec, type) else codec
-        self._add(instance, priority, "user")
+        self._add(instance, priority, _source(instance))
         return codec
+
+    def copy(self) -> CodecRegistry:
+        """A new registry with this one's codecs, priorities and registered classes, for a
+        second :class:`~typedstore.store.Store`: later registrations on either do not
+        reach the other. Codecs with a ``copy()`` method (the attrs codec) are copied."""
+        self._load_plugins()
+        other = CodecRegistry(load_plugins=False)
+        with self._lock:
+            copies = {name: _copied(entry) for name, entry in self._by_name.items()}
+            other._by_name = copies
+            other._by_type = {
+                cls: [copies[e.codec.name] for e in entries]
+                for cls, entries in self._by_type.items()
+            }
+        return other
 
     def _add(self, codec: object, priority: object, source: str) -> None:
         if not isinstance(codec, Codec):
@@ -269,17 +284,23 @@ class CodecRegistry:
                     )
 
 
+def _copied(entry: _Entry) -> _Entry:
+    copy = getattr(entry.codec, "copy", None)
+    return entry if copy is None else attrs.evolve(entry, codec=copy())
+
+
+def _source(codec: object) -> str:
+    """Where a codec registered by a call comes from, by the module of its class."""
+    module = type(codec).__module__
+    return "built-in" if module.split(".", 1)[0] == "typedstore" else "user"
+
+
 def _default_registry() -> CodecRegistry:
     reg = CodecRegistry()
-    for codec, priority in (
-        (RawCodec(), 0),
-        (SafetensorsCodec(), 10),
-        (NpyCodec(), 0),
-        (JsonCodec(), 0),
-        (AttrsCodec(), 0),
-        (PickleCodec(), 0),
-    ):
-        reg._add(codec, priority, "built-in")
+    reg.register(RawCodec())
+    reg.register(SafetensorsCodec(), priority=10)
+    for codec in (NpyCodec(), JsonCodec(), AttrsCodec(), PickleCodec()):
+        reg.register(codec)
     return reg
 
 

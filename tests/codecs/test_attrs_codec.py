@@ -186,7 +186,8 @@ def test_metadata_is_json_and_there_is_no_pickle() -> None:
     _, codec = fresh()
     codec.add(Net)
     data = join(codec.encode(Net([Block(np.ones(2))], loss=1.5)))
-    entries, metadata = read_header(data)
+    header = read_header(data)
+    entries, metadata = header.tensors, header.metadata
     assert metadata["typedstore.kind"] == "attrs"
     assert metadata["typedstore.type"] == f"{__name__}.Net"
     tree = json.loads(metadata["typedstore.tree"])

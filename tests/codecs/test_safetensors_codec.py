@@ -6,6 +6,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import pytest
 import safetensors.numpy
@@ -13,11 +14,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import SAFETENSORS_DTYPES, any_arrays, join, round_trip
+from typedstore import policy
 from typedstore.codecs import SafetensorsCodec
 from typedstore.codecs import safetensors as module
 from typedstore.codecs.safetensors import MAX_HEADER_SIZE, read_header
 from typedstore.errors import DecodeError
-from typedstore.storage import BytesReader
+from typedstore.protocols import BytesReader
 
 codec = SafetensorsCodec()
 TENSOR_NAMES = st.text(min_size=1).filter(lambda name: name != "__metadata__")
@@ -79,7 +81,8 @@ def test_header_is_aligned_and_data_ordered_by_alignment() -> None:
     data = join(chunks)
     (size,) = struct.unpack("<Q", data[:8])
     assert size % 8 == 0
-    entries, metadata = read_header(data)
+    header = read_header(data)
+    entries, metadata = header.tensors, header.metadata
     assert entries["b"].start == 8 + size  # the float64 tensor comes first: aligned
     assert metadata == {"typedstore.kind": "dict"}
 
@@ -312,7 +315,7 @@ def test_written_headers_are_exactly_what_json_gives(
         chunks = module.encode_tensors(arrays, metadata)
         data = join(chunks)
         (size,) = struct.unpack("<Q", data[:8])
-        entries, _ = read_header(data)
+        entries = read_header(data).tensors
         expected: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
         for name, entry in entries.items():
             expected[name] = {
@@ -326,33 +329,32 @@ def test_written_headers_are_exactly_what_json_gives(
 
 
 def test_header_caches_are_bounded() -> None:
-    for n in range(2 * module._CACHED_HEADERS + 10):
+    module._header.cache_clear()
+    module.parse_header.cache_clear()
+    for n in range(2 * policy.CACHED_HEADERS + 10):
         data = join(codec.encode({"a": np.zeros(n, np.uint8)}))
         codec.decode_from(BytesReader(data))
-    assert len(module._headers) <= module._CACHED_HEADERS
-    assert module._parse_header_cached.cache_info().currsize <= module._CACHED_HEADERS
-    big = {f"tensor-{i:04d}-{'x' * 40}": np.zeros(1) for i in range(100)}
+    assert module._header.cache_info().currsize == policy.CACHED_HEADERS
+    assert 0 < module.parse_header.kept <= policy.CACHED_HEADER_BYTES
+    # A layout of many tensors is encoded and parsed, and kept by neither cache.
+    module._header.cache_clear()
+    module.parse_header.cache_clear()
+    big = {f"t{i:05d}-{'x' * 40}": np.zeros(1) for i in range(policy.CACHED_HEADER_MAX // 60)}
     data = join(codec.encode(big))
-    assert read_header(data)[0].keys() == big.keys()
-    assert all(len(header) <= module._CACHED_HEADER_MAX for header, _ in module._headers.values())
+    assert len(data) - 8 * len(big) > policy.CACHED_HEADER_MAX
+    assert read_header(data).tensors.keys() == big.keys()
+    assert module._header.cache_info().currsize == 0
+    assert module.parse_header.kept == 0
 
 
-def test_the_padding_of_large_objects_does_not_keep_their_headers_from_the_caches() -> None:
-    module._headers.clear()
-    module._parse_header_cached.cache_clear()
-    big = np.zeros(1 << 17)  # 1 MiB: the data starts at a page boundary
-    many = {f"t{i:03d}-{'x' * 20}": np.zeros(1) for i in range(35)}  # 2.5 KiB of JSON
-    for arrays, kept in (({"w": big}, True), ({"w": big, **many}, False)):
-        data = join(codec.encode(arrays))
-        (size,) = struct.unpack("<Q", data[:8])
-        # Both padded to end at the first page boundary: only what the padding follows
-        # tells them apart.
-        assert 8 + size == 4096
-        codec.decode(data)
-        assert (data[: 8 + size] in [h for h, _ in module._headers.values()]) is kept
-        assert (module._parse_header_cached.cache_info().currsize == 1) is kept
-        module._headers.clear()
-        module._parse_header_cached.cache_clear()
+def test_a_kept_header_is_shared_and_immutable() -> None:
+    data = join(codec.encode({"a": np.arange(3)}))
+    first, second = read_header(data), read_header(data)
+    assert first is second
+    with pytest.raises(TypeError):
+        first.tensors["b"] = first.tensors["a"]  # type: ignore[index]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        first.metadata = {}  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("elements", [100, 20_000, 200_000])  # 2 KiB, 400 KiB, 4 MiB in all
@@ -386,7 +388,7 @@ class CountingReader(BytesReader):
 
 
 def test_the_header_is_read_in_one_request_when_short_and_in_two_when_long() -> None:
-    first = module._FIRST_READ
+    first = policy.HEADER_FIRST_READ
     lengths = set()
     # Metadata of growing length puts the header's end on both sides of the first read,
     # and on it; files written by the official library.
@@ -395,7 +397,8 @@ def test_the_header_is_read_in_one_request_when_short_and_in_two_when_long() -> 
         (length,) = struct.unpack("<Q", data[:8])
         lengths.add(length)
         reader = CountingReader(data)
-        assert module.read_header_from(reader) == read_header(data)
+        header, expected = read_header(reader), read_header(data)
+        assert (header.tensors, header.metadata) == (expected.tensors, expected.metadata)
         if 8 + length <= first:
             assert reader.asked == [(0, first)]
         else:
@@ -408,5 +411,5 @@ def test_a_length_past_the_end_is_refused_before_any_further_read() -> None:
     data = struct.pack("<Q", 10**6) + b"{}"
     reader = CountingReader(data)
     with pytest.raises(DecodeError, match="runs past the end"):
-        module.read_header_from(reader)
-    assert reader.asked == [(0, module._FIRST_READ)]
+        read_header(reader)
+    assert reader.asked == [(0, policy.HEADER_FIRST_READ)]

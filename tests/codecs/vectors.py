@@ -20,8 +20,8 @@ import attrs
 import numpy as np
 import safetensors.numpy
 
-from typedstore.codec import byte_view
 from typedstore.datastore import DataStore
+from typedstore.protocols import byte_view
 from typedstore.registry import registry
 
 ROOT = Path(__file__).resolve().parents[2] / "codecs"
@@ -242,7 +242,7 @@ def same(a: Any, b: Any) -> bool:
             and a.tobytes(order="A") == b.tobytes(order="A")
             and a.flags.f_contiguous == b.flags.f_contiguous
         )
-    if isinstance(a, dict):
+    if isinstance(a, Mapping):
         return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
     if attrs.has(type(a)):
         return all(same(getattr(a, f.name), getattr(b, f.name)) for f in attrs.fields(type(a)))

@@ -379,9 +379,7 @@ class _Loader:
     def charge(self, elements: int) -> None:
         self.budget -= elements
         if self.budget < 0:
-            raise DecodeError(
-                "pickle asks its callables to copy more data than the pickle holds"
-            )
+            raise DecodeError("pickle asks its callables to copy more data than the pickle holds")
 
     # --- reading ---
 

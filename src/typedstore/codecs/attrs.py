@@ -16,7 +16,6 @@ import numpy.typing as npt
 from cattrs.gen import make_dict_unstructure_fn
 
 from typedstore import _strictjson
-from typedstore.codec import Buffer
 from typedstore.codecs.npy import NpyCodec
 from typedstore.codecs.safetensors import (
     TensorSource,
@@ -26,6 +25,7 @@ from typedstore.codecs.safetensors import (
     supports_dtype,
 )
 from typedstore.errors import DecodeError, EncodeError, RegistrationError
+from typedstore.protocols import Buffer
 
 __all__ = ["TYPE_ID_PATTERN", "AttrsCodec", "make_converter"]
 
@@ -164,6 +164,14 @@ class AttrsCodec:
         """Registered classes by type id (read-only)."""
         return MappingProxyType(self._by_id)
 
+    def copy(self) -> AttrsCodec:
+        """A new codec serving the same classes (for a copied registry)."""
+        other = AttrsCodec()
+        with self._lock:
+            for type_id, cls in self._by_id.items():
+                other.add(cls, type_id)
+        return other
+
     def add(self, cls: object, type_id: object = None) -> str:
         """Serve ``cls`` under ``type_id`` (default ``module.qualname``); return the id.
 
@@ -226,7 +234,8 @@ class AttrsCodec:
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """Rebuild the instance; DecodeError for malformed files or unknown type ids."""
         view = memoryview(data)
-        entries, metadata = read_header(view)
+        header = read_header(view)
+        entries, metadata = header.tensors, header.metadata
         if metadata.get(_KIND) != "attrs" or not {_TYPE, _TREE, _TENSORS} <= metadata.keys():
             raise DecodeError("attrs: the file lacks typedstore attrs metadata")
         type_id = metadata[_TYPE]

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from typedstore import _strictjson
-from typedstore.codec import Buffer
 from typedstore.errors import DecodeError, EncodeError
+from typedstore.protocols import Buffer
 
 __all__ = ["MAX_DEPTH", "JsonCodec"]
 

@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from typedstore.codec import Buffer
 from typedstore.errors import DecodeError, EncodeError
+from typedstore.protocols import Buffer
 
 __all__ = ["NpyCodec"]
 

@@ -7,10 +7,10 @@ import pickle
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from typedstore.codec import Buffer
 from typedstore.codecs._unpickler import BUILTIN_ALLOWED, FORBIDDEN, is_allowed, load
 from typedstore.errors import DecodeError, EncodeError
 from typedstore.options import options
+from typedstore.protocols import Buffer
 
 __all__ = ["BUILTIN_ALLOWED", "FORBIDDEN", "PickleCodec", "is_allowed"]
 

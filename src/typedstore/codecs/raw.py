@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from typedstore.codec import Buffer, byte_view
+from typedstore.protocols import Buffer, byte_view
 
 __all__ = ["RawCodec"]
 

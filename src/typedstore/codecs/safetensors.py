@@ -3,8 +3,8 @@
 The byte layout is the safetensors format: an 8-byte little-endian header length ``N``,
 ``N`` bytes of JSON header (padded with spaces so that the data starts at a multiple of 8,
 or of 4096 for a MiB of data or more), then the tensor data.
-:func:`encode_tensors` and :func:`read_header` are the shared building blocks for every
-typedstore format built on safetensors.
+:func:`encode_tensors`, :func:`read_header` and :func:`read_tensors` are the building
+blocks of every typedstore format built on safetensors.
 """
 
 from __future__ import annotations
@@ -15,29 +15,39 @@ import operator
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii
-from typing import Any, ClassVar, NamedTuple
+from types import MappingProxyType
+from typing import Any, ClassVar, NamedTuple, cast
 
+import attrs
 import numpy as np
 import numpy.typing as npt
 
 from typedstore import _strictjson
-from typedstore.codec import Buffer, Reader, byte_view
+from typedstore.caching import cache_by_bytes
 from typedstore.errors import DecodeError, EncodeError
+from typedstore.policy import (
+    CACHED_HEADER_BYTES,
+    CACHED_HEADER_MAX,
+    CACHED_HEADER_TENSORS,
+    CACHED_HEADERS,
+    COPY_MAX,
+    HEADER_FIRST_READ,
+    LARGE,
+    PAGE,
+    SMALL,
+)
+from typedstore.protocols import Buffer, Reader, byte_view
 
 __all__ = [
     "MAX_HEADER_SIZE",
+    "Header",
     "SafetensorsCodec",
     "TensorEntry",
     "TensorSource",
     "decode_tensor",
     "encode_tensors",
-    "header_bytes",
-    "header_bytes_from",
-    "header_size",
     "parse_header",
     "read_header",
-    "read_header_from",
-    "read_tensor",
     "read_tensors",
     "supports_dtype",
     "view_tensor",
@@ -47,14 +57,6 @@ __all__ = [
 MAX_HEADER_SIZE = 100_000_000
 _MAX_NDIM = 64
 _METADATA = "__metadata__"
-# Stores hold many objects of one layout (same names, dtypes and shapes), whose headers
-# are equal byte for byte. Both directions keep a bounded number of small headers: the
-# encoder the header built for a layout, the parser the validated result for a header's
-# bytes and the file's size (all that result depends on). Both full: about 3 MB
-# (tracemalloc, headers of 2 KiB padded to a page).
-_CACHED_HEADER_MAX = 2048
-_CACHED_HEADERS = 128
-_COPY_MAX = 4096
 _KIND = "typedstore.kind"
 _SINGLE_NAME = "data"
 
@@ -90,8 +92,6 @@ def supports_dtype(dtype: np.dtype[Any]) -> bool:
 class TensorEntry(NamedTuple):
     """One tensor in a safetensors file: dtype, shape and absolute byte range."""
 
-    # A named tuple: a header of thousands of tensors makes thousands of these.
-
     name: str
     dtype: np.dtype[Any]
     shape: tuple[int, ...]
@@ -114,7 +114,8 @@ def encode_tensors(
     """A safetensors file as buffers: the header, then each tensor's own memory.
 
     Arrays that are C-contiguous and little-endian are not copied (small ones, up to
-    4 KiB, are: then the whole file is one chunk), nor are the buffers of byte tensors.
+    ``policy.COPY_MAX``, are: then the whole file is one chunk), nor are the buffers of
+    byte tensors.
     Data is laid out by decreasing item size, as the official library does, so every
     tensor is aligned.
     """
@@ -133,7 +134,7 @@ def encode_tensors(
                 raise EncodeError(f"safetensors cannot hold dtype {source.dtype} (tensor {name!r})")
             array = np.asarray(source, dtype=dtype, order="C")
             size = array.nbytes
-            if size > _COPY_MAX:
+            if size > COPY_MAX:
                 data.append([array.data.cast("B")])
                 copied = False
             else:
@@ -149,39 +150,22 @@ def encode_tensors(
             data.append(views)
             signature.append((name, "U8", (size,)))
             copied = False
-    # Values of one layout (names, dtypes, shapes, metadata) share one header: it is built
-    # once and kept, as most of a small value's encoding time is spent building it.
-    key = (tuple(signature), tuple(metadata.items()) if metadata else ())
-    try:
-        cached = _headers.get(key)
-    except TypeError:  # unhashable metadata: refused by _header below
-        cached = None
-    if cached is None:
-        cached = _header(signature, metadata)
-        if _cacheable(cached[0]):
-            if len(_headers) >= _CACHED_HEADERS:
-                _headers.clear()
-            _headers[key] = cached
-    header, order = cached
+    if metadata is not None and not all(type(v) is str for v in metadata.values()):
+        raise EncodeError("safetensors metadata values must be str")
+    build = _header if len(signature) <= CACHED_HEADER_TENSORS else _header.__wrapped__
+    header, order = build(tuple(signature), tuple(metadata.items()) if metadata else ())
     body = [chunk for index in order for chunk in data[index]]
     if copied:
         return [b"".join([header, *body])]
     return [header, *body]
 
 
-_headers: dict[object, tuple[bytes, tuple[int, ...]]] = {}
-
-
-def _cacheable(header: bytes) -> bool:
-    """Whether a header is small enough to keep: up to _CACHED_HEADER_MAX bytes, not
-    counting the whitespace that pads the data of large objects to a page boundary."""
-    return len(header) <= _CACHED_HEADER_MAX or (
-        len(header) <= _CACHED_HEADER_MAX + _PAGE and header[_CACHED_HEADER_MAX:].isspace()
-    )
-
-
+# Values of one layout (names, dtypes, shapes, metadata) share one header, and building
+# it is most of a small value's encoding time.
+@functools.lru_cache(maxsize=CACHED_HEADERS)
 def _header(
-    signature: Sequence[tuple[str, str, tuple[int, ...]]], metadata: Mapping[str, str] | None
+    signature: tuple[tuple[str, str, tuple[int, ...]], ...],
+    metadata: tuple[tuple[str, str], ...],
 ) -> tuple[bytes, tuple[int, ...]]:
     """The header (with its length) for tensors of these names, dtypes and shapes, and the
     order their data is laid out in."""
@@ -197,7 +181,7 @@ def _header(
     # metadata, then the tensors as given.
     parts = []
     if metadata:
-        items = ",".join(f"{_json_str(k)}:{_json_str(v)}" for k, v in metadata.items())
+        items = ",".join(f"{_json_str(k)}:{_json_str(v)}" for k, v in metadata)
         parts.append(f'"{_METADATA}":{{{items}}}')
     for (name, dtype_name, shape), (begin, end) in zip(signature, offsets, strict=True):
         parts.append(
@@ -205,18 +189,12 @@ def _header(
             f'"data_offsets":[{begin},{end}]}}'
         )
     raw = f"{{{','.join(parts)}}}".encode("ascii")
-    # The data starts at a multiple of 8 (so every tensor is aligned to its item size) and,
-    # with a MiB of it or more, at a page boundary, as in a raw file of the same arrays:
-    # read into freshly mapped memory, 100 arrays of 1 MiB took 57-58 ms from byte 8536
-    # of a file and 52-53 ms from byte 8192. The padding (spaces, which the format allows
-    # after the JSON) is then at most 0.4% of the file.
-    align = _PAGE if offset >= _PAGE_ALIGN_MIN else 8
+    # The data starts at a multiple of 8, so every tensor is aligned to its item size, and
+    # large data at a page, as in a raw file: reads into fresh memory are then faster.
+    # The padding is spaces, which the format allows after the JSON.
+    align = PAGE if offset >= LARGE else 8
     raw += b" " * (-(8 + len(raw)) % align)
     return struct.pack("<Q", len(raw)) + raw, order
-
-
-_PAGE = 4096
-_PAGE_ALIGN_MIN = 1 << 20
 
 
 def _json_str(value: str) -> str:
@@ -225,81 +203,53 @@ def _json_str(value: str) -> str:
     return encode_basestring_ascii(value)
 
 
-def header_size(first8: Buffer, total: int) -> int:
-    """The header length ``N`` from the first 8 bytes of ``first8``, checked against
-    the file size."""
-    if total < 8 or memoryview(first8).nbytes < 8:
+@attrs.frozen(eq=False, weakref_slot=True)
+class Header:
+    """A validated safetensors header: the tensors in header order (absolute byte
+    ranges) and the metadata. Immutable, so that parsed headers can be shared."""
+
+    tensors: Mapping[str, TensorEntry]
+    metadata: Mapping[str, str]
+
+
+def read_header(source: Reader | Buffer) -> Header:
+    """Read and validate the header of a safetensors file: the file behind a reader (only
+    the header's bytes are read), or a whole file in memory."""
+    reader: Reader | None = None
+    if isinstance(source, bytes | bytearray | memoryview) or not hasattr(source, "readinto"):
+        view = byte_view(source)
+        first, total = view[:HEADER_FIRST_READ], view.nbytes
+    else:
+        # One read for the length and, most often, the whole header.
+        reader = cast(Reader, source)
+        first, total = memoryview(reader.read(0, HEADER_FIRST_READ)), reader.size
+    if total < 8 or len(first) < 8:
         raise DecodeError(f"safetensors: {total} bytes is too short for a header")
-    size: int = _unpack_size(first8)[0]
+    size: int = _unpack_size(first)[0]
     if size > MAX_HEADER_SIZE:
         raise DecodeError(f"safetensors: header of {size} bytes exceeds {MAX_HEADER_SIZE}")
     if 8 + size > total:
         raise DecodeError(f"safetensors: header of {size} bytes runs past the end ({total})")
-    return size
+    if 8 + size <= len(first):
+        raw = bytes(first[8 : 8 + size])
+    elif reader is None:
+        raw = bytes(view[8 : 8 + size])
+    else:
+        raw = bytes(first[8:]) + reader.read(len(first), 8 + size - len(first))
+    return parse_header(raw, total)
 
 
 _unpack_size = struct.Struct("<Q").unpack_from
 
 
-def read_header(data: Buffer) -> tuple[dict[str, TensorEntry], dict[str, str]]:
-    """Parse and validate the header of a whole safetensors file in memory."""
-    entries, metadata = _validated(data)
-    return dict(entries), dict(metadata)
-
-
-def _validated(data: Buffer) -> tuple[Mapping[str, TensorEntry], Mapping[str, str]]:
-    """:func:`read_header` for the decoders' own use: the result may be shared with
-    other callers and must not be changed."""
-    return _shared(header_bytes(data), memoryview(data).nbytes)
-
-
-def header_bytes(data: Buffer) -> bytes:
-    """The ``N`` header bytes of a whole file in memory, its length checked (not parsed)."""
-    view = memoryview(data)
-    return bytes(view[8 : 8 + header_size(view, view.nbytes)])
-
-
-def header_bytes_from(reader: Reader) -> bytes:
-    """:func:`header_bytes` of the file behind ``reader``: one read of its first 16 KiB,
-    and a second one for the rest of a longer header."""
-    # One read for the length and, most often, the whole header: a lazy DataStore's open
-    # is mostly system calls, and headers are rarely longer (about 85 bytes an entry).
-    first = reader.read(0, _FIRST_READ)
-    size = header_size(first, reader.size)
-    if 8 + size <= len(first):
-        return first[8 : 8 + size]
-    return first[8:] + reader.read(len(first), 8 + size - len(first))
-
-
-_FIRST_READ = 16 << 10
-
-
-def parse_header(header: Buffer, total: int) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+@cache_by_bytes(max_item=CACHED_HEADER_MAX, max_total=CACHED_HEADER_BYTES)
+def parse_header(raw: bytes, total: int) -> Header:
     """Validate a header (the ``N`` bytes after the length) of a file of ``total`` bytes.
 
     Checks everything the official parser checks before any tensor is touched: strict
     JSON, known dtypes, dtype x shape = byte length, offsets in bounds, contiguous,
-    non-overlapping and exactly covering the data. Returns the tensors (in header order,
-    with absolute byte ranges) and the metadata. Raises DecodeError.
+    non-overlapping and exactly covering the data. Raises DecodeError.
     """
-    entries, metadata = _shared(bytes(header), total)
-    # The result may be cached and shared: every caller gets its own (entries are frozen).
-    return dict(entries), dict(metadata)
-
-
-def _shared(raw: bytes, total: int) -> tuple[dict[str, TensorEntry], dict[str, str]]:
-    """:func:`parse_header`, from the cache for small headers (not to be changed)."""
-    if not _cacheable(raw):
-        return _parse_header(raw, total)
-    return _parse_header_cached(raw, total)
-
-
-@functools.lru_cache(maxsize=_CACHED_HEADERS)
-def _parse_header_cached(raw: bytes, total: int) -> tuple[dict[str, TensorEntry], dict[str, str]]:
-    return _parse_header(raw, total)
-
-
-def _parse_header(raw: bytes, total: int) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     try:
         parsed = _strictjson.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -325,7 +275,7 @@ def _parse_header(raw: bytes, total: int) -> tuple[dict[str, TensorEntry], dict[
         raise DecodeError(
             f"safetensors: tensors cover {position - base} bytes, file holds {total - base}"
         )
-    return entries, metadata
+    return Header(MappingProxyType(entries), MappingProxyType(metadata))
 
 
 _by_range = operator.attrgetter("start", "end")
@@ -367,54 +317,31 @@ def _entry(name: str, info: Any, base: int) -> TensorEntry:
             f"safetensors: tensor {name!r}: shape {shape} of {dtype_name} needs "
             f"{count * dtype.itemsize} bytes, offsets give {end - begin}"
         )
-    # tuple.__new__ skips the named tuple's Python-level __new__: a third of this call.
-    return _new_tuple(TensorEntry, (name, dtype, tuple(shape), base + begin, base + end))
+    return TensorEntry(name, dtype, tuple(shape), base + begin, base + end)
 
 
-_new_tuple = tuple.__new__
 _MAX_ARRAY_BYTES = (1 << 63) - 1
 
 
-def read_header_from(reader: Reader) -> tuple[dict[str, TensorEntry], dict[str, str]]:
-    """:func:`read_header` for a file behind a reader: reads only the header's bytes."""
-    return parse_header(header_bytes_from(reader), reader.size)
-
-
-def read_tensor(reader: Reader, entry: TensorEntry) -> npt.NDArray[Any]:
-    """A fresh array read straight from storage into its own memory."""
-    out = np.empty(entry.shape, dtype=entry.dtype)
-    _fill(reader, entry, out)
-    return out
-
-
 def read_tensors(reader: Reader, entries: Sequence[TensorEntry]) -> list[npt.NDArray[Any]]:
-    """:func:`read_tensor` for each of ``entries``: tensors that lie back to back in the
-    file are read with one vectored call where the reader offers ``readinto_many``."""
+    """Fresh arrays read straight from storage into their own memory; tensors that lie
+    back to back in the file are read with one call."""
     out = [np.empty(entry.shape, dtype=entry.dtype) for entry in entries]
-    readinto_many = getattr(reader, "readinto_many", None)
-    if readinto_many is None:
-        for entry, array in zip(entries, out, strict=True):
-            _fill(reader, entry, array)
-        return out
     order = sorted(range(len(entries)), key=list(map(_by_range, entries)).__getitem__)
     run: list[int] = []
     for index in [*order, -1]:
         if run and (index < 0 or entries[index].start != entries[run[-1]].end):
-            targets = [out[i] for i in run]  # fresh arrays: C-contiguous buffers
             expected = entries[run[-1]].end - entries[run[0]].start
-            if readinto_many(entries[run[0]].start, targets) != expected:
+            # Fresh arrays are C-contiguous: readers fill them as they are.
+            if (
+                expected
+                and reader.readinto(entries[run[0]].start, *[out[i].data for i in run]) != expected
+            ):
                 raise DecodeError("safetensors: the file is truncated")
             run = []
         if index >= 0:
             run.append(index)
     return out
-
-
-def _fill(reader: Reader, entry: TensorEntry, out: npt.NDArray[Any]) -> None:
-    if entry.nbytes and reader.readinto(entry.start, out.reshape(-1).view(np.uint8).data) != (
-        entry.nbytes
-    ):
-        raise DecodeError(f"safetensors: tensor {entry.name!r} is truncated")
 
 
 def view_tensor(data: Buffer, entry: TensorEntry) -> npt.NDArray[Any]:
@@ -426,19 +353,10 @@ def view_tensor(data: Buffer, entry: TensorEntry) -> npt.NDArray[Any]:
     return flat.reshape(entry.shape)
 
 
-# Up to _SHARED_MAX, decode_from reads a file whole and its arrays share that buffer: one
-# system call and no copies for small values, and a kept array pins at most this much.
-# Up to _READ_WHOLE_MAX, it reads the file whole and copies each array out; beyond, it
-# reads each array straight into its own memory.
-_SHARED_MAX = 64 << 10
-_READ_WHOLE_MAX = 1 << 20
-
-
 def _share(buffer: bytearray, entry: TensorEntry) -> npt.NDArray[Any]:
     array: npt.NDArray[Any] = np.ndarray(entry.shape, entry.dtype, buffer, entry.start)
-    # Python aligns a bytearray's memory to 16 bytes, and no supported dtype needs more
-    # than 8, so only an offset that is not a multiple of 8 (from another writer) can
-    # misalign a tensor: such a tensor is copied, as numpy is slow on unaligned data.
+    # A bytearray's memory is aligned to 16 bytes and no dtype needs more than 8: only an
+    # offset off a multiple of 8 (another writer's) misaligns, and numpy is slow there.
     if entry.start & 7 and not array.flags.aligned:
         array = array.copy()
     return array
@@ -484,8 +402,8 @@ class SafetensorsCodec:
 
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """Fresh arrays: one array or a dict of them (see the class docstring)."""
-        entries, metadata = read_header(data)
-        return _assemble(entries, metadata, expected_type, lambda e: decode_tensor(data, e))
+        header = read_header(data)
+        return _assemble(header, expected_type, lambda e: decode_tensor(data, e))
 
     def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> Any:
         """As :meth:`decode`, reading each tensor straight into its result's memory.
@@ -494,47 +412,44 @@ class SafetensorsCodec:
         (each array has its own part of it, writable; nothing else refers to it).
         """
         size = reader.size
-        if size <= _SHARED_MAX:
+        if size <= SMALL:
             buffer = bytearray(size)
             if reader.readinto(0, buffer) != size:
                 raise DecodeError("safetensors: the file was truncated while being read")
-            entries, metadata = _validated(buffer)
-            single = _single(entries, metadata, expected_type)
-            if single is not None:
-                return _share(buffer, single)
-            return {name: _share(buffer, entry) for name, entry in entries.items()}
-        if size <= _READ_WHOLE_MAX:
+            return _assemble(
+                read_header(buffer), expected_type, lambda e: _share(buffer, e)
+            )
+        if size < LARGE:
             # One read and a copy per tensor cost less than a read per tensor.
             return self.decode(memoryview(reader.read(0, size)), expected_type)
-        entries, metadata = read_header_from(reader)
-        single = _single(entries, metadata, expected_type)
+        header = read_header(reader)
+        single = _single(header, expected_type)
         if single is not None:
-            return read_tensor(reader, single)
+            return read_tensors(reader, [single])[0]
+        entries = header.tensors
         return dict(zip(entries, read_tensors(reader, list(entries.values())), strict=True))
 
     def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """As :meth:`decode`, but the arrays are read-only views into ``data`` (no copy)."""
-        entries, metadata = read_header(data)
-        return _assemble(entries, metadata, expected_type, lambda e: view_tensor(data, e))
+        header = read_header(data)
+        return _assemble(header, expected_type, lambda e: view_tensor(data, e))
 
 
 def _assemble(
-    entries: Mapping[str, TensorEntry],
-    metadata: Mapping[str, str],
+    header: Header,
     expected_type: type[Any] | None,
     load: Callable[[TensorEntry], npt.NDArray[Any]],
 ) -> Any:
-    single = _single(entries, metadata, expected_type)
+    single = _single(header, expected_type)
     if single is not None:
         return load(single)
-    return {name: load(entry) for name, entry in entries.items()}
+    return {name: load(entry) for name, entry in header.tensors.items()}
 
 
-def _single(
-    entries: Mapping[str, TensorEntry], metadata: Mapping[str, str], expected_type: type[Any] | None
-) -> TensorEntry | None:
+def _single(header: Header, expected_type: type[Any] | None) -> TensorEntry | None:
     """The tensor to decode as a lone array, or None to decode a dict of them."""
-    kind = metadata.get(_KIND)
+    entries = header.tensors
+    kind = header.metadata.get(_KIND)
     if kind == "ndarray" or (
         kind != "dict" and expected_type is not None and issubclass(expected_type, np.ndarray)
     ):

@@ -12,17 +12,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from typedstore.codec import Buffer, Reader, byte_view
 from typedstore.errors import NotFoundError, StorageError
 from typedstore.keys import check_key, is_valid_segment
+from typedstore.policy import REMOTE_PART
+from typedstore.protocols import Buffer, Reader, byte_view, check_range
 
-__all__ = ["RemoteStorage"]
-
-# Uploads go in parts of this size (S3 needs at least 5 MiB per part): the memory a write
-# needs beyond its buffers, whatever the object's size.
-_PART = 8 << 20
-# Downloads into a caller's buffer go in ranges of this size, for the same reason.
-_RANGE = 8 << 20
+__all__ = ["FsspecStorage"]
 
 
 def _fsspec() -> Any:
@@ -35,7 +30,7 @@ def _fsspec() -> Any:
     return fsspec
 
 
-class RemoteStorage:
+class FsspecStorage:
     """Objects in an fsspec filesystem under ``url`` (``s3://bucket/prefix``...).
 
     Large objects are uploaded in parts straight from their buffers and become visible
@@ -75,18 +70,23 @@ class RemoteStorage:
             self.bytes_read += n
 
     def write(self, key: str, chunks: Sequence[Buffer]) -> int:
-        """Upload the chunks in order, in parts; the object appears only when complete."""
+        """Upload the chunks in order, in parts; the object appears only when complete.
+
+        Keys behave as paths, as in other storages: an object cannot lie under another
+        one, nor where objects lie under it (object stores would allow both, and the
+        store could then not be copied to a directory)."""
         path = self._path(key)
+        self._check_free(key, path)
         total = 0
         try:
-            f = self._fs.open(path, "wb", block_size=_PART)
+            f = self._fs.open(path, "wb", block_size=REMOTE_PART)
         except Exception as exc:
             raise self._error(key, "write", exc) from exc
         try:
             for chunk in chunks:
                 view = byte_view(chunk)
-                for start in range(0, view.nbytes, _PART):
-                    f.write(view[start : start + _PART])
+                for start in range(0, view.nbytes, REMOTE_PART):
+                    f.write(view[start : start + REMOTE_PART])
                 total += view.nbytes
             f.close()
         except BaseException as exc:
@@ -96,66 +96,37 @@ class RemoteStorage:
             raise
         return total
 
-    def read(self, key: str) -> bytes:
-        """The whole object."""
-        try:
-            data = bytes(self._fs.cat_file(self._path(key)))
-        except Exception as exc:
-            raise self._error(key, "read", exc) from exc
-        self._count(len(data))
-        return data
-
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        """One ranged request."""
-        if start < 0 or length < 0:
-            raise ValueError(f"invalid byte range: start {start}, length {length}")
+    def read(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        """The object, or one ranged request for a part of it."""
+        check_range(start, length or 0)
+        path = self._path(key)
         if length == 0:
+            self.size(key)  # a missing object is an error, whatever the range
             return b""
+        end = None if length is None else start + length
         try:
-            data = bytes(self._fs.cat_file(self._path(key), start=start, end=start + length))
+            data = bytes(self._fs.cat_file(path, start=start or None, end=end))
         except Exception as exc:
+            if start and isinstance(exc, OSError) and start >= self.size(key):
+                return b""  # S3 refuses a range that starts at the end
             raise self._error(key, "read", exc) from exc
         self._count(len(data))
         return data
 
-    def readinto(self, key: str, start: int, buffer: Buffer) -> int:
-        """Ranged requests of at most 8 MiB, each copied into ``buffer`` as it arrives:
-        memory stays bounded whatever the object's size."""
-        target = byte_view(buffer)
-        done = 0
-        while done < target.nbytes:
-            part = self.read_range(key, start + done, min(_RANGE, target.nbytes - done))
-            if not part:
-                break
-            target[done : done + len(part)] = part
-            done += len(part)
-        return done
-
-    def open_reader(self, key: str) -> AbstractContextManager[Reader]:
+    def open(self, key: str) -> AbstractContextManager[Reader]:
         """A reader fetching ranges on demand."""
         return nullcontext(_RemoteReader(self, key, self.size(key)))
 
-    def open_view(self, key: str) -> AbstractContextManager[memoryview]:
-        """The whole object in memory (object stores cannot be memory-mapped)."""
-        return nullcontext(memoryview(self.read(key)))
-
     def size(self, key: str) -> int:
         """Size of the object."""
+        path = self._path(key)
         try:
-            info = self._fs.info(self._path(key))
+            info = self._fs.info(path)
         except Exception as exc:
             raise self._error(key, "read", exc) from exc
         if info.get("type") != "file":
             raise NotFoundError(f"no object under key {key!r} in {self._url}")
         return int(info["size"])
-
-    def exists(self, key: str) -> bool:
-        """Whether an object is stored under ``key``."""
-        try:
-            self.size(key)
-        except NotFoundError:
-            return False
-        return True
 
     def list(self, prefix: str | None = None) -> Iterator[str]:
         """Keys under ``prefix``, sorted."""
@@ -173,17 +144,6 @@ class RemoteStorage:
         except Exception as exc:
             raise self._error(prefix or "", "list", exc) from exc
         return iter(sorted(found))
-
-    def children(self, prefix: str) -> Sequence[str]:
-        """Names directly under ``prefix``."""
-        try:
-            entries = self._fs.ls(self._path(prefix, what="prefix") + "/", detail=False)
-        except FileNotFoundError:
-            return []
-        except Exception as exc:
-            raise self._error(prefix, "list", exc) from exc
-        names = {str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries}
-        return sorted(n for n in names if is_valid_segment(n))
 
     def last_modified(self, prefix: str) -> float | None:
         """The newest modification time under ``prefix``."""
@@ -219,6 +179,22 @@ class RemoteStorage:
         except Exception as exc:
             raise self._error(prefix, "delete", exc) from exc
 
+    def _check_free(self, key: str, path: str) -> None:
+        parts = key.split("/")
+        try:
+            for depth in range(1, len(parts)):
+                if self._is_file(f"{self._root}/{'/'.join(parts[:depth])}"):
+                    raise StorageError(f"cannot write {key!r}: a parent is an object")
+            inner = path + "/"
+            if any(str(found).startswith(inner) for found in self._fs.find(inner, maxdepth=1)):
+                raise StorageError(f"cannot write {key!r}: it is a prefix of other objects")
+        except FileNotFoundError:
+            pass
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise self._error(key, "write", exc) from exc
+
     def _is_file(self, path: str) -> bool:
         try:
             return bool(self._fs.info(path).get("type") == "file")
@@ -227,16 +203,29 @@ class RemoteStorage:
 
 
 class _RemoteReader:
-    def __init__(self, storage: RemoteStorage, key: str, size: int) -> None:
+    def __init__(self, storage: FsspecStorage, key: str, size: int) -> None:
         self._storage = storage
         self._key = key
         self.size = size
 
     def read(self, start: int, length: int) -> bytes:
-        return self._storage.read_range(self._key, start, max(0, min(length, self.size - start)))
+        return self._storage.read(self._key, start, max(0, min(length, self.size - start)))
 
-    def readinto(self, start: int, buffer: Buffer) -> int:
-        return self._storage.readinto(self._key, start, buffer)
+    def readinto(self, start: int, *buffers: Buffer) -> int:
+        # Ranged requests of at most a part each, copied into the buffers as they
+        # arrive: memory stays bounded whatever the object's size.
+        done = 0
+        for buffer in buffers:
+            target = byte_view(buffer)
+            filled = 0
+            while filled < target.nbytes:
+                part = self.read(start + done, min(REMOTE_PART, target.nbytes - filled))
+                if not part:
+                    return done
+                target[filled : filled + len(part)] = part
+                filled += len(part)
+                done += len(part)
+        return done
 
 
 def _abort(f: Any) -> None:

@@ -14,34 +14,21 @@ import weakref
 from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from pathlib import Path
 
-from typedstore.codec import Buffer, Reader, byte_view
 from typedstore.errors import InvalidKeyError, NotFoundError, StorageError
 from typedstore.keys import check_key, is_valid_segment
+from typedstore.policy import LARGE, OPEN_FOLDERS, SMALL
+from typedstore.protocols import Buffer, Reader, byte_view, check_range
 
 __all__ = ["LocalStorage"]
 
 # Temporary names start with "~", which no key segment may hold: a temp file can never
 # be mistaken for an object, whatever its name.
 _TEMP_PREFIX = "~tmp-"
-# Small objects given in pieces are joined and written with one system call.
-_JOIN_MAX = 64 << 10
-# Below this size a plain read beats the cost of setting up and tearing down a map.
-_MMAP_MIN = 1 << 20
-# Reserving the blocks up front lets ext4 skip delayed-allocation work on large writes.
-_PREALLOCATE_MIN = 1 << 20
-# Objects below this size are written to an unnamed file (O_TMPFILE) linked into place:
-# a quarter cheaper than a temporary file and a rename for small objects. Larger ones take
-# a named temporary file: its rename costs nothing next to the write, and O_TMPFILE
-# measured no faster there.
-_UNNAMED_MAX = 1 << 20
 # O_NONBLOCK: opening a FIFO placed under a key would otherwise wait for a writer forever
 # (it is then refused as not a regular file); it changes nothing for regular files.
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NONBLOCK", 0)
 _READ_OPEN = _READ_FLAGS | os.O_NOFOLLOW
 _DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0)
-# How many folders each storage keeps open; past it they are all closed and reopened as
-# used (processes commonly may hold 1024 descriptors in all).
-_FOLDERS_MAX = 64
 # Remembered folders are used and closed under this lock only: a descriptor closed by one
 # thread while another opens a file relative to it could meanwhile name another folder.
 _folders_lock = threading.Lock()
@@ -61,6 +48,8 @@ def _close_all(folders: dict[str, int]) -> None:
         with contextlib.suppress(OSError):
             os.close(directory)
     folders.clear()
+
+
 try:
     _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))  # -1 means no fixed limit
 except (AttributeError, ValueError, OSError):
@@ -116,7 +105,7 @@ class LocalStorage:
         total = 0
         for view in views:
             total += view.nbytes
-        if total <= _JOIN_MAX and len(views) > 1:
+        if total <= SMALL and len(views) > 1:
             views = [memoryview(b"".join(views))]  # one system call beats several
         try:
             self._write(key, parent, name, views, total)
@@ -131,7 +120,9 @@ class LocalStorage:
         for attempt in (1, 2):
             directory = self._folder(parent)
             try:
-                fd, tmp = self._create(directory, unnamed=total < _UNNAMED_MAX)
+                # Small objects go to an unnamed file (cheaper than a temporary name and a
+                # rename); for large ones the rename costs nothing next to the write.
+                fd, tmp = self._create(directory, unnamed=total < LARGE)
                 break
             except FileNotFoundError as exc:
                 # The folder was removed since it was opened (a delete): open it again.
@@ -160,11 +151,9 @@ class LocalStorage:
         """Write ``views`` to the new file ``fd`` and give it the name ``name``."""
         try:
             try:
-                if total >= _PREALLOCATE_MIN:
+                if total >= LARGE:
                     _preallocate(fd, total)
-                # One call for all the chunks, not one per chunk: a file written so reads
-                # back faster, likely as the page cache then holds it in large pieces. A
-                # single chunk (small objects are joined into one) takes pwrite.
+                # One call for all the chunks: a file written so reads back faster.
                 if len(views) == 1:
                     done = os.pwrite(fd, views[0], 0)
                     if done < total:
@@ -215,51 +204,22 @@ class LocalStorage:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         return os.open(tmp, flags, 0o666, dir_fd=directory), tmp
 
-    def read(self, key: str) -> bytes:
-        """The whole object under ``key``."""
-        # The hot path of small reads: one open, one fstat, usually one read.
+    def read(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        """``length`` bytes of the object from ``start`` (to its end when None)."""
         fd, size = self._open(key)
         try:
-            parts = []
-            while size > 0:
-                part = os.read(fd, size)
-                if not part:
-                    break
-                parts.append(part)
-                size -= len(part)
-            return parts[0] if len(parts) == 1 else b"".join(parts)
-        except OSError as exc:
-            raise self._read_error(key, exc) from exc
+            if start == 0 and length is None:
+                return self._pread(key, fd, size, 0, size)
+            return self._pread(key, fd, size, start, size - start if length is None else length)
         finally:
             os.close(fd)
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        """Up to ``length`` bytes from offset ``start`` (never more than the file holds)."""
-        with self.open_reader(key) as reader:
-            return reader.read(start, length)
+    def readinto(self, key: str, start: int, *buffers: Buffer) -> int:
+        """Fill ``buffers`` from offset ``start`` with ``preadv``, straight into them."""
+        with _FileReader(self, key) as reader:
+            return reader.readinto(start, *buffers)
 
-    def readinto(self, key: str, start: int, buffer: Buffer) -> int:
-        """Fill ``buffer`` from offset ``start`` with ``preadv``, straight into its memory."""
-        target = byte_view(buffer)
-        if start < 0:
-            raise ValueError(f"invalid byte range: start {start}")
-        # Not through _open_fd: every lazy DataStore entry comes this way, and a generator's
-        # context manager costs about 20 us when its code is out of the CPU's caches.
-        fd, _ = self._open(key)
-        try:
-            # One plain call, as a read mostly gets all it asks for; the vectored loop
-            # only goes on after a short read.
-            try:
-                got = os.preadv(fd, [target], start)
-            except OSError as exc:
-                raise self._read_error(key, exc) from exc
-            if 0 < got < target.nbytes:
-                got += self._preadv(key, fd, start + got, [target[got:]])
-            return got
-        finally:
-            os.close(fd)
-
-    def open_reader(self, key: str) -> contextlib.AbstractContextManager[Reader]:
+    def open(self, key: str) -> contextlib.AbstractContextManager[Reader]:
         """A reader holding one open file: ``pread`` straight into the caller's memory."""
         return _FileReader(self, key)
 
@@ -267,14 +227,12 @@ class LocalStorage:
     def open_view(self, key: str) -> Iterator[memoryview]:
         """A read-only view of the object; memory-mapped for large files."""
         mapped = None
-        with self._open_fd(key) as fd:
+        with _FileReader(self, key) as reader:
             try:
-                size = os.fstat(fd).st_size
-                if size < _MMAP_MIN:
-                    with open(fd, "rb", buffering=0, closefd=False) as f:
-                        view = memoryview(f.readall())
+                if reader.size < LARGE:
+                    view = memoryview(reader.read(0, reader.size))
                 else:
-                    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                    mapped = mmap.mmap(reader.fileno(), 0, access=mmap.ACCESS_READ)
                     view = memoryview(mapped)
             except OSError as exc:
                 raise self._read_error(key, exc) from exc
@@ -292,16 +250,9 @@ class LocalStorage:
 
     def size(self, key: str) -> int:
         """Size in bytes of the object under ``key``."""
-        with self._open_fd(key) as fd:
-            return os.fstat(fd).st_size
-
-    def exists(self, key: str) -> bool:
-        """Whether an object (a regular file) is stored under ``key``."""
-        try:
-            with self._open_fd(key):
-                return True
-        except NotFoundError:
-            return False
+        fd, size = self._open(key)
+        os.close(fd)
+        return size
 
     def list(self, prefix: str | None = None) -> Iterator[str]:
         """Keys of the objects under ``prefix``, sorted; temporary files are skipped, and so
@@ -328,17 +279,6 @@ class LocalStorage:
         head = [] if prefix is None else [prefix]
         found = _files_under(real, self._root_real(), objects=objects)
         return iter(sorted("/".join([*head, *parts]) for parts in found))
-
-    def children(self, prefix: str) -> Sequence[str]:
-        """Names directly under ``prefix``: objects, and folders even if they hold only
-        temporary files left by interrupted writes."""
-        try:
-            real = self._contained(os.path.join(self._root, *check_key(prefix).split("/")))
-            return sorted(name for name in os.listdir(real) if is_valid_segment(name))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        except OSError as exc:
-            raise StorageError(f"cannot list {prefix!r} under {self.url}: {exc}") from exc
 
     def last_modified(self, prefix: str) -> float | None:
         """The newest modification time of the prefix's folder, its subfolders and files."""
@@ -503,14 +443,6 @@ class LocalStorage:
         relative = os.path.relpath(real, self._root_real())
         return [] if relative == "." else relative.split(os.sep)
 
-    @contextlib.contextmanager
-    def _open_fd(self, key: str) -> Iterator[int]:
-        fd, _ = self._open(key)
-        try:
-            yield fd
-        finally:
-            os.close(fd)
-
     def _open(self, key: str) -> tuple[int, int]:
         """A descriptor of the regular file under ``key`` and its size (the caller closes
         the descriptor)."""
@@ -575,7 +507,7 @@ class LocalStorage:
             old = self._folders.pop(parent, None)
             if old is not None:
                 os.close(old)
-            if len(self._folders) >= _FOLDERS_MAX:
+            if len(self._folders) >= OPEN_FOLDERS:
                 _close_all(self._folders)
             self._folders[parent] = directory
 
@@ -601,12 +533,24 @@ class LocalStorage:
         finally:
             os.close(directory)
 
-    def _preadv(self, key: str, fd: int, start: int, targets: MutableSequence[memoryview]) -> int:
-        """Fill ``targets`` one after the other from ``start``; return the bytes read."""
+    def _pread(self, key: str, fd: int, size: int, start: int, length: int) -> bytes:
+        """Up to ``length`` bytes of the open object from ``start``."""
+        check_range(start, length)
+        # Never more than the file holds: a length from a hostile header must not
+        # become an allocation.
+        remaining = max(0, min(length, size - start))
+        parts: list[bytes] = []
         try:
-            return _vectored(os.preadv, fd, start, targets)
+            while remaining > 0:
+                part = os.pread(fd, remaining, start)
+                if not part:
+                    break
+                parts.append(part)
+                start += len(part)
+                remaining -= len(part)
         except OSError as exc:
             raise self._read_error(key, exc) from exc
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _read_error(self, key: str, exc: OSError) -> Exception:
         if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
@@ -620,8 +564,8 @@ def _split(key: str, *, what: str = "key") -> tuple[str, str]:
 
 
 class _FileReader:
-    # Its own context manager (closing the file on exit) rather than a generator-based
-    # one: a reader is opened for every read.
+    # A class rather than a generator-based context manager: a reader is opened for
+    # every read, and this one costs less.
     __slots__ = ("_fd", "_key", "_storage", "size")
 
     def __init__(self, storage: LocalStorage, key: str) -> None:
@@ -638,44 +582,34 @@ class _FileReader:
     def __exit__(self, *exc: object) -> None:
         os.close(self._fd)
 
+    def fileno(self) -> int:
+        return self._fd
+
     def read(self, start: int, length: int) -> bytes:
-        if start < 0 or length < 0:
-            raise ValueError(f"invalid byte range: start {start}, length {length}")
-        # Never ask for more than the file holds: a length from a hostile header must
-        # not become an allocation.
-        remaining = max(0, min(length, self.size - start))
-        parts: list[bytes] = []
-        try:
-            while remaining > 0:
-                part = os.pread(self._fd, remaining, start)
-                if not part:
-                    break
-                if not parts and len(part) == remaining:
-                    return part  # most often, one call gets it all
-                parts.append(part)
-                start += len(part)
-                remaining -= len(part)
-        except OSError as exc:
-            raise self._storage._read_error(self._key, exc) from exc
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return self._storage._pread(self._key, self._fd, self.size, start, length)
 
-    def readinto(self, start: int, buffer: Buffer) -> int:
-        if start < 0:
-            raise ValueError(f"invalid byte range: start {start}")
-        return self._storage._preadv(self._key, self._fd, start, [byte_view(buffer)])
-
-    def readinto_many(self, start: int, buffers: Sequence[Buffer]) -> int:
-        """Fill ``buffers`` one after the other from ``start`` (one ``preadv`` call where
-        the system allows); return how many bytes were read."""
-        if start < 0:
-            raise ValueError(f"invalid byte range: start {start}")
+    def readinto(self, start: int, *buffers: Buffer) -> int:
+        check_range(start, 0)
+        if len(buffers) == 1:
+            # One plain call, as a read mostly gets all it asks for.
+            target = byte_view(buffers[0])
+            try:
+                got = os.preadv(self._fd, [target], start)
+                if 0 < got < target.nbytes:
+                    got += _vectored(os.preadv, self._fd, start + got, [target[got:]])
+            except OSError as exc:
+                raise self._storage._read_error(self._key, exc) from exc
+            return got
         # Views of the buffers as they are (no cast to bytes): a multi-dimensional array
         # is filled whole, and only one cut short is cast to go on (see _vectored).
         targets = [memoryview(buffer) for buffer in buffers]
         for target in targets:
             if not target.c_contiguous:
                 raise ValueError("buffer is not C-contiguous")
-        return self._storage._preadv(self._key, self._fd, start, targets)
+        try:
+            return _vectored(os.preadv, self._fd, start, targets)
+        except OSError as exc:
+            raise self._storage._read_error(self._key, exc) from exc
 
 
 def _link(fd: int, directory: int, name: str) -> str | None:

@@ -7,11 +7,11 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
-from typedstore.codec import Buffer, Reader, byte_view
 from typedstore.errors import NotFoundError, StorageError
 from typedstore.keys import check_key
+from typedstore.protocols import Buffer, BytesReader, Reader, byte_view, check_range
 
-__all__ = ["BytesReader", "MemoryStorage"]
+__all__ = ["MemoryStorage"]
 
 
 class MemoryStorage:
@@ -47,41 +47,25 @@ class MemoryStorage:
             self._times[key] = time.time()
         return len(data)
 
-    def read(self, key: str) -> bytes:
-        """The object under ``key``."""
+    def read(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        """A slice of the object under ``key`` (all of it by default)."""
         check_key(key)
+        check_range(start, length or 0)
         try:
-            return self._objects[key]
+            data = self._objects[key]
         except KeyError:
             raise NotFoundError(f"no object under key {key!r} in {self.url}") from None
+        if start == 0 and length is None:
+            return data
+        return data[start : None if length is None else start + length]
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        """A slice of the object under ``key``."""
-        _check_range(start, length)
-        return self.read(key)[start : start + length]
-
-    def readinto(self, key: str, start: int, buffer: Buffer) -> int:
-        """Copy a slice of the object into ``buffer``."""
-        target = byte_view(buffer)
-        data = self.read_range(key, start, target.nbytes)
-        target[: len(data)] = data
-        return len(data)
-
-    def open_reader(self, key: str) -> AbstractContextManager[Reader]:
+    def open(self, key: str) -> AbstractContextManager[Reader]:
         """A reader over the object's bytes."""
         return nullcontext(BytesReader(self.read(key)))
-
-    def open_view(self, key: str) -> AbstractContextManager[memoryview]:
-        """A read-only view of the object."""
-        return nullcontext(memoryview(self.read(key)))
 
     def size(self, key: str) -> int:
         """Size of the object under ``key``."""
         return len(self.read(key))
-
-    def exists(self, key: str) -> bool:
-        """Whether ``key`` holds an object."""
-        return check_key(key) in self._objects
 
     def list(self, prefix: str | None = None) -> Iterator[str]:
         """Keys under ``prefix``, sorted."""
@@ -90,13 +74,6 @@ class MemoryStorage:
         with self._lock:
             keys = sorted(self._objects)
         return iter([k for k in keys if prefix is None or _under(k, prefix)])
-
-    def children(self, prefix: str) -> Sequence[str]:
-        """Names directly under ``prefix``."""
-        depth = len(check_key(prefix, what="prefix").split("/"))
-        with self._lock:
-            keys = [k for k in self._objects if k.startswith(prefix + "/")]
-        return sorted({k.split("/")[depth] for k in keys})
 
     def last_modified(self, prefix: str) -> float | None:
         """The newest write time under ``prefix``."""
@@ -123,35 +100,6 @@ class MemoryStorage:
                     else:
                         self._prefixes[parent] -= 1
         return len(doomed)
-
-
-class BytesReader:
-    """A :class:`~typedstore.codec.Reader` over bytes in memory."""
-
-    def __init__(self, data: Buffer) -> None:
-        self._view = byte_view(data)
-
-    @property
-    def size(self) -> int:
-        """Length of the data."""
-        return self._view.nbytes
-
-    def read(self, start: int, length: int) -> bytes:
-        """A slice of the data."""
-        _check_range(start, length)
-        return bytes(self._view[start : start + length])
-
-    def readinto(self, start: int, buffer: Buffer) -> int:
-        """Copy a slice of the data into ``buffer``."""
-        target = byte_view(buffer)
-        data = self._view[start : start + target.nbytes]
-        target[: data.nbytes] = data
-        return data.nbytes
-
-
-def _check_range(start: int, length: int) -> None:
-    if start < 0 or length < 0:
-        raise ValueError(f"invalid byte range: start {start}, length {length}")
 
 
 def _parents(key: str) -> list[str]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from typedstore.codec import Buffer
+from typedstore import Buffer
 from typedstore.errors import DecodeError
 
 __all__ = ["FractionCodec"]

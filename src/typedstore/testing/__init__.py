@@ -12,13 +12,13 @@ AssertionError with a message that says what the codec got wrong.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from typedstore.codec import Codec, byte_view
 from typedstore.errors import DecodeError, RegistrationError, TypedStoreError
+from typedstore.protocols import Codec, byte_view
 from typedstore.registry import CodecRegistry
 
 __all__ = ["check_codec", "equal"]
@@ -33,7 +33,7 @@ def equal(a: Any, b: Any) -> bool:
             return bool(np.array_equal(a, b))
         # Bit for bit: NaN, NaT and signed zeros count as equal only to themselves.
         return bool(a.tobytes() == b.tobytes())
-    if isinstance(a, dict) and isinstance(b, dict):
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
         return type(a) is type(b) and a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         return (

@@ -1,0 +1,60 @@
+"""The I/O policy: every size threshold and cache bound, named and explained once.
+
+Each constant says which choice it drives. They were set by the benchmarks in
+``benchmarks/`` (see ``benchmarks/README.md``); change them only with a benchmark run
+that shows the gain.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CACHED_HEADERS",
+    "CACHED_HEADER_BYTES",
+    "CACHED_HEADER_MAX",
+    "CACHED_HEADER_TENSORS",
+    "COPY_MAX",
+    "HEADER_FIRST_READ",
+    "LARGE",
+    "OPEN_FOLDERS",
+    "PAGE",
+    "REMOTE_PART",
+    "SMALL",
+]
+
+#: An object of at least this many bytes is large. Large objects are written to a
+#: preallocated, named temporary file (small ones to an unnamed file linked into place),
+#: read a tensor at a time straight into each array and memory-mapped for codecs that
+#: decode from memory (small ones are read whole with one call), and their safetensors
+#: data starts at a page boundary.
+LARGE = 1 << 20
+
+#: Up to this size, chunks are joined and written with one system call, and a
+#: safetensors file is read whole into one buffer that its arrays share (so a kept array
+#: pins at most this much memory).
+SMALL = 64 << 10
+
+#: Arrays up to this size are copied into the encoded bytes instead of being referenced:
+#: a copy costs less than a view of its memory.
+COPY_MAX = 4 << 10
+
+#: The page size that large objects' data is aligned to.
+PAGE = 4096
+
+#: The first read of a safetensors header: its length and, most often, all of it.
+HEADER_FIRST_READ = 16 << 10
+
+#: Uploads and ranged downloads of remote storages go in parts of this size (S3 needs
+#: 5 MiB per part at least): the memory a transfer needs beyond its buffers.
+REMOTE_PART = 8 << 20
+
+#: Folders a local storage keeps open (processes may commonly hold 1024 descriptors).
+OPEN_FOLDERS = 64
+
+#: Objects of one layout (the checkpoints of a model, a run's results) have equal headers:
+#: the encoder keeps the headers of this many layouts of up to CACHED_HEADER_TENSORS
+#: tensors, and the parser keeps its results for headers of up to CACHED_HEADER_MAX
+#: bytes, up to CACHED_HEADER_BYTES of them in all.
+CACHED_HEADERS = 128
+CACHED_HEADER_TENSORS = 32
+CACHED_HEADER_MAX = 64 << 10
+CACHED_HEADER_BYTES = 256 << 10

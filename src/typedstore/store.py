@@ -1,0 +1,418 @@
+"""Store: a storage, a codec registry and settings; every read and write goes through one.
+
+:func:`default_store` is the store that :data:`typedstore.options` name, built when first
+needed and again when they change; it backs ``DataStoreIO``, ``DataStore`` and the
+experiments, as a module-level converter backs cattrs' free functions. Build a
+:class:`Store` to use another root or registry next to it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from contextvars import ContextVar
+from types import MappingProxyType
+from typing import Any, TypeVar, overload
+
+from typedstore.errors import (
+    EncodeError,
+    IntegrityError,
+    InvalidKeyError,
+    NoCodecError,
+    NotFoundError,
+    TypedStoreError,
+    TypeMismatchError,
+    UnknownCodecError,
+    decode_error,
+)
+from typedstore.keys import check_key
+from typedstore.options import options
+from typedstore.policy import LARGE
+from typedstore.protocols import (
+    Buffer,
+    BytesReader,
+    Codec,
+    MapsMemory,
+    OpensReaders,
+    Reader,
+    ReadsInto,
+    Storage,
+)
+from typedstore.reference import Reference
+from typedstore.registry import CodecRegistry
+from typedstore.registry import registry as default_registry
+from typedstore.storage import storage_for_url
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "SETTINGS",
+    "PrefixGuard",
+    "Store",
+    "current_store",
+    "default_store",
+    "reserve_prefixes",
+]
+
+T = TypeVar("T")
+
+#: The prefix of writes that name none, when option ``datastore.relative_path_prefix``
+#: names none either.
+DEFAULT_PREFIX = "default"
+
+#: The options a store takes its settings from.
+SETTINGS = (
+    "datastore.url",
+    "datastore.fsync",
+    "datastore.storage_options",
+    "datastore.checksum",
+    "datastore.relative_path_prefix",
+)
+
+#: A check of every prefix a caller writes or deletes under; it raises to refuse one.
+PrefixGuard = Callable[[str], None]
+
+
+class Store:
+    """A storage, a codec registry and settings: the object every read and write uses.
+
+    ``Store()`` takes its settings from the options as they are now (a snapshot);
+    ``settings`` overrides some of them (keys of :data:`SETTINGS`), and ``registry``
+    replaces the default registry. ``storage`` gives a storage object directly instead
+    of ``datastore.url``. Writes return references relative to the store's root.
+    """
+
+    __slots__ = ("_checksum", "_default", "_guards", "_opener", "_prefix", "_reader", "_viewer",
+                 "registry", "settings", "storage")  # fmt: skip
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        registry: CodecRegistry | None = None,
+        storage: Storage | None = None,
+        settings: Mapping[str, Any] | None = None,
+        guards: list[PrefixGuard] | None = None,
+    ) -> None:
+        given = dict(settings or {})
+        unknown = set(given) - set(SETTINGS)
+        if unknown:
+            raise TypeError(f"Store settings are {', '.join(SETTINGS)}; got {sorted(unknown)}")
+        if url is not None:
+            given["datastore.url"] = url
+        with options.ctx(given):  # checks the values as options do
+            values = {key: options.get(key) for key in SETTINGS}
+        if storage is None:
+            storage = storage_for_url(
+                values["datastore.url"],
+                fsync=values["datastore.fsync"],
+                storage_options=values["datastore.storage_options"],
+            )
+        elif not isinstance(storage, Storage):
+            raise TypeError(f"{storage!r} does not implement the Storage protocol")
+        #: The settings in force, by option name (read-only).
+        self.settings: Mapping[str, Any] = MappingProxyType(values)
+        #: Where the objects are.
+        self.storage: Storage = storage
+        #: The codecs that encode and decode values.
+        self.registry: CodecRegistry = registry if registry is not None else default_registry
+        self._checksum: str | None = values["datastore.checksum"]
+        self._prefix: str = values["datastore.relative_path_prefix"] or DEFAULT_PREFIX
+        self._guards = [] if guards is None else guards
+        # Capabilities are looked up once: an isinstance check on a runtime protocol costs
+        # more than many small reads.
+        self._opener: Callable[[str], AbstractContextManager[Reader]] = (
+            storage.open if isinstance(storage, OpensReaders) else _RangeReader.over(storage)
+        )
+        self._viewer: Callable[[str], AbstractContextManager[memoryview]] = (
+            storage.open_view
+            if isinstance(storage, MapsMemory)
+            else lambda key: nullcontext(memoryview(storage.read(key)))
+        )
+        self._reader: Callable[..., int] = (
+            storage.readinto if isinstance(storage, ReadsInto) else self._readinto_opened
+        )
+        # Whether default_store() made it: then it needs not be marked as the store in
+        # use, since it is the one current_store() falls back to.
+        self._default = guards is _default_guards
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    @property
+    def url(self) -> str:
+        """The storage's URL: where the objects are."""
+        return self.storage.url
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def add_prefix_guard(self, guard: PrefixGuard) -> None:
+        """Run ``guard(prefix)`` before every write or delete a caller asks for under a
+        prefix; it raises to refuse the prefix."""
+        self._guards.append(guard)
+
+    def prefix(self, relative_path_prefix: str | None = None) -> str:
+        """The checked prefix of a write (the store's default when None)."""
+        prefix = check_key(
+            self._prefix if relative_path_prefix is None else relative_path_prefix,
+            what="relative_path_prefix",
+        )
+        for guard in self._guards:
+            guard(prefix)
+        return prefix
+
+    def write(self, data: Buffer, relative_path_prefix: str | None = None) -> Reference:
+        """Store bytes as they are (codec ``raw``) under a new key in the prefix."""
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise TypeError(
+                f"write() takes a bytes-like object, got {type(data).__name__}; "
+                "use serialize_write() for other values"
+            ) from None
+        codec = self.registry.get("raw")
+        return self._write(codec, codec.encode(view), self.prefix(relative_path_prefix))
+
+    def serialize_write(
+        self,
+        obj: Any,
+        relative_path_prefix: str | None = None,
+        codec: str | Codec[Any] | None = None,
+    ) -> Reference:
+        """Encode ``obj`` with a codec and store it under a new key in the prefix.
+
+        ``codec`` is a registered codec's name or object; by default the registry picks
+        one by the value's type. Raises NoCodecError when the codec refuses the value (or
+        none accepts it), EncodeError when encoding fails.
+        """
+        chosen = self._codec_for(obj, codec)
+        prefix = self.prefix(relative_path_prefix)
+        token = None if self._default else _current.set(self)
+        try:
+            chunks = chosen.encode(obj)
+        except TypedStoreError:
+            raise
+        except Exception as exc:
+            raise EncodeError(
+                f"codec {chosen.name!r} failed to encode a {type(obj).__qualname__}: {exc}"
+            ) from exc
+        finally:
+            if token is not None:
+                _current.reset(token)
+        return self._write(chosen, chunks, prefix)
+
+    def _write(self, codec: Codec[Any], chunks: Sequence[Buffer], prefix: str) -> Reference:
+        params: dict[str, str] = {}
+        if self._checksum == "sha256":
+            digest = hashlib.sha256()
+            for chunk in chunks:
+                digest.update(chunk)
+            params["sha256"] = digest.hexdigest()
+        ref = Reference.new(prefix, codec.name, params)
+        self.storage.write(ref.key, chunks)
+        return ref
+
+    def _codec_for(self, obj: Any, codec: str | Codec[Any] | None) -> Codec[Any]:
+        if codec is None:
+            return self.registry.for_value(obj)
+        chosen = self.registry.get(codec if isinstance(codec, str) else codec.name)
+        if not isinstance(codec, str) and chosen is not codec:
+            raise UnknownCodecError(
+                f"codec {codec.name!r} is not the one registered under that name; "
+                "register it first so that its objects can be read back"
+            )
+        if not chosen.accepts(obj):
+            raise NoCodecError(
+                f"codec {chosen.name!r} does not accept a value of type {type(obj).__qualname__}"
+            )
+        return chosen
+
+    def delete(self, relative_path_prefix: str) -> int:
+        """Remove every object under the prefix (or the single object with that key).
+
+        Returns how many objects were removed. An empty prefix is refused.
+        """
+        try:
+            prefix = self.prefix(relative_path_prefix)
+        except InvalidKeyError as exc:
+            exc.add_note("refusing to delete")
+            raise
+        return self.storage.delete(prefix)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def open(self, key: str) -> AbstractContextManager[Reader]:
+        """A reader of the object under ``key``, for several reads inside the block."""
+        return self._opener(key)
+
+    def readinto(self, key: str, start: int, *buffers: Buffer) -> int:
+        """Fill ``buffers`` one after the other from offset ``start`` of the object under
+        ``key``; return the bytes read (fewer only at its end)."""
+        return self._reader(key, start, *buffers)
+
+    def _readinto_opened(self, key: str, start: int, *buffers: Buffer) -> int:
+        with self._opener(key) as reader:
+            return reader.readinto(start, *buffers)
+
+    def exists(self, key: str) -> bool:
+        """Whether an object is stored under ``key``."""
+        try:
+            self.storage.size(key)
+        except NotFoundError:
+            return False
+        return True
+
+    def children(self, prefix: str) -> list[str]:
+        """Names of the objects and folders directly under ``prefix``, sorted."""
+        depth = len(check_key(prefix, what="prefix").split("/"))
+        return sorted({key.split("/")[depth] for key in self.storage.list(prefix) if
+                       key.count("/") >= depth})  # fmt: skip
+
+    def read(self, reference: Reference | str) -> bytes:
+        """The stored bytes, whatever the codec (checked against ``sha256=`` if present)."""
+        ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
+        data = self.storage.read(ref.key)
+        _verify(ref, data)
+        return data
+
+    @overload
+    def read_deserialize(
+        self, reference: Reference | str, expected_type: type[T], *, zero_copy: bool = False
+    ) -> T: ...
+    @overload
+    def read_deserialize(
+        self, reference: Reference | str, expected_type: None = None, *, zero_copy: bool = False
+    ) -> Any: ...
+
+    def read_deserialize(
+        self,
+        reference: Reference | str,
+        expected_type: type[Any] | None = None,
+        *,
+        zero_copy: bool = False,
+    ) -> Any:
+        """Read and decode an object with the codec its reference names.
+
+        See :meth:`typedstore.DataStoreIO.read_deserialize` for ``zero_copy`` and the
+        errors raised.
+        """
+        ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
+        codec = self.registry.get(ref.codec)
+        token = None if self._default else _current.set(self)
+        try:
+            # Optional codec capabilities are looked up by name: cheaper than isinstance
+            # checks against runtime protocols, on every read.
+            decode_view = getattr(codec, "decode_view", None) if zero_copy else None
+            if decode_view is not None or "sha256" in ref.params:
+                # The whole object is hashed or shared: decode from a view of all of it.
+                with self._viewer(ref.key) as view:
+                    _verify(ref, view)
+                    value = (decode_view or codec.decode)(view, expected_type)
+            else:
+                decode_from = getattr(codec, "decode_from", None)
+                with self._opener(ref.key) as reader:
+                    if decode_from is not None:
+                        value = decode_from(reader, expected_type)
+                    elif reader.size < LARGE:
+                        value = codec.decode(memoryview(reader.read(0, reader.size)), expected_type)
+                    else:
+                        value = _UNREAD
+                if value is _UNREAD:
+                    with self._viewer(ref.key) as view:
+                        value = codec.decode(view, expected_type)
+        except Exception as exc:
+            error = decode_error(exc, f"{ref} (codec {ref.codec!r})")
+            if error is None:
+                raise
+            raise error from exc
+        finally:
+            if token is not None:
+                _current.reset(token)
+        if expected_type is not None and not isinstance(value, expected_type):
+            raise TypeMismatchError(
+                f"{ref}: expected {expected_type.__qualname__}, "
+                f"codec {ref.codec!r} decoded a {type(value).__qualname__}"
+            )
+        return value
+
+
+_UNREAD: Any = object()
+
+
+def _verify(ref: Reference, data: Buffer) -> None:
+    expected = ref.params.get("sha256")
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise IntegrityError(
+            f"{ref}: the stored bytes do not match the reference's sha256 "
+            "(the object was damaged or replaced)"
+        )
+
+
+class _RangeReader:
+    """A reader for storages that cannot keep an object open: ranged reads by key."""
+
+    __slots__ = ("_key", "_size", "_storage")
+
+    def __init__(self, storage: Storage, key: str) -> None:
+        self._storage = storage
+        self._key = key
+        self._size = -1
+
+    @classmethod
+    def over(cls, storage: Storage) -> Callable[[str], AbstractContextManager[Reader]]:
+        return lambda key: nullcontext(cls(storage, key))
+
+    @property
+    def size(self) -> int:
+        if self._size < 0:
+            self._size = self._storage.size(self._key)
+        return self._size
+
+    def read(self, start: int, length: int) -> bytes:
+        return self._storage.read(self._key, start, length)
+
+    def readinto(self, start: int, *buffers: Buffer) -> int:
+        total = sum(memoryview(buffer).nbytes for buffer in buffers)
+        return BytesReader(self.read(start, total)).readinto(0, *buffers)
+
+
+# --- the default store -------------------------------------------------------------------
+
+# The store whose read or write is under way: a DataStore inside a value decodes with its
+# registry and from its storage.
+_current: ContextVar[Store | None] = ContextVar("typedstore_current_store", default=None)
+# Guards of every default store (experiments reserve their folders here).
+_default_guards: list[PrefixGuard] = []
+_default: tuple[int, Mapping[str, Any], str | None, Store] | None = None
+
+
+def default_store() -> Store:
+    """The store that the options name now (built again after they change)."""
+    global _default
+    generation, overrides = options.revision()
+    last = _default
+    if (
+        last is not None
+        and last[0] == generation
+        and last[1] is overrides
+        and (last[2] is None or last[2] == os.getcwd())
+    ):
+        return last[3]
+    store = Store(guards=_default_guards)
+    url = store.settings["datastore.url"]
+    # A relative path names another place after a chdir.
+    relative = not os.path.isabs(url) and "://" not in url
+    _default = (generation, overrides, os.getcwd() if relative else None, store)
+    return store
+
+
+def current_store() -> Store:
+    """The store of the read or write under way, else :func:`default_store`."""
+    return _current.get() or default_store()
+
+
+def reserve_prefixes(guard: PrefixGuard) -> None:
+    """Add ``guard`` to the prefix guards of every default store (see
+    :meth:`Store.add_prefix_guard`)."""
+    _default_guards.append(guard)
