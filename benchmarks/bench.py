@@ -702,8 +702,8 @@ def report(results: dict[str, list[dict[str, Any]]], mem: list[dict[str, Any]], 
         "small dict: its file read whole, the 3 arrays made on it from a layout known in "
         "advance; the bytes-only read is shown too); writes are atomic (temporary file, then "
         "`os.replace`) where typedstore's are",
-        "- caches: typedstore keeps the checked headers of recent layouts (safetensors "
-        "headers up to 2 KiB, DataStore headers up to 64 KiB), so after the first, dropped "
+        "- caches: typedstore keeps the checked headers of recent layouts (headers up to "
+        "64 KiB, 256 KiB of them in all; see typedstore.policy), so after the first, dropped "
         "round its reads find the header checked, as in a process that reads many objects "
         "of one layout",
         "",

@@ -35,6 +35,7 @@ from typedstore.experiment import create_experiment, list_experiments, load_expe
 from typedstore.io import DataStoreIO
 from typedstore.maintenance import collect_garbage, detect_codec, verify
 from typedstore.options import options
+from typedstore.policy import PART
 from typedstore.protocols import NAME_PATTERN, Storage
 from typedstore.reference import Reference
 from typedstore.registry import registry
@@ -42,7 +43,6 @@ from typedstore.store import Store, default_store
 
 __all__ = ["main"]
 
-_CHUNK = 8 << 20
 _SAFETENSORS_BASED = ("safetensors", "attrs", "datastore")
 
 
@@ -240,8 +240,8 @@ def _stream(
     """Copy the object ``key`` to ``sink`` (if any) in chunks, feeding ``digest`` (if any);
     return the digest."""
     with progress(size, "get", unit="B", minimum=4 << 20) as bar:
-        for start in range(0, size, _CHUNK):
-            chunk = storage.read(key, start, _CHUNK)
+        for start in range(0, size, PART):
+            chunk = storage.read(key, start, PART)
             if digest is not None:
                 digest.update(chunk)
             if sink is not None:
@@ -381,8 +381,8 @@ def _equal(source: Storage, target: Storage, key: str, size: int) -> bool:
     if target.size(key) != size:
         return False
     return all(
-        source.read(key, start, _CHUNK) == target.read(key, start, _CHUNK)
-        for start in range(0, size, _CHUNK)
+        source.read(key, start, PART) == target.read(key, start, PART)
+        for start in range(0, size, PART)
     )
 
 

@@ -543,8 +543,8 @@ class DataStore(MutableMapping[str, Any]):
                 _read_exactly(source, key, raw)
                 token = _decoding.set(source.within | {source.reference.key})
                 try:
-                    reg = source.store.registry
-                    value = _decode_entry(reg, key, info, entry, raw.data)
+                    with source.store.using():
+                        value = _decode_entry(source.store.registry, key, info, entry, raw.data)
                 finally:
                     _decoding.reset(token)
         self._ts_values[key] = value

@@ -17,7 +17,7 @@ __all__ = [
     "LARGE",
     "OPEN_FOLDERS",
     "PAGE",
-    "REMOTE_PART",
+    "PART",
     "SMALL",
 ]
 
@@ -43,9 +43,10 @@ PAGE = 4096
 #: The first read of a safetensors header: its length and, most often, all of it.
 HEADER_FIRST_READ = 16 << 10
 
-#: Uploads and ranged downloads of remote storages go in parts of this size (S3 needs
-#: 5 MiB per part at least): the memory a transfer needs beyond its buffers.
-REMOTE_PART = 8 << 20
+#: Transfers piece by piece go in parts of this size: uploads and ranged downloads of
+#: remote storages (S3 needs 5 MiB per part at least), and the command line's ``get`` and
+#: ``copy``. It bounds the memory a transfer needs beyond its buffers.
+PART = 8 << 20
 
 #: Folders a local storage keeps open (processes may commonly hold 1024 descriptors).
 OPEN_FOLDERS = 64

@@ -223,7 +223,8 @@ def byte_view(data: Buffer) -> memoryview:
         raise ValueError("buffer is not C-contiguous")
     if view.format == "B" and view.ndim == 1:
         return view
-    return view.cast("B")
+    # memoryview refuses to cast a shape with a zero in it: nothing to view anyway.
+    return view.cast("B") if view.nbytes else memoryview(b"")
 
 
 class BytesReader:
@@ -250,6 +251,8 @@ class BytesReader:
         done = 0
         for buffer in buffers:
             target = byte_view(buffer)
+            if not target.nbytes:
+                continue
             part = self._view[start + done : start + done + target.nbytes]
             target[: part.nbytes] = part
             done += part.nbytes

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, TypeVar, overload
@@ -78,9 +78,12 @@ class Store:
     """A storage, a codec registry and settings: the object every read and write uses.
 
     ``Store()`` takes its settings from the options as they are now (a snapshot);
-    ``settings`` overrides some of them (keys of :data:`SETTINGS`), and ``registry``
-    replaces the default registry. ``storage`` gives a storage object directly instead
-    of ``datastore.url``. Writes return references relative to the store's root.
+    ``url`` and ``settings`` override some of them (keys of :data:`SETTINGS`), and
+    ``registry`` replaces the default registry. ``storage`` gives a storage object
+    directly instead of ``datastore.url``. ``guards`` is the list of prefix guards to
+    use (see :meth:`add_prefix_guard`); guards added to it later apply too. Writes
+    return references relative to the store's root. Raises TypeError for unknown
+    settings, OptionValueError for bad values.
     """
 
     __slots__ = ("_checksum", "_default", "_guards", "_opener", "_prefix", "_reader", "_viewer",
@@ -109,7 +112,9 @@ class Store:
                 fsync=values["datastore.fsync"],
                 storage_options=values["datastore.storage_options"],
             )
-        elif not isinstance(storage, Storage):
+        elif isinstance(storage, Storage):
+            values["datastore.url"] = storage.url
+        else:
             raise TypeError(f"{storage!r} does not implement the Storage protocol")
         #: The settings in force, by option name (read-only).
         self.settings: Mapping[str, Any] = MappingProxyType(values)
@@ -144,6 +149,16 @@ class Store:
     def url(self) -> str:
         """The storage's URL: where the objects are."""
         return self.storage.url
+
+    @contextmanager
+    def using(self) -> Iterator[None]:
+        """Inside the block, :func:`current_store` is this store (for values that decode
+        or encode DataStores of their own)."""
+        token = _current.set(self)
+        try:
+            yield
+        finally:
+            _current.reset(token)
 
     # --- writing ---------------------------------------------------------------------------
 

@@ -29,6 +29,12 @@ def test_inferred_types(store: Path) -> None:
     assert_type(ts.registry.get("raw"), ts.Codec[Any])
     assert_type(ts.Reference.parse(io.url), ts.Reference)
     assert isinstance(array, np.ndarray)
+    explicit = ts.Store(str(store))
+    ref = explicit.serialize_write(np.zeros(3), "p")
+    assert_type(ref, ts.Reference)
+    assert_type(explicit.read_deserialize(ref, np.ndarray), np.ndarray[Any, Any])
+    assert_type(explicit.read_deserialize(ref.url), Any)
+    assert_type(explicit.read(ref), bytes)
 
 
 # Each misuse and the one error mypy must report for it: its code, and the part of its
@@ -68,6 +74,16 @@ MISUSE: dict[str, tuple[str, str, str]] = {
         "ts.DataStoreIO(3)",
         "arg-type",
         'Argument 1 to "DataStoreIO" has incompatible type "int"; expected "str | Reference"',
+    ),
+    "a store reads references": (
+        "ts.Store().read_deserialize(3)",
+        "call-overload",
+        'No overload variant of "read_deserialize" of "Store" matches argument type "int"',
+    ),
+    "a store's storage is a Storage": (
+        "ts.Store(storage=3)",
+        "arg-type",
+        'Argument "storage" to "Store" has incompatible type "int"; expected "Storage | None"',
     ),
     "priority is keyword-only": (
         "ts.registry.register(ts.registry.get('raw'), 1)",

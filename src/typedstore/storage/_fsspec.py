@@ -14,7 +14,7 @@ from typing import Any
 
 from typedstore.errors import NotFoundError, StorageError
 from typedstore.keys import check_key, is_valid_segment
-from typedstore.policy import REMOTE_PART
+from typedstore.policy import PART
 from typedstore.protocols import Buffer, Reader, byte_view, check_range
 
 __all__ = ["FsspecStorage"]
@@ -79,14 +79,14 @@ class FsspecStorage:
         self._check_free(key, path)
         total = 0
         try:
-            f = self._fs.open(path, "wb", block_size=REMOTE_PART)
+            f = self._fs.open(path, "wb", block_size=PART)
         except Exception as exc:
             raise self._error(key, "write", exc) from exc
         try:
             for chunk in chunks:
                 view = byte_view(chunk)
-                for start in range(0, view.nbytes, REMOTE_PART):
-                    f.write(view[start : start + REMOTE_PART])
+                for start in range(0, view.nbytes, PART):
+                    f.write(view[start : start + PART])
                 total += view.nbytes
             f.close()
         except BaseException as exc:
@@ -219,7 +219,7 @@ class _RemoteReader:
             target = byte_view(buffer)
             filled = 0
             while filled < target.nbytes:
-                part = self.read(start + done, min(REMOTE_PART, target.nbytes - filled))
+                part = self.read(start + done, min(PART, target.nbytes - filled))
                 if not part:
                     return done
                 target[filled : filled + len(part)] = part

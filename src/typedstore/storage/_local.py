@@ -208,8 +208,6 @@ class LocalStorage:
         """``length`` bytes of the object from ``start`` (to its end when None)."""
         fd, size = self._open(key)
         try:
-            if start == 0 and length is None:
-                return self._pread(key, fd, size, 0, size)
             return self._pread(key, fd, size, start, size - start if length is None else length)
         finally:
             os.close(fd)
@@ -590,18 +588,8 @@ class _FileReader:
 
     def readinto(self, start: int, *buffers: Buffer) -> int:
         check_range(start, 0)
-        if len(buffers) == 1:
-            # One plain call, as a read mostly gets all it asks for.
-            target = byte_view(buffers[0])
-            try:
-                got = os.preadv(self._fd, [target], start)
-                if 0 < got < target.nbytes:
-                    got += _vectored(os.preadv, self._fd, start + got, [target[got:]])
-            except OSError as exc:
-                raise self._storage._read_error(self._key, exc) from exc
-            return got
-        # Views of the buffers as they are (no cast to bytes): a multi-dimensional array
-        # is filled whole, and only one cut short is cast to go on (see _vectored).
+        # Views of the buffers as they are (no cast to bytes, which fails for an empty
+        # array of several dimensions): only one cut short is cast to go on.
         targets = [memoryview(buffer) for buffer in buffers]
         for target in targets:
             if not target.c_contiguous:

@@ -183,8 +183,8 @@ class StorageTests:
             tail = bytearray(5)
             assert reader.readinto(8, tail) == 2
             assert tail == b"89\0\0\0"
-            matrix = np.zeros((2, 2), np.uint8)
-            assert reader.readinto(0, matrix.data) == 4
+            matrix, empty = np.zeros((2, 2), np.uint8), np.zeros((0, 3))
+            assert reader.readinto(0, matrix.data, empty.data) == 4
             assert matrix.tobytes() == b"0123"
         with pytest.raises(NotFoundError), storage.open("p/missing"):
             pass
