@@ -11,7 +11,6 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple
 
-import attrs
 import numpy as np
 
 from typedstore import _strictjson
@@ -58,8 +57,7 @@ class _EntryInfo(NamedTuple):
 _PENDING: Any = object()
 
 
-@attrs.frozen
-class _Source:
+class _Source(NamedTuple):
     """Where a lazy DataStore's values are: the object, its store and its table."""
 
     reference: Reference

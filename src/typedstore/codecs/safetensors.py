@@ -215,28 +215,29 @@ class Header:
 def read_header(source: Reader | Buffer) -> Header:
     """Read and validate the header of a safetensors file: the file behind a reader (only
     the header's bytes are read), or a whole file in memory."""
-    reader: Reader | None = None
-    if isinstance(source, bytes | bytearray | memoryview) or not hasattr(source, "readinto"):
+    if isinstance(source, (bytes, bytearray, memoryview)) or not hasattr(source, "readinto"):
         view = byte_view(source)
-        first, total = view[:HEADER_FIRST_READ], view.nbytes
-    else:
-        # One read for the length and, most often, the whole header.
-        reader = cast(Reader, source)
-        first, total = memoryview(reader.read(0, HEADER_FIRST_READ)), reader.size
-    if total < 8 or len(first) < 8:
+        size = _header_size(view, view.nbytes)
+        return parse_header(bytes(view[8 : 8 + size]), view.nbytes)
+    reader = cast(Reader, source)
+    # One read for the length and, most often, the whole header.
+    first, total = reader.read(0, HEADER_FIRST_READ), reader.size
+    size = _header_size(first, total)
+    if 8 + size <= len(first):
+        return parse_header(first[8 : 8 + size], total)
+    return parse_header(first[8:] + reader.read(len(first), 8 + size - len(first)), total)
+
+
+def _header_size(first: Buffer, total: int) -> int:
+    """The header length from the file's first bytes, checked against its size."""
+    if total < 8 or memoryview(first).nbytes < 8:
         raise DecodeError(f"safetensors: {total} bytes is too short for a header")
     size: int = _unpack_size(first)[0]
     if size > MAX_HEADER_SIZE:
         raise DecodeError(f"safetensors: header of {size} bytes exceeds {MAX_HEADER_SIZE}")
     if 8 + size > total:
         raise DecodeError(f"safetensors: header of {size} bytes runs past the end ({total})")
-    if 8 + size <= len(first):
-        raw = bytes(first[8 : 8 + size])
-    elif reader is None:
-        raw = bytes(view[8 : 8 + size])
-    else:
-        raw = bytes(first[8:]) + reader.read(len(first), 8 + size - len(first))
-    return parse_header(raw, total)
+    return size
 
 
 _unpack_size = struct.Struct("<Q").unpack_from
@@ -416,9 +417,11 @@ class SafetensorsCodec:
             buffer = bytearray(size)
             if reader.readinto(0, buffer) != size:
                 raise DecodeError("safetensors: the file was truncated while being read")
-            return _assemble(
-                read_header(buffer), expected_type, lambda e: _share(buffer, e)
-            )
+            header = read_header(buffer)
+            single = _single(header, expected_type)
+            if single is not None:
+                return _share(buffer, single)
+            return {name: _share(buffer, entry) for name, entry in header.tensors.items()}
         if size < LARGE:
             # One read and a copy per tensor cost less than a read per tensor.
             return self.decode(memoryview(reader.read(0, size)), expected_type)

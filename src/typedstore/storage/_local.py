@@ -208,14 +208,26 @@ class LocalStorage:
         """``length`` bytes of the object from ``start`` (to its end when None)."""
         fd, size = self._open(key)
         try:
-            return self._pread(key, fd, size, start, size - start if length is None else length)
+            if start or length is not None:
+                return self._pread(key, fd, size, start, size - start if length is None else length)
+            # The whole object, the hot path of small reads: most often one call.
+            try:
+                data = os.read(fd, size)
+            except OSError as exc:
+                raise self._read_error(key, exc) from exc
+            if len(data) == size or not data:
+                return data
+            return data + self._pread(key, fd, size, len(data), size - len(data))
         finally:
             os.close(fd)
 
     def readinto(self, key: str, start: int, *buffers: Buffer) -> int:
         """Fill ``buffers`` from offset ``start`` with ``preadv``, straight into them."""
-        with _FileReader(self, key) as reader:
-            return reader.readinto(start, *buffers)
+        fd, _ = self._open(key)
+        try:
+            return self._preadv(key, fd, start, buffers)
+        finally:
+            os.close(fd)
 
     def open(self, key: str) -> contextlib.AbstractContextManager[Reader]:
         """A reader holding one open file: ``pread`` straight into the caller's memory."""
@@ -533,7 +545,8 @@ class LocalStorage:
 
     def _pread(self, key: str, fd: int, size: int, start: int, length: int) -> bytes:
         """Up to ``length`` bytes of the open object from ``start``."""
-        check_range(start, length)
+        if start < 0 or length < 0:
+            check_range(start, length)  # raises, with the message
         # Never more than the file holds: a length from a hostile header must not
         # become an allocation.
         remaining = max(0, min(length, size - start))
@@ -543,12 +556,34 @@ class LocalStorage:
                 part = os.pread(fd, remaining, start)
                 if not part:
                     break
+                if not parts and len(part) == remaining:
+                    return part  # most often, one call gets it all
                 parts.append(part)
                 start += len(part)
                 remaining -= len(part)
         except OSError as exc:
             raise self._read_error(key, exc) from exc
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _preadv(self, key: str, fd: int, start: int, buffers: Sequence[Buffer]) -> int:
+        """Fill ``buffers`` one after the other from ``start`` of the open object."""
+        check_range(start, 0)
+        # Views of the buffers as they are (no cast to bytes, which fails for an empty
+        # array of several dimensions): only one cut short is cast to go on.
+        targets = [memoryview(buffer) for buffer in buffers]
+        for target in targets:
+            if not target.c_contiguous:
+                raise ValueError("buffer is not C-contiguous")
+        try:
+            if len(targets) != 1:
+                return _vectored(os.preadv, fd, start, targets)
+            # One plain call, as a read mostly gets all it asks for.
+            got = os.preadv(fd, targets, start)
+            if 0 < got < targets[0].nbytes:
+                got += _vectored(os.preadv, fd, start + got, [byte_view(targets[0])[got:]])
+            return got
+        except OSError as exc:
+            raise self._read_error(key, exc) from exc
 
     def _read_error(self, key: str, exc: OSError) -> Exception:
         if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
@@ -587,17 +622,7 @@ class _FileReader:
         return self._storage._pread(self._key, self._fd, self.size, start, length)
 
     def readinto(self, start: int, *buffers: Buffer) -> int:
-        check_range(start, 0)
-        # Views of the buffers as they are (no cast to bytes, which fails for an empty
-        # array of several dimensions): only one cut short is cast to go on.
-        targets = [memoryview(buffer) for buffer in buffers]
-        for target in targets:
-            if not target.c_contiguous:
-                raise ValueError("buffer is not C-contiguous")
-        try:
-            return _vectored(os.preadv, self._fd, start, targets)
-        except OSError as exc:
-            raise self._storage._read_error(self._key, exc) from exc
+        return self._storage._preadv(self._key, self._fd, start, buffers)
 
 
 def _link(fd: int, directory: int, name: str) -> str | None:
