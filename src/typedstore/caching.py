@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -29,7 +28,7 @@ class ByBytes(Generic[R]):
         self._function = function
         self._max_item = max_item
         self._max_total = max_total
-        self._results: OrderedDict[tuple[bytes, int], R] = OrderedDict()
+        self._results: dict[tuple[bytes, int], R] = {}
         self._total = 0
         self._lock = threading.Lock()
 
@@ -39,11 +38,6 @@ class ByBytes(Generic[R]):
         key = (raw, size)
         found = self._results.get(key)  # no lock: a dict lookup is atomic
         if found is not None:
-            # Not contextlib.suppress: it costs more than the lookup.
-            try:  # noqa: SIM105
-                self._results.move_to_end(key)
-            except KeyError:  # dropped meanwhile by another thread
-                pass
             return found
         result = self._function(raw, size)
         with self._lock:
@@ -51,7 +45,8 @@ class ByBytes(Generic[R]):
                 self._results[key] = result
                 self._total += len(raw)
                 while self._total > self._max_total:
-                    (old, _), _ = self._results.popitem(last=False)
+                    old, _ = oldest = next(iter(self._results))
+                    del self._results[oldest]
                     self._total -= len(old)
         return result
 
@@ -71,7 +66,8 @@ def cache_by_bytes(
     *, max_item: int, max_total: int
 ) -> Callable[[Callable[[bytes, int], R]], ByBytes[R]]:
     """Keep the results of a pure function of ``(raw, size)`` for ``raw`` of up to
-    ``max_item`` bytes, the least recently used dropped past ``max_total`` bytes in all.
+    ``max_item`` bytes, the oldest dropped past ``max_total`` bytes in all (first in,
+    first out: a hit costs one dict lookup).
 
     Results are shared between callers, so they must be immutable.
     """
