@@ -622,7 +622,7 @@ def test_kept_layouts_are_bounded_and_immutable() -> None:
             ts.DataStore({f"{n}-{i}-{'x' * 20}": i for i in range(50)})
         ))  # fmt: skip
         assert module.DataStoreCodec().decode(data)[f"{n}-7-{'x' * 20}"] == 7
-    assert 0 < header_module.parse_header.kept <= policy.CACHED_HEADER_BYTES
+    assert 0 < header_module.parse_header.kept_bytes() <= policy.CACHED_HEADER_BYTES
     big = ts.DataStore({f"{i}-{'y' * 60}": i for i in range(1000)})
     data = join(module.DataStoreCodec().encode(big))
     assert struct.unpack("<Q", data[:8])[0] > policy.CACHED_HEADER_MAX

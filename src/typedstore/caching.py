@@ -12,54 +12,36 @@ import functools
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = ["ByBytes", "cache_by_bytes", "cache_by_identity"]
 
 R = TypeVar("R")
 K = TypeVar("K")
+R_co = TypeVar("R_co", covariant=True)
 
 
-class ByBytes(Generic[R]):
+class ByBytes(Protocol[R_co]):
     """A function of ``(raw, size)`` with its results for recent small ``raw``."""
 
-    def __init__(self, function: Callable[[bytes, int], R], *, max_item: int, max_total: int):
-        functools.update_wrapper(self, function)
-        self._function = function
-        self._max_item = max_item
-        self._max_total = max_total
-        self._results: dict[tuple[bytes, int], R] = {}
-        self._total = 0
-        self._lock = threading.Lock()
+    def __call__(self, raw: bytes, size: int) -> R_co: ...
 
-    def __call__(self, raw: bytes, size: int) -> R:
-        if len(raw) > self._max_item:
-            return self._function(raw, size)
-        key = (raw, size)
-        found = self._results.get(key)  # no lock: a dict lookup is atomic
-        if found is not None:
-            return found
-        result = self._function(raw, size)
-        with self._lock:
-            if key not in self._results:
-                self._results[key] = result
-                self._total += len(raw)
-                while self._total > self._max_total:
-                    old, _ = oldest = next(iter(self._results))
-                    del self._results[oldest]
-                    self._total -= len(old)
-        return result
-
-    @property
-    def kept(self) -> int:
+    def kept_bytes(self) -> int:
         """How many bytes of input the cache holds."""
-        return self._total
+        ...
 
     def cache_clear(self) -> None:
         """Forget every result."""
-        with self._lock:
-            self._results.clear()
-            self._total = 0
+        ...
+
+
+class _Kept(Generic[R]):
+    """The results and their size, shared by a cached function and its methods."""
+
+    def __init__(self) -> None:
+        self.results: dict[tuple[bytes, int], R] = {}
+        self.total = 0
+        self.lock = threading.Lock()
 
 
 def cache_by_bytes(
@@ -73,7 +55,36 @@ def cache_by_bytes(
     """
 
     def decorate(function: Callable[[bytes, int], R]) -> ByBytes[R]:
-        return ByBytes(function, max_item=max_item, max_total=max_total)
+        kept: _Kept[R] = _Kept()
+        results = kept.results
+
+        # A plain function, not an object with __call__: cheaper on every call.
+        @functools.wraps(function)
+        def cached(raw: bytes, size: int) -> R:
+            if len(raw) > max_item:
+                return function(raw, size)
+            found = results.get((raw, size))  # no lock: a dict lookup is atomic
+            if found is not None:
+                return found
+            result = function(raw, size)
+            with kept.lock:
+                if (raw, size) not in results:
+                    results[raw, size] = result
+                    kept.total += len(raw)
+                    while kept.total > max_total:
+                        old, _ = oldest = next(iter(results))
+                        del results[oldest]
+                        kept.total -= len(old)
+            return result
+
+        def cache_clear() -> None:
+            with kept.lock:
+                results.clear()
+                kept.total = 0
+
+        cached.cache_clear = cache_clear  # type: ignore[attr-defined]
+        cached.kept_bytes = lambda: kept.total  # type: ignore[attr-defined]
+        return cached  # type: ignore[return-value]
 
     return decorate
 

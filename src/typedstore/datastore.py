@@ -339,7 +339,7 @@ class DataStore(MutableMapping[str, Any]):
     _ts_values: dict[str, Any]
     _ts_source: _Source | None
     _ts_stored: str | None
-    _ts_store: str | None  # the URL of the store that holds _ts_stored
+    _ts_store: Store | None  # the store that holds _ts_stored
     _ts_lock: threading.Lock
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -473,13 +473,19 @@ class DataStore(MutableMapping[str, Any]):
         store = store or current_store()
         with self._ts_lock:
             stored = self._ts_stored
-            if stored is not None and self._ts_store == store.url and self._unchanged():
+            holder = self._ts_store
+            if (
+                stored is not None
+                and holder is not None
+                and (holder is store or holder.url == store.url)
+                and self._unchanged()
+            ):
                 prefix = Reference.parse(stored).key.rsplit("/", 1)[0]
                 if relative_path_prefix in (None, prefix):
                     return stored
             url = store.serialize_write(self, relative_path_prefix, codec="datastore").url
             object.__setattr__(self, "_ts_stored", url)
-            object.__setattr__(self, "_ts_store", store.url)
+            object.__setattr__(self, "_ts_store", store)
         return url
 
     @classmethod
@@ -502,7 +508,7 @@ class DataStore(MutableMapping[str, Any]):
                 result = store.read_deserialize(ref, DataStore)
             finally:
                 _decoding.reset(token)
-        object.__setattr__(result, "_ts_store", store.url)
+        object.__setattr__(result, "_ts_store", store)
         object.__setattr__(result, "_ts_stored", ref.url)
         return result
 

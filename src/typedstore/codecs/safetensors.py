@@ -216,20 +216,14 @@ def read_header(source: Reader | Buffer) -> Header:
     """Read and validate the header of a safetensors file: the file behind a reader (only
     the header's bytes are read), or a whole file in memory."""
     if isinstance(source, (bytes, bytearray, memoryview)) or not hasattr(source, "readinto"):
-        view = byte_view(source)
-        size = _header_size(view, view.nbytes)
-        return parse_header(bytes(view[8 : 8 + size]), view.nbytes)
-    reader = cast(Reader, source)
-    # One read for the length and, most often, the whole header.
-    first, total = reader.read(0, HEADER_FIRST_READ), reader.size
-    size = _header_size(first, total)
-    if 8 + size <= len(first):
-        return parse_header(first[8 : 8 + size], total)
-    return parse_header(first[8:] + reader.read(len(first), 8 + size - len(first)), total)
-
-
-def _header_size(first: Buffer, total: int) -> int:
-    """The header length from the file's first bytes, checked against its size."""
+        reader, view = None, byte_view(source)
+        head, total = b"", view.nbytes
+        first: Buffer = view
+    else:
+        reader, view = cast(Reader, source), memoryview(b"")
+        # One read for the length and, most often, the whole header.
+        head, total = reader.read(0, HEADER_FIRST_READ), reader.size
+        first = head
     if total < 8 or memoryview(first).nbytes < 8:
         raise DecodeError(f"safetensors: {total} bytes is too short for a header")
     size: int = _unpack_size(first)[0]
@@ -237,7 +231,11 @@ def _header_size(first: Buffer, total: int) -> int:
         raise DecodeError(f"safetensors: header of {size} bytes exceeds {MAX_HEADER_SIZE}")
     if 8 + size > total:
         raise DecodeError(f"safetensors: header of {size} bytes runs past the end ({total})")
-    return size
+    if reader is None:
+        return parse_header(bytes(view[8 : 8 + size]), total)
+    if 8 + size <= len(head):
+        return parse_header(head[8 : 8 + size], total)
+    return parse_header(head[8:] + reader.read(len(head), 8 + size - len(head)), total)
 
 
 _unpack_size = struct.Struct("<Q").unpack_from

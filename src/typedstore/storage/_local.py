@@ -567,7 +567,8 @@ class LocalStorage:
 
     def _preadv(self, key: str, fd: int, start: int, buffers: Sequence[Buffer]) -> int:
         """Fill ``buffers`` one after the other from ``start`` of the open object."""
-        check_range(start, 0)
+        if start < 0:
+            check_range(start, 0)  # raises, with the message
         # Views of the buffers as they are (no cast to bytes, which fails for an empty
         # array of several dimensions): only one cut short is cast to go on.
         targets = [memoryview(buffer) for buffer in buffers]
