@@ -94,7 +94,7 @@ def test_attribute_and_item_access() -> None:
 
 def test_names_of_methods_stay_methods() -> None:
     ds = ts.DataStore()
-    with pytest.raises(AttributeError, match=r"use ds\['items'\]"):
+    with pytest.raises(AttributeError, match=r"use d\['items'\]"):
         ds.items = 1  # type: ignore[method-assign,assignment]
     with pytest.raises(AttributeError):
         ds.to_url = 1  # type: ignore[method-assign,assignment]

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from typedstore import _strictjson
+from typedstore.attrdict import AttrAccess
 from typedstore.caching import cache_by_identity
 from typedstore.codecs.safetensors import (
     Header,
@@ -317,7 +318,7 @@ def _read_exactly(source: _Source, key: str, out: np.ndarray[Any, Any]) -> None:
             raise DecodeError(f"{source.reference}: entry {key!r} is truncated")
 
 
-class DataStore(MutableMapping[str, Any]):
+class DataStore(AttrAccess, MutableMapping[str, Any]):
     """A dict whose values are also attributes, stored as one object behind one reference.
 
     ``ds.x = 1`` is ``ds["x"] = 1``; a missing attribute raises AttributeError, a missing
@@ -433,32 +434,6 @@ class DataStore(MutableMapping[str, Any]):
     def __ior__(self, other: Mapping[str, Any]) -> DataStore:
         self.update(other)
         return self
-
-    # --- attributes ------------------------------------------------------------------------
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith(("__", "_ts_")):
-            raise AttributeError(name)
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"DataStore has no key or attribute {name!r}") from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if hasattr(type(self), name):
-            raise AttributeError(
-                f"{name!r} is a DataStore attribute; use ds[{name!r}] = ... for this key"
-            )
-        self[name] = value
-
-    def __delattr__(self, name: str) -> None:
-        try:
-            del self[name]
-        except KeyError:
-            raise AttributeError(f"DataStore has no key {name!r}") from None
-
-    def __dir__(self) -> list[str]:
-        return sorted({*super().__dir__(), *(k for k in self._ts_values if k.isidentifier())})
 
     # --- storing and loading -----------------------------------------------------------------
 

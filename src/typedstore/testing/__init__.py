@@ -7,7 +7,8 @@
         check_codec(MyCodec(), st.builds(MyValue, st.integers()))
 
 It needs hypothesis (a test dependency, not a runtime one). Every check raises
-AssertionError with a message that says what the codec got wrong.
+AssertionError with a message that says what the codec got wrong. Storage authors have
+their own suite in :mod:`typedstore.testing.storage`.
 """
 
 from __future__ import annotations
