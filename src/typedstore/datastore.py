@@ -20,6 +20,7 @@ from typedstore.codecs.safetensors import (
     Header,
     TensorEntry,
     TensorSource,
+    array_bytes,
     decode_tensor,
     encode_tensors,
     read_header,
@@ -313,7 +314,7 @@ def _raw_entry(source: _Source, key: str) -> tuple[TensorSource, _EntryInfo]:
 def _read_exactly(source: _Source, key: str, out: np.ndarray[Any, Any]) -> None:
     entry = source.tensors[key]
     if out.nbytes:
-        got = source.store.readinto(source.reference.key, entry.start, out.data)
+        got = source.store.readinto(source.reference.key, entry.start, array_bytes(out))
         if got != entry.nbytes:
             raise DecodeError(f"{source.reference}: entry {key!r} is truncated")
 

@@ -158,8 +158,8 @@ MALFORMED = {
     + (json.dumps({"a": GOOD_ENTRY})[:-1] + ", " + json.dumps({"a": GOOD_ENTRY})[1:]).encode()
     + b"\0" * 8,
     "unknown dtype": make({"a": {**GOOD_ENTRY, "dtype": "F128"}}, b"\0" * 8),
-    "bf16 unsupported": make(
-        {"a": {**GOOD_ENTRY, "dtype": "BF16", "data_offsets": [0, 4]}}, b"\0" * 4
+    "bf16 of the wrong size": make(
+        {"a": {**GOOD_ENTRY, "dtype": "BF16", "data_offsets": [0, 8]}}, b"\0" * 8
     ),
     "missing field": make({"a": {"dtype": "F32", "shape": [2]}}, b"\0" * 8),
     "extra field": make({"a": {**GOOD_ENTRY, "x": 1}}, b"\0" * 8),

@@ -89,7 +89,8 @@ _FORBIDDEN = re.compile("|".join(fnmatch.translate(pattern) for pattern in FORBI
 _NUMPY_TYPES = (np.ndarray, np.generic, np.dtype)
 _NUMPY_ADVICE = (
     "numpy arrays, dtypes and scalars are never built from a pickle: store arrays with "
-    "the 'safetensors' or 'npy' codec"
+    "the 'safetensors' or 'npy' codec (an array that neither accepts has a dtype that "
+    "neither format keeps, such as ml_dtypes' int4)"
 )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -35,10 +37,11 @@ class NpyCodec:
     types: ClassVar[tuple[type, ...]] = (np.ndarray,)
 
     def accepts(self, value: object) -> bool:
-        """Exactly ``np.ndarray`` (not a subclass) whose dtype holds no Python objects and
-        has a size."""
+        """Exactly ``np.ndarray`` (not a subclass) whose dtype holds no Python objects,
+        has a size and comes back from the header as itself (dtypes of other packages,
+        such as ml_dtypes' int4, would come back as raw void)."""
         dtype = value.dtype if type(value) is np.ndarray else None
-        return dtype is not None and not dtype.hasobject and _sized(dtype)
+        return dtype is not None and not dtype.hasobject and _sized(dtype) and _kept(dtype)
 
     def encode(self, value: npt.NDArray[Any]) -> Sequence[Buffer]:
         """The ``.npy`` header, then the array's memory (copied only if not contiguous)."""
@@ -103,6 +106,18 @@ class NpyCodec:
                 view, dtype=np.uint8, count=expected, offset=start
             )
         return out
+
+
+@functools.lru_cache(maxsize=256)
+def _kept(dtype: np.dtype[Any]) -> bool:
+    """Whether the header's description of ``dtype`` reads back as ``dtype`` itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy warns about the metadata it drops
+        try:
+            descr = np.lib.format.dtype_to_descr(dtype)
+            return bool(np.lib.format.descr_to_dtype(descr) == dtype)
+        except (TypeError, ValueError):
+            return False
 
 
 def _sized(dtype: np.dtype[Any]) -> bool:

@@ -44,6 +44,7 @@ __all__ = [
     "SafetensorsCodec",
     "TensorEntry",
     "TensorSource",
+    "array_bytes",
     "decode_tensor",
     "encode_tensors",
     "parse_header",
@@ -84,9 +85,56 @@ def _little(dtype: np.dtype[Any]) -> np.dtype[Any]:
     return dtype.newbyteorder("<") if dtype.byteorder == ">" else dtype
 
 
+# The ml_dtypes types (the low-precision floats of model weights) by their safetensors
+# names, as the official library's torch module reads them. ml_dtypes is imported only
+# when a file names one: an array of one exists only once it is imported anyway.
+_ML_DTYPES: Mapping[str, str] = {
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+    "F8_E4M3FNUZ": "float8_e4m3fnuz",
+    "F8_E5M2FNUZ": "float8_e5m2fnuz",
+}
+_ML_NAMES: Mapping[str, str] = {name: code for code, name in _ML_DTYPES.items()}
+_ITEMSIZES: Mapping[str, int] = {
+    **{name: dtype.itemsize for name, dtype in _DTYPES.items()},
+    **{code: 2 if code == "BF16" else 1 for code in _ML_DTYPES},
+}
+
+
+def _code(dtype: np.dtype[Any]) -> str | None:
+    """The safetensors name of a (little-endian) dtype, None if it has none."""
+    code = _NAMES.get(dtype)
+    if code is None and dtype.type.__module__ == "ml_dtypes":
+        code = _ML_NAMES.get(dtype.name)
+    return code
+
+
+def _ml_dtype(code: str) -> np.dtype[Any] | None:
+    """The ml_dtypes dtype of a safetensors name, None if it names none of them."""
+    name = _ML_DTYPES.get(code)
+    if name is None:
+        return None
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise DecodeError(
+            f"safetensors: dtype {code} needs the ml_dtypes package: "
+            "pip install 'typedstore[ml]'"
+        ) from None
+    dtype: np.dtype[Any] = np.dtype(getattr(ml_dtypes, name))
+    return dtype
+
+
+def array_bytes(array: npt.NDArray[Any]) -> memoryview:
+    """The memory of a C-contiguous array as flat bytes, writable if the array is (a
+    memoryview of the array itself refuses dtypes of other packages, such as bfloat16)."""
+    return array.data if array.dtype.isbuiltin == 1 else array.reshape(-1).view(np.uint8).data
+
+
 def supports_dtype(dtype: np.dtype[Any]) -> bool:
     """Whether safetensors can hold arrays of ``dtype`` (in either byte order)."""
-    return dtype in _SUPPORTED
+    return dtype in _SUPPORTED or _code(dtype) is not None
 
 
 class TensorEntry(NamedTuple):
@@ -129,13 +177,13 @@ def encode_tensors(
             raise EncodeError(f"tensor name {_METADATA!r} is reserved")
         if isinstance(source, np.ndarray):
             dtype = _little(source.dtype)
-            dtype_name = _NAMES.get(dtype)
+            dtype_name = _code(dtype)
             if dtype_name is None:
                 raise EncodeError(f"safetensors cannot hold dtype {source.dtype} (tensor {name!r})")
             array = np.asarray(source, dtype=dtype, order="C")
             size = array.nbytes
             if size > COPY_MAX:
-                data.append([array.data.cast("B")])
+                data.append([array_bytes(array)])
                 copied = False
             else:
                 # Small data is joined with the header before it is written anyway, and
@@ -169,7 +217,7 @@ def _header(
 ) -> tuple[bytes, tuple[int, ...]]:
     """The header (with its length) for tensors of these names, dtypes and shapes, and the
     order their data is laid out in."""
-    itemsizes = [_DTYPES[dtype_name].itemsize for _, dtype_name, _ in signature]
+    itemsizes = [_ITEMSIZES[dtype_name] for _, dtype_name, _ in signature]
     order = tuple(sorted(range(len(signature)), key=lambda index: -itemsizes[index]))
     offsets: list[tuple[int, int]] = [(0, 0)] * len(signature)
     offset = 0
@@ -293,6 +341,8 @@ def _entry(name: str, info: Any, base: int) -> TensorEntry:
             f"safetensors: tensor {name!r} must have exactly dtype, shape and data_offsets"
         ) from None
     dtype = _DTYPES.get(dtype_name) if type(dtype_name) is str else None
+    if dtype is None and type(dtype_name) is str:
+        dtype = _ml_dtype(dtype_name)
     if dtype is None:
         raise DecodeError(f"safetensors: tensor {name!r} has unsupported dtype {dtype_name!r}")
     if type(shape) is not list or len(shape) > _MAX_NDIM:
@@ -334,7 +384,8 @@ def read_tensors(reader: Reader, entries: Sequence[TensorEntry]) -> list[npt.NDA
             # Fresh arrays are C-contiguous: readers fill them as they are.
             if (
                 expected
-                and reader.readinto(entries[run[0]].start, *[out[i].data for i in run]) != expected
+                and reader.readinto(entries[run[0]].start, *[array_bytes(out[i]) for i in run])
+                != expected
             ):
                 raise DecodeError("safetensors: the file is truncated")
             run = []
@@ -370,9 +421,10 @@ class SafetensorsCodec:
     """``np.ndarray`` and ``dict[str, np.ndarray]`` as standard safetensors files.
 
     Serves exactly ``np.ndarray`` (not subclasses such as masked arrays) of the dtypes
-    safetensors defines: bool, (u)int8-64, float16/32/64 and complex64; any layout and
-    byte order. A single array is stored as the tensor ``data`` with metadata
-    ``typedstore.kind = ndarray``; a dict as one tensor per key. Files written by other
+    safetensors defines: bool, (u)int8-64, float16/32/64 and complex64 (any layout and
+    byte order), and with ml_dtypes (the ``ml`` extra) bfloat16 and the float8 types. A
+    single array is stored as the tensor ``data`` with metadata ``typedstore.kind =
+    ndarray``; a dict as one tensor per key. Files written by other
     tools decode to a dict, or to their single array when ``np.ndarray`` is expected.
     """
 
@@ -383,13 +435,15 @@ class SafetensorsCodec:
     def accepts(self, value: object) -> bool:
         """An ndarray of a supported dtype, or a non-empty dict of them with str keys."""
         if type(value) is np.ndarray:
-            return value.dtype in _SUPPORTED
+            return value.dtype in _SUPPORTED or _code(value.dtype) is not None
         if type(value) is not dict or not value or _METADATA in value:
             return False
         # Runs on every dispatch of a dict: names bound once, not looked up per item.
         ndarray, supported = np.ndarray, _SUPPORTED
         for k, v in value.items():
-            if type(k) is not str or type(v) is not ndarray or v.dtype not in supported:
+            if type(k) is not str or type(v) is not ndarray:
+                return False
+            if v.dtype not in supported and _code(v.dtype) is None:
                 return False
         return True
 
