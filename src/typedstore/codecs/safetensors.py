@@ -424,18 +424,25 @@ class SafetensorsCodec:
     safetensors defines: bool, (u)int8-64, float16/32/64 and complex64 (any layout and
     byte order), and with ml_dtypes (the ``ml`` extra) bfloat16 and the float8 types. A
     single array is stored as the tensor ``data`` with metadata ``typedstore.kind =
-    ndarray``; a dict as one tensor per key. Files written by other
-    tools decode to a dict, or to their single array when ``np.ndarray`` is expected.
+    ndarray``; a dict as one tensor per key. A numpy scalar of those dtypes
+    (``np.float32(1.5)``) is a 0-d tensor with ``typedstore.kind = scalar`` and comes back
+    as the same scalar type. Files written by other tools decode to a dict, or to their
+    single array when ``np.ndarray`` is expected.
     """
 
     name: ClassVar[str] = "safetensors"
     version: ClassVar[int] = 1
-    types: ClassVar[tuple[type, ...]] = (np.ndarray, dict)
+    types: ClassVar[tuple[type, ...]] = (np.ndarray, dict, np.generic)
 
     def accepts(self, value: object) -> bool:
-        """An ndarray of a supported dtype, or a non-empty dict of them with str keys."""
+        """An ndarray or numpy scalar of a supported dtype, or a non-empty dict of arrays
+        with str keys."""
         if type(value) is np.ndarray:
             return value.dtype in _SUPPORTED or _code(value.dtype) is not None
+        if isinstance(value, np.generic):
+            dtype = value.dtype
+            exact = type(value) is dtype.type  # not a subclass with state of its own
+            return exact and (dtype in _SUPPORTED or _code(dtype) is not None)
         if type(value) is not dict or not value or _METADATA in value:
             return False
         # Runs on every dispatch of a dict: names bound once, not looked up per item.
@@ -447,10 +454,14 @@ class SafetensorsCodec:
                 return False
         return True
 
-    def encode(self, value: npt.NDArray[Any] | dict[str, npt.NDArray[Any]]) -> Sequence[Buffer]:
+    def encode(
+        self, value: npt.NDArray[Any] | dict[str, npt.NDArray[Any]] | np.generic[Any]
+    ) -> Sequence[Buffer]:
         """Header plus each array's memory (copied only to fix layout or byte order)."""
         if isinstance(value, np.ndarray):
             return encode_tensors({_SINGLE_NAME: value}, {_KIND: "ndarray"})
+        if isinstance(value, np.generic):
+            return encode_tensors({_SINGLE_NAME: np.asarray(value)}, {_KIND: "scalar"})
         return encode_tensors(value, {_KIND: "dict"})
 
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
@@ -472,7 +483,7 @@ class SafetensorsCodec:
             header = read_header(buffer)
             single = _single(header, expected_type)
             if single is not None:
-                return _share(buffer, single)
+                return _scalar(header, _share(buffer, single))
             return {name: _share(buffer, entry) for name, entry in header.tensors.items()}
         if size < LARGE:
             # One read and a copy per tensor cost less than a read per tensor.
@@ -480,7 +491,7 @@ class SafetensorsCodec:
         header = read_header(reader)
         single = _single(header, expected_type)
         if single is not None:
-            return read_tensors(reader, [single])[0]
+            return _scalar(header, read_tensors(reader, [single])[0])
         entries = header.tensors
         return dict(zip(entries, read_tensors(reader, list(entries.values())), strict=True))
 
@@ -497,15 +508,24 @@ def _assemble(
 ) -> Any:
     single = _single(header, expected_type)
     if single is not None:
-        return load(single)
+        return _scalar(header, load(single))
     return {name: load(entry) for name, entry in header.tensors.items()}
+
+
+def _scalar(header: Header, array: npt.NDArray[Any]) -> Any:
+    """The array, or the numpy scalar it holds when it was stored as one."""
+    if header.metadata.get(_KIND) != "scalar":
+        return array
+    if array.shape != ():
+        raise DecodeError(f"safetensors: a scalar must be a 0-d tensor, not {array.shape}")
+    return array[()]
 
 
 def _single(header: Header, expected_type: type[Any] | None) -> TensorEntry | None:
     """The tensor to decode as a lone array, or None to decode a dict of them."""
     entries = header.tensors
     kind = header.metadata.get(_KIND)
-    if kind == "ndarray" or (
+    if kind in ("ndarray", "scalar") or (
         kind != "dict" and expected_type is not None and issubclass(expected_type, np.ndarray)
     ):
         if len(entries) != 1:
