@@ -67,7 +67,7 @@ def test_default_registry_has_the_builtins() -> None:
         ({"w": np.zeros(3)}, "safetensors"),
         (np.zeros(3, np.complex128), "npy"),
         (np.array(["a"]), "npy"),
-        (np.ma.masked_array([1.0]), "pickle"),
+        (np.ma.masked_array([1.0]), "safetensors"),  # data and mask as tensors
         (np.array([None]), "pickle"),
         ({"a": 1}, "json"),
         ({}, "json"),
@@ -224,7 +224,7 @@ def test_codecs_view_is_read_only() -> None:
 
 
 def test_explain() -> None:
-    text = ts.registry.explain(np.ma.masked_array([1.0]))
+    text = ts.registry.explain(np.ma.masked_array(["a"]))
     assert "numpy.ndarray" in text
     assert "safetensors (priority 10, built-in): refuses the value" in text
     assert "npy (priority 0, built-in): refuses the value" in text

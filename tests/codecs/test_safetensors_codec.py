@@ -117,7 +117,7 @@ def test_large_contiguous_arrays_are_not_copied() -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        np.ma.masked_array([1.0, 2.0], mask=[False, True]),
+        np.ma.masked_array(np.array(["a", "b"]), mask=[False, True]),
         np.zeros(2, np.complex128),
         np.array(["a"]),
         np.array([1], dtype=object),

@@ -432,7 +432,7 @@ class SafetensorsCodec:
 
     name: ClassVar[str] = "safetensors"
     version: ClassVar[int] = 1
-    types: ClassVar[tuple[type, ...]] = (np.ndarray, dict, np.generic)
+    types: ClassVar[tuple[type, ...]] = (np.ndarray, dict, np.generic, np.ma.MaskedArray)
 
     def accepts(self, value: object) -> bool:
         """An ndarray or numpy scalar of a supported dtype, or a non-empty dict of arrays
@@ -443,6 +443,9 @@ class SafetensorsCodec:
             dtype = value.dtype
             exact = type(value) is dtype.type  # not a subclass with state of its own
             return exact and (dtype in _SUPPORTED or _code(dtype) is not None)
+        if type(value) is np.ma.MaskedArray:
+            dtype = value.dtype
+            return dtype in _SUPPORTED or _code(dtype) is not None
         if type(value) is not dict or not value or _METADATA in value:
             return False
         # Runs on every dispatch of a dict: names bound once, not looked up per item.
@@ -458,6 +461,12 @@ class SafetensorsCodec:
         self, value: npt.NDArray[Any] | dict[str, npt.NDArray[Any]] | np.generic[Any]
     ) -> Sequence[Buffer]:
         """Header plus each array's memory (copied only to fix layout or byte order)."""
+        if isinstance(value, np.ma.MaskedArray):  # before ndarray, its base class
+            flags = _masked_flags(value)
+            tensors = {_SINGLE_NAME: np.asarray(value.data), "mask": np.ma.getmaskarray(value)}
+            if flags[_FILL] == "stored":
+                tensors["fill_value"] = np.asarray(value.fill_value, value.dtype)
+            return encode_tensors(tensors, {_KIND: "masked", **flags})
         if isinstance(value, np.ndarray):
             return encode_tensors({_SINGLE_NAME: value}, {_KIND: "ndarray"})
         if isinstance(value, np.generic):
@@ -468,6 +477,9 @@ class SafetensorsCodec:
         """Fresh arrays: one array or a dict of them (see the class docstring)."""
         header = read_header(data)
         return _assemble(header, expected_type, lambda e: decode_tensor(data, e))
+
+    # Masked arrays: their data, their full mask and their fill value as tensors, and
+    # flags for what else they carry.
 
     def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> Any:
         """As :meth:`decode`, reading each tensor straight into its result's memory.
@@ -484,7 +496,8 @@ class SafetensorsCodec:
             single = _single(header, expected_type)
             if single is not None:
                 return _scalar(header, _share(buffer, single))
-            return {name: _share(buffer, entry) for name, entry in header.tensors.items()}
+            shared = {name: _share(buffer, entry) for name, entry in header.tensors.items()}
+            return _tensors(header, shared)
         if size < LARGE:
             # One read and a copy per tensor cost less than a read per tensor.
             return self.decode(memoryview(reader.read(0, size)), expected_type)
@@ -493,7 +506,8 @@ class SafetensorsCodec:
         if single is not None:
             return _scalar(header, read_tensors(reader, [single])[0])
         entries = header.tensors
-        return dict(zip(entries, read_tensors(reader, list(entries.values())), strict=True))
+        arrays = read_tensors(reader, list(entries.values()))
+        return _tensors(header, dict(zip(entries, arrays, strict=True)))
 
     def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """As :meth:`decode`, but the arrays are read-only views into ``data`` (no copy)."""
@@ -509,7 +523,57 @@ def _assemble(
     single = _single(header, expected_type)
     if single is not None:
         return _scalar(header, load(single))
-    return {name: load(entry) for name, entry in header.tensors.items()}
+    return _tensors(header, {name: load(entry) for name, entry in header.tensors.items()})
+
+
+def _masked_flags(value: np.ma.MaskedArray[Any, Any]) -> dict[str, str]:
+    # numpy's default fill value may not fit the dtype (999999 for uint8): it is named,
+    # not stored, and comes back as numpy makes it.
+    fill = np.asarray(value.fill_value)
+    default = np.asarray(np.ma.MaskedArray(np.empty(0, value.dtype)).fill_value)
+    is_default = fill.dtype == default.dtype and fill.tobytes() == default.tobytes()
+    return {
+        _MASK: "none" if value.mask is np.ma.nomask else "full",
+        _HARD_MASK: "true" if value.hardmask else "false",
+        _FILL: "default" if is_default else "stored",
+    }
+
+
+def _tensors(header: Header, arrays: dict[str, npt.NDArray[Any]]) -> Any:
+    """The arrays of a file, or the masked array they are the parts of."""
+    metadata = header.metadata
+    if metadata.get(_KIND) != "masked":
+        return arrays
+    flags = {key: metadata.get(key) for key in (_MASK, _HARD_MASK, _FILL)}
+    if (
+        flags[_MASK] not in ("none", "full")
+        or flags[_HARD_MASK] not in ("true", "false")
+        or flags[_FILL] not in ("default", "stored")
+    ):
+        raise DecodeError("safetensors: a masked array's flags are missing or invalid")
+    parts = {_SINGLE_NAME, "mask"} | ({"fill_value"} if flags[_FILL] == "stored" else set())
+    if arrays.keys() != parts:
+        raise DecodeError(f"safetensors: a masked array needs exactly {sorted(parts)}")
+    data, mask = arrays[_SINGLE_NAME], arrays["mask"]
+    if mask.dtype != np.bool_ or mask.shape != data.shape:
+        raise DecodeError("safetensors: the mask must be a bool tensor of the data's shape")
+    fill = arrays.get("fill_value")
+    if fill is not None and (fill.shape != () or fill.dtype != data.dtype):
+        raise DecodeError("safetensors: the fill value must be a 0-d tensor of the data's dtype")
+    if flags[_MASK] == "none" and mask.any():
+        raise DecodeError("safetensors: a masked array without a mask has masked values")
+    masked: Any = np.ma.MaskedArray  # numpy's stubs do not take nomask as a mask
+    return masked(
+        data,
+        mask=np.ma.nomask if flags[_MASK] == "none" else mask,
+        fill_value=None if fill is None else fill[()],
+        hard_mask=flags[_HARD_MASK] == "true",
+    )
+
+
+_MASK = "typedstore.mask"
+_HARD_MASK = "typedstore.hard_mask"
+_FILL = "typedstore.fill_value"
 
 
 def _scalar(header: Header, array: npt.NDArray[Any]) -> Any:
@@ -525,6 +589,8 @@ def _single(header: Header, expected_type: type[Any] | None) -> TensorEntry | No
     """The tensor to decode as a lone array, or None to decode a dict of them."""
     entries = header.tensors
     kind = header.metadata.get(_KIND)
+    if kind == "masked":
+        return None
     if kind in ("ndarray", "scalar") or (
         kind != "dict" and expected_type is not None and issubclass(expected_type, np.ndarray)
     ):
