@@ -196,8 +196,20 @@ def test_a_third_party_storage_plugs_in_by_scheme() -> None:
         ts.storage_for_url("counting://y")
 
 
+def test_storage_options_reach_the_factory_as_they_are() -> None:
+    session = object()  # a credentials object, say: no JSON for it
+    register_storage("optionstest", CountingStorage, replace=True)
+    storage = ts.storage_for_url("optionstest://x", storage_options={"session": session})
+    assert isinstance(storage, CountingStorage)
+    assert storage.options["session"] is session
+    again = ts.storage_for_url("optionstest://x", storage_options={"session": session})
+    assert again is storage
+
+
 def test_a_lazy_import_names_what_to_install() -> None:
-    register_storage("lazytest", "no_such_module_anywhere:factory", hint="install lazytest")
+    register_storage(
+        "lazytest", "no_such_module_anywhere:factory", hint="install lazytest", replace=True
+    )
     with pytest.raises(StorageError, match="install lazytest"):
         ts.Store("lazytest://bucket")
     with pytest.raises(RegistrationError, match="invalid URL scheme"):

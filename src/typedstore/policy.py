@@ -12,6 +12,7 @@ __all__ = [
     "CACHED_HEADER_BYTES",
     "CACHED_HEADER_MAX",
     "CACHED_HEADER_TENSORS",
+    "CACHED_STORAGES",
     "COPY_MAX",
     "HEADER_FIRST_READ",
     "LARGE",
@@ -47,6 +48,10 @@ HEADER_FIRST_READ = 16 << 10
 #: remote storages (S3 needs 5 MiB per part at least), and the command line's ``get`` and
 #: ``copy``. It bounds the memory a transfer needs beyond its buffers.
 PART = 8 << 20
+
+#: Storages kept for reuse, one per URL and options (each holds open folders or a
+#: connection pool); past it they are all dropped and made again as used.
+CACHED_STORAGES = 64
 
 #: Folders a local storage keeps open (processes may commonly hold 1024 descriptors).
 OPEN_FOLDERS = 64

@@ -66,7 +66,7 @@ def test_a_large_bfloat16_array_is_read_straight_into_memory(store: Path) -> Non
 def test_a_dtype_no_format_keeps_is_refused_at_write(store: Path) -> None:
     array = np.arange(4).astype(ml_dtypes.int4)
     assert not ts.registry.get("npy").accepts(array)  # npy would read it back as void
-    with pytest.raises(EncodeError, match="int4"):
+    with pytest.raises(EncodeError):
         ts.DataStoreIO.serialize_write(array, "p")
     with pytest.raises(EncodeError):
         ts.DataStore(x=array).to_url("p")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 import os
@@ -15,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 import attrs
 
 from typedstore.errors import RegistrationError, StorageError
+from typedstore.policy import CACHED_STORAGES
 from typedstore.protocols import Storage
 
 __all__ = ["StorageFactory", "known_storages", "register_storage", "storage_for_url"]
@@ -71,7 +71,7 @@ def register_storage(
             )
         _implementations[scheme] = _Implementation(factory, hint)
         _targets[scheme] = factory
-        _storage.cache_clear()
+        _storages.clear()
 
 
 def storage_for_url(
@@ -85,13 +85,25 @@ def storage_for_url(
     scheme = urlsplit(url).scheme if "://" in url else ""
     if scheme == "":
         url = os.path.abspath(url)  # a relative path means another place after a chdir
-    options_key = json.dumps(dict(storage_options or {}), sort_keys=True, default=repr)
-    return _storage(scheme, url, fsync, options_key)
+    options = dict(storage_options or {})
+    # The options are keyed by their JSON (repr for other values), but the factory gets
+    # them as they are: a session or config object must reach fsspec intact.
+    key = (scheme, url, fsync, json.dumps(options, sort_keys=True, default=repr))
+    found = _storages.get(key)
+    if found is None:
+        found = _make(scheme, url, fsync, options)
+        with _lock:
+            if len(_storages) >= CACHED_STORAGES:
+                _storages.clear()
+            found = _storages.setdefault(key, found)
+    return found
 
 
 # Storages hold open folders and connections: one per URL and options, reused.
-@functools.lru_cache(maxsize=64)
-def _storage(scheme: str, url: str, fsync: bool, options_key: str) -> Storage:
+_storages: dict[tuple[str, str, bool, str], Storage] = {}
+
+
+def _make(scheme: str, url: str, fsync: bool, storage_options: dict[str, Any]) -> Storage:
     implementation = _implementations.get(scheme, _FSSPEC)
     factory = implementation.target
     if isinstance(factory, str):
@@ -100,7 +112,6 @@ def _storage(scheme: str, url: str, fsync: bool, options_key: str) -> Storage:
             factory = getattr(importlib.import_module(module), name)
         except ImportError as exc:
             raise StorageError(f"datastore URL {url!r}: {implementation.hint or exc}") from exc
-    storage_options = json.loads(options_key)
     made = factory(url, fsync=fsync, storage_options=storage_options)
     if not isinstance(made, Storage):
         raise StorageError(f"the storage factory for {scheme!r} URLs made {made!r}, not a Storage")
