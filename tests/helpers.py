@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+import enum
 import fractions
+import json
+import struct
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -92,3 +97,66 @@ class Point:
 # Aliases, as a user's module may hold them: a pickle can name these through "helpers.*".
 np_alias = np
 Fraction = fractions.Fraction
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether ``b`` is ``a`` back exactly: the same types all the way down, arrays of the
+    same dtype, shape, mask and bytes, dicts with keys in the same order, floats equal
+    bit for bit (NaN and -0.0 included), instances with the same attribute values."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ma.MaskedArray):
+        return bool(
+            same(a.data, b.data)
+            and np.array_equal(np.ma.getmaskarray(a), np.ma.getmaskarray(b))
+            and (a.mask is np.ma.nomask) == (b.mask is np.ma.nomask)
+            and a.hardmask == b.hardmask
+            and same(np.asarray(a.fill_value), np.asarray(b.fill_value))
+        )
+    if isinstance(a, np.ndarray):
+        return bool(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes())
+    if isinstance(a, np.generic):
+        return bool(a.dtype == b.dtype and a.tobytes() == b.tobytes())
+    if isinstance(a, float):
+        return struct.pack("<d", a) == struct.pack("<d", b) or (a != a and b != b)
+    if isinstance(a, complex):
+        return same(a.real, b.real) and same(a.imag, b.imag)
+    if isinstance(a, decimal.Decimal):
+        return str(a) == str(b)  # NaN, the sign of zero and the exponent
+    if isinstance(a, dict):
+        return list(map(_key, a)) == list(map(_key, b)) and all(
+            same(x, y) for x, y in zip(a.values(), b.values(), strict=True)
+        )
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, set | frozenset):
+        return sorted(map(_key, a)) == sorted(map(_key, b))
+    if isinstance(a, datetime.datetime | datetime.time):
+        return a == b and a.fold == b.fold and repr(a.tzinfo) == repr(b.tzinfo)
+    state_a, state_b = _state(a), _state(b)
+    if state_a is not None and state_b is not None:
+        return same(state_a, state_b)
+    return bool(a == b)
+
+
+def _key(value: Any) -> tuple[str, str]:
+    return (type(value).__qualname__, repr(value))
+
+
+def _state(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, enum.Enum) or type(value).__module__ in ("builtins", "decimal", "uuid"):
+        return None
+    names = [*getattr(value, "__dict__", {}), *getattr(type(value), "__slots__", ())]
+    if not names:
+        return None
+    return {name: getattr(value, name) for name in names if hasattr(value, name)}
+
+
+def with_metadata(data: bytes, change: dict[str, str]) -> bytes:
+    """A safetensors file with entries of its ``__metadata__`` replaced (for tampering)."""
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"].update(change)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + data[8 + size :]

@@ -173,10 +173,11 @@ def test_values_no_codec_can_encode_name_the_key(store: Path) -> None:
     @attrs.define
     class Dated:
         when: datetime.datetime
+        extra: Any = None
 
-    ts.registry.register_attrs(Dated)
-    dated = ts.DataStore(m=Dated(datetime.datetime(2024, 1, 1)))
-    with pytest.raises(EncodeError, match=r"(?s)when holds a datetime.*key 'm'"):
+    ts.registry.register_class(Dated)
+    dated = ts.DataStore(m=Dated(datetime.datetime(2024, 1, 1), extra=object()))
+    with pytest.raises(EncodeError, match=r"(?s)extra holds a builtins.object.*key 'm'"):
         dated.to_url("p")
     assert not store.exists() or files_under(store) == []
 

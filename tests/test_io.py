@@ -67,9 +67,9 @@ VALUES: list[tuple[Any, str]] = [
     (np.array(["x", "yz"]), "npy"),
     ({"lr": 0.1, "layers": [1, 2], "name": "m"}, "json"),
     ("text", "json"),
-    ((1, 2.5, "x"), "pickle"),
+    ((1, 2.5, "x"), "tree"),
     (collections.deque([1, 2], maxlen=3), "pickle"),
-    (bytearray(b"abc"), "raw"),
+    (bytearray(b"abc"), "tree"),
 ]
 
 

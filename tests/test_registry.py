@@ -61,7 +61,7 @@ def test_default_registry_has_the_builtins() -> None:
     ("value", "codec"),
     [
         (b"x", "raw"),
-        (bytearray(b"x"), "raw"),
+        (bytearray(b"x"), "tree"),  # raw would give bytes back
         (memoryview(b"x"), "raw"),
         (np.zeros(3, np.float32), "safetensors"),
         ({"w": np.zeros(3)}, "safetensors"),
@@ -75,9 +75,11 @@ def test_default_registry_has_the_builtins() -> None:
         (None, "json"),
         (True, "json"),
         (1.5, "json"),
-        ((1, 2), "pickle"),
-        ({1: "a"}, "pickle"),
-        (float("nan"), "pickle"),
+        ((1, 2), "tree"),
+        ({1: "a"}, "tree"),
+        (float("nan"), "tree"),
+        ({"m": {"w": np.zeros(2)}, "step": 3}, "tree"),
+        ({"w": np.zeros(2), "step": 3}, "tree"),
         (np.float64(1.0), "safetensors"),  # a numpy scalar, not a float
         (Child(), "pickle"),
     ],

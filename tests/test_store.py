@@ -40,7 +40,7 @@ def test_two_stores_side_by_side_each_with_its_own_root_and_registry(tmp_path: P
     assert second.registry is registry
 
     ref = second.serialize_write(Point(1.0, 2.0), "p")
-    assert ref.codec == "attrs"
+    assert ref.codec == "tree"
     assert second.read_deserialize(ref, Point) == Point(1.0, 2.0)
     assert files_under(tmp_path / "two") == [ref.key]
     assert not (tmp_path / "one").exists()

@@ -43,7 +43,7 @@ from typedstore.store import Store, default_store
 
 __all__ = ["main"]
 
-_SAFETENSORS_BASED = ("safetensors", "attrs", "datastore")
+_SAFETENSORS_BASED = ("safetensors", "tree", "attrs", "datastore")
 
 
 def _short(value: Any) -> str:
@@ -81,8 +81,8 @@ class DemoModel:
 
 
 def _demo(args: argparse.Namespace, out: TextIO) -> int:
-    if DemoModel not in registry.get("attrs").types:
-        registry.register_attrs(DemoModel, name="typedstore.demo.DemoModel")
+    if DemoModel not in registry.get("tree").types:
+        registry.register_class(DemoModel, name="typedstore.demo.DemoModel")
     storage = default_store().storage
     print(f"datastore: {storage.url}", file=out)
     print(f"database:  {options.get('database.url')}\n", file=out)

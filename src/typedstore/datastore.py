@@ -262,7 +262,7 @@ def _encode_entry(reg: CodecRegistry, key: str, item: Any) -> tuple[TensorSource
         exc.add_note(f"datastore: key {key!r}")
         raise
     if codec.name == "safetensors" and type(item) is np.ndarray:
-        return item, _EntryInfo(codec.name, codec.version, True)
+        return item, _EntryInfo(codec.name, 1, True)  # a tensor: what version 1 wrote
     try:
         chunks = codec.encode(item)
     except TypedStoreError as exc:
@@ -273,7 +273,9 @@ def _encode_entry(reg: CodecRegistry, key: str, item: Any) -> tuple[TensorSource
             f"datastore: key {key!r}: codec {codec.name!r} failed to encode a "
             f"{type(item).__qualname__}: {exc}"
         ) from exc
-    return chunks, _EntryInfo(codec.name, codec.version, False)
+    version_for = getattr(codec, "version_for", None)
+    version = codec.version if version_for is None else version_for(item)
+    return chunks, _EntryInfo(codec.name, version, False)
 
 
 def _entry_codec(reg: CodecRegistry, info: _EntryInfo) -> Codec[Any]:

@@ -132,7 +132,7 @@ def detect_codec(store: Store, key: str) -> str:
             except DecodeError:
                 return "safetensors"
             kind = metadata.get("typedstore.kind", "")
-            return kind if kind in ("attrs", "datastore") else "safetensors"
+            return kind if kind in ("tree", "attrs", "datastore") else "safetensors"
         if size < LARGE:
             try:
                 _strictjson.loads(reader.read(0, size))

@@ -34,6 +34,7 @@ __all__ = [
     "Storage",
     "StreamingCodec",
     "TracksChanges",
+    "VersionedCodec",
     "ZeroCopyCodec",
     "byte_view",
     "check_codec_name",
@@ -117,6 +118,16 @@ class ZeroCopyCodec(Codec[T], Protocol[T]):
 
     def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> T:
         """Like ``decode``, but the result may be read-only views into ``data``."""
+        ...
+
+
+@runtime_checkable
+class VersionedCodec(Codec[T], Protocol[T]):
+    """A codec whose later versions added kinds of values: it tells the oldest version
+    that reads a given value, so containers refuse only what an older reader cannot read."""
+
+    def version_for(self, value: T) -> int:
+        """The oldest format version whose readers decode ``value`` as it is."""
         ...
 
 

@@ -13,20 +13,24 @@ from typing import Any, TypeVar, overload
 import attrs
 
 from typedstore.codecs import (
-    AttrsCodec,
     JsonCodec,
     NpyCodec,
     PickleCodec,
     RawCodec,
     SafetensorsCodec,
+    TreeCodec,
 )
 from typedstore.errors import NoCodecError, PluginWarning, RegistrationError, UnknownCodecError
 from typedstore.protocols import Codec, check_codec_name
 
-__all__ = ["ENTRY_POINT_GROUP", "CodecRegistry", "registry"]
+__all__ = ["ENTRY_POINT_GROUP", "RETIRED", "CodecRegistry", "registry"]
 
 #: Entry point group through which other packages contribute codecs.
 ENTRY_POINT_GROUP = "typedstore.codecs"
+
+#: Names of retired codecs whose files another codec reads: references naming them keep
+#: loading. No codec may be registered under one.
+RETIRED: Mapping[str, str] = MappingProxyType({"attrs": "tree"})
 
 _C = TypeVar("_C", bound=Codec[Any])
 _T = TypeVar("_T")
@@ -116,6 +120,10 @@ class CodecRegistry:
                 "encode and decode"
             )
         name = check_codec_name(codec.name)
+        if name in RETIRED:
+            raise RegistrationError(
+                f"codec name {name!r} is retired: its files are read by {RETIRED[name]!r}"
+            )
         version: object = codec.version
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise RegistrationError(f"codec {name!r}: version must be a positive int")
@@ -151,40 +159,47 @@ class CodecRegistry:
         self._cache.clear()
 
     @overload
-    def register_attrs(self, cls: type[_T], *, name: str | None = None) -> type[_T]: ...
+    def register_class(self, cls: type[_T], *, name: str | None = None) -> type[_T]: ...
     @overload
-    def register_attrs(
+    def register_class(
         self, cls: None = None, *, name: str | None = None
     ) -> Callable[[type[_T]], type[_T]]: ...
 
-    def register_attrs(self, cls: Any = None, *, name: str | None = None) -> Any:
-        """Store instances of the attrs class ``cls`` with the ``attrs`` codec (no pickle).
+    def register_class(self, cls: Any = None, *, name: str | None = None) -> Any:
+        """Store instances of ``cls`` (an attrs class, dataclass, pydantic v2 model or
+        enum) with the ``tree`` codec: no pickle, and back exactly as they were.
 
         ``name`` is the type id written into files (default ``module.qualname``); give a
-        stable one if the class may move. Nested attrs classes in its fields are rebuilt
-        from the annotations and need no registration. Works as a decorator too, plain or
-        with ``name=``. Raises RegistrationError for a class that is not an attrs class,
-        or a class or type id already registered.
+        stable one if the class may move. The classes that its field annotations name
+        are registered with it under their default ids. Works as a decorator too, plain
+        or with ``name=``. Raises RegistrationError, naming the field, for a class of
+        another kind, a class or type id already registered, annotations that cannot be
+        resolved, or a field type that nothing stores without pickle.
         """
         if cls is None:
-            return lambda c: self.register_attrs(c, name=name)
-        codec = self.get("attrs")
-        if not isinstance(codec, AttrsCodec):
-            raise RegistrationError("this registry's 'attrs' codec does not serve attrs classes")
+            return lambda c: self.register_class(c, name=name)
+        codec = self.get("tree")
+        if not isinstance(codec, TreeCodec):
+            raise RegistrationError("this registry's 'tree' codec does not serve classes")
         with self._lock:
-            entry = self._by_name["attrs"]
-            codec.check(cls, name)
-            self._check_clash(cls, entry)
-            codec.add(cls, name)
-            self._index(cls, entry)
+            entry = self._by_name["tree"]
+            specs = codec.plan(cls, name)
+            for spec in specs:
+                self._check_clash(spec.cls, entry)
+            codec.classes.add(specs)
+            for spec in specs:
+                self._index(spec.cls, entry)
         return cls
+
+    #: The former name of :meth:`register_class`, for attrs classes.
+    register_attrs = register_class
 
     def get(self, name: str) -> Codec[Any]:
         """The codec registered under ``name``; raise UnknownCodecError if none."""
         if self._plugins_pending:  # checked here first: get() runs on every read
             self._load_plugins()
         try:
-            return self._by_name[name].codec
+            return self._by_name[RETIRED.get(name, name)].codec
         except (KeyError, TypeError):
             raise UnknownCodecError(
                 f"unknown codec {name!r}; registered codecs: {', '.join(self.names())}"
@@ -299,8 +314,10 @@ def _default_registry() -> CodecRegistry:
     reg = CodecRegistry()
     reg.register(RawCodec())
     reg.register(SafetensorsCodec(), priority=10)
-    for codec in (NpyCodec(), JsonCodec(), AttrsCodec(), PickleCodec()):
+    for codec in (NpyCodec(), JsonCodec(), PickleCodec()):
         reg.register(codec)
+    # After json, which holds plain data as readable text.
+    reg.register(TreeCodec(), priority=-1)
     return reg
 
 

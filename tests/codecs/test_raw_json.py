@@ -18,7 +18,9 @@ js = JsonCodec()
 
 @given(st.binary())
 def test_raw_round_trip(data: bytes) -> None:
-    for value in (data, bytearray(data), memoryview(data)):
+    # A bytearray is the tree codec's: raw gives bytes back.
+    assert not raw.accepts(bytearray(data))
+    for value in (data, memoryview(data)):
         assert raw.accepts(value)
         assert join(raw.encode(value)) == data
         assert round_trip(raw, value) == data

@@ -36,7 +36,9 @@ def assert_same_array(got: Any, want: np.ndarray[Any, Any]) -> None:
 
 @given(any_arrays(SAFETENSORS_DTYPES))
 def test_round_trip_every_dtype_shape_and_layout(array: np.ndarray[Any, Any]) -> None:
-    assert codec.accepts(array)
+    # A big-endian array goes to npy, which keeps its byte order; called directly, this
+    # codec stores it little-endian.
+    assert codec.accepts(array) == (array.dtype.byteorder != ">")
     assert_same_array(round_trip(codec, array), array)
     assert_same_array(round_trip(codec, array, np.ndarray), array)
 

@@ -22,7 +22,8 @@ ALL = [
 def test_codec_folder_is_complete(codec: str) -> None:
     assert (ROOT / codec / "FORMAT.md").is_file()
     assert sums_path(codec).is_file(), f"{codec}: no SHA256SUMS; see codecs/README.md"
-    assert registry.get(codec).version in CASES[codec], "current version has no vectors"
+    if registry.get(codec).name == codec:  # a retired codec has no current version
+        assert registry.get(codec).version in CASES[codec], "current version has no vectors"
     listed = set(read_sums(codec))
     present = {
         p.relative_to(ROOT / codec / "vectors").as_posix()
@@ -64,6 +65,7 @@ def test_vector_decodes_to_its_value(codec: str, version: int, case: str) -> Non
         (c, v, k)
         for c, v, k in ALL
         if v == registry.get(c).version
+        and registry.get(c).name == c  # not a retired codec, whose files another reads
         and c != "pickle"
         and CASES[c][v][k].writer is None
         and CASES[c][v][k].stable

@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import datetime
 import decimal
+import enum
 import hashlib
+import pathlib
 import sys
+import uuid
+import zoneinfo
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
+import ml_dtypes
 import numpy as np
 import safetensors.numpy
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers, when run as a script
+from helpers import same as exactly
 from typedstore.datastore import DataStore
 from typedstore.protocols import byte_view
 from typedstore.registry import registry
@@ -67,7 +75,81 @@ class VectorModel:
     spectrum: np.ndarray[Any, Any] | None = None
 
 
-registry.register_attrs(VectorModel, name="typedstore.vectors.VectorModel")
+# Layer first, under a fixed id: registered with VectorModel it would get its default id,
+# which names this module (__main__ when the vectors are written).
+registry.register_class(Layer, name="typedstore.vectors.Layer")
+registry.register_class(VectorModel, name="typedstore.vectors.VectorModel")
+
+
+class Phase(enum.IntEnum):
+    """An enum of the ``tree`` vectors."""
+
+    WARMUP = 1
+    TRAIN = 2
+
+
+@dataclasses.dataclass
+class Schedule:
+    """A dataclass of the ``tree`` vectors."""
+
+    phases: dict[Phase, tuple[int, int]]
+    started: datetime.datetime
+    total: int = dataclasses.field(init=False, default=0)
+
+
+registry.register_class(Phase, name="typedstore.vectors.Phase")
+registry.register_class(Schedule, name="typedstore.vectors.Schedule")
+
+
+def _schedule() -> Schedule:
+    schedule = Schedule(
+        {Phase.WARMUP: (0, 100), Phase.TRAIN: (100, 1000)},
+        datetime.datetime(2024, 3, 31, 2, 30, tzinfo=zoneinfo.ZoneInfo("Europe/Berlin")),
+    )
+    schedule.total = 1000
+    return schedule
+
+
+def _checkpoint() -> dict[str, Any]:
+    return {
+        "model": {
+            "layers.0.weight": np.arange(6, dtype=np.float32).reshape(2, 3),
+            "layers.0.bias": np.zeros(3, np.float32).astype(ml_dtypes.bfloat16),
+        },
+        "optimizer": {
+            "state": {0: {"step": np.array(10.0, np.float32), "exp_avg": np.ones(3)}},
+            "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "params": [0]}],
+        },
+        "epoch": 3,
+        "best": float("-inf"),
+    }
+
+
+def _python_values() -> list[Any]:
+    return [
+        (1, "two", None),
+        {1, 2, 3},
+        frozenset({-1}),
+        {1: "int key", (2, 3): "tuple key", "$ref": "escaped"},
+        b"\x00raw",
+        bytearray(b"\x01"),
+        2**100,
+        float("nan"),
+        -0.0,
+        complex(1.5, -2.0),
+        datetime.datetime(2024, 5, 6, 7, 8, 9, 10, tzinfo=datetime.UTC),
+        datetime.date(2024, 2, 29),
+        datetime.time(12, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=5, minutes=30))),
+        datetime.timedelta(days=2, seconds=3, microseconds=4),
+        decimal.Decimal("-1.50"),
+        uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        pathlib.PurePosixPath("/data/run-1"),
+        pathlib.PureWindowsPath("C:/data/run-1"),
+        np.float16(0.5),
+        np.ma.masked_array([1, 2, 3], mask=[False, True, False], fill_value=7, dtype=np.int32),
+        np.array([1 + 2j]),
+        np.arange(2, dtype=">i4"),
+    ]
 
 
 def _model() -> VectorModel:
@@ -145,7 +227,32 @@ CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
                     "a": np.arange(3, dtype=np.uint16),
                 },
             ),
-        }
+        },
+        # Version 2: numpy scalars, masked arrays, ml_dtypes tensors.
+        2: {
+            "f32-matrix": Case(lambda: np.arange(6, dtype=np.float32).reshape(2, 3)),
+            "dict": Case(lambda: {"w": np.eye(2), "b": np.array([1, 2], np.int8)}),
+            "bf16": Case(
+                lambda: np.linspace(-2, 2, 5, dtype=np.float32).astype(ml_dtypes.bfloat16)
+            ),
+            "f8": Case(
+                lambda: {
+                    "e4m3": np.array([0.5, -1.0], np.float32).astype(ml_dtypes.float8_e4m3fn),
+                    "e5m2": np.array([2.0], np.float32).astype(ml_dtypes.float8_e5m2),
+                }
+            ),
+            "scalar": Case(lambda: np.int64(-7)),
+            "masked": Case(lambda: np.ma.masked_array([1.5, 2.5], mask=[True, False])),
+            "masked-hard-fill": Case(
+                lambda: np.ma.masked_array(
+                    np.arange(3, dtype=np.uint8),
+                    mask=[False, False, True],
+                    fill_value=9,
+                    hard_mask=True,
+                )
+            ),
+            "masked-nomask": Case(lambda: np.ma.masked_array(np.ones(2, np.float16))),
+        },
     },
     "npy": {
         1: {
@@ -161,6 +268,13 @@ CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
         }
     },
     "attrs": {1: {"model": Case(_model)}},
+    "tree": {
+        1: {
+            "checkpoint": Case(_checkpoint),
+            "python-values": Case(_python_values),
+            "classes": Case(lambda: {"model": _model(), "schedule": _schedule()}),
+        }
+    },
     "datastore": {
         1: {
             "mixed": Case(_datastore, stable=False),
@@ -226,29 +340,21 @@ def encode(codec: str, case: Case) -> bytes:
 
 
 def same(a: Any, b: Any) -> bool:
-    """Equal values of the same types, arrays compared by dtype, shape, mask and content."""
-    if type(a) is not type(b):
+    """``b`` is ``a`` back exactly (see ``helpers.same``), arrays in the same memory order."""
+    arrays = isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+    if arrays and a.ndim > 1 and a.flags.f_contiguous != b.flags.f_contiguous:
         return False
-    if isinstance(a, np.ma.MaskedArray):
-        return bool(
-            a.dtype == b.dtype
-            and np.array_equal(a.mask, b.mask)
-            and np.array_equal(a.filled(0), b.filled(0))
-        )
-    if isinstance(a, np.ndarray):
-        return bool(
-            a.dtype == b.dtype
-            and a.shape == b.shape
-            and a.tobytes(order="A") == b.tobytes(order="A")
-            and a.flags.f_contiguous == b.flags.f_contiguous
-        )
-    if isinstance(a, Mapping):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if attrs.has(type(a)):
+    if attrs.has(type(a)) and type(a) is type(b):
         return all(same(getattr(a, f.name), getattr(b, f.name)) for f in attrs.fields(type(a)))
-    if isinstance(a, list | tuple):
+    if isinstance(a, Mapping) and type(a) is type(b):
+        return (
+            list(map(type, a)) == list(map(type, b))
+            and list(a) == list(b)
+            and all(same(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, list | tuple) and type(a) is type(b):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
+    return exactly(a, b)
 
 
 def write(codec: str) -> list[Path]:

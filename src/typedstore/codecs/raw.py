@@ -11,17 +11,18 @@ __all__ = ["RawCodec"]
 
 
 class RawCodec:
-    """Bytes-like values (bytes, bytearray, memoryview); the stored object is the bytes.
+    """``bytes`` and ``memoryview`` values; the stored object is the bytes.
 
-    Decoding always returns ``bytes``.
+    Decoding returns ``bytes``. A ``bytearray`` goes to the ``tree`` codec, which gives
+    it back as a bytearray.
     """
 
     name: ClassVar[str] = "raw"
     version: ClassVar[int] = 1
-    types: ClassVar[tuple[type, ...]] = (bytes, bytearray, memoryview)
+    types: ClassVar[tuple[type, ...]] = (bytes, memoryview)
 
     def accepts(self, value: object) -> bool:
-        """Exactly bytes, bytearray or memoryview (subclasses may carry more state)."""
+        """Exactly bytes or memoryview (subclasses may carry more state)."""
         return type(value) in self.types
 
     def encode(self, value: Buffer) -> Sequence[Buffer]:

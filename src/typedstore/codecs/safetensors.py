@@ -13,7 +13,7 @@ import functools
 import math
 import operator
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii
 from types import MappingProxyType
 from typing import Any, ClassVar, NamedTuple, cast
@@ -40,18 +40,24 @@ from typedstore.protocols import Buffer, Reader, byte_view
 
 __all__ = [
     "MAX_HEADER_SIZE",
+    "Arrays",
     "Header",
+    "MaskedParts",
     "SafetensorsCodec",
     "TensorEntry",
     "TensorSource",
     "array_bytes",
+    "copy_tensors",
     "decode_tensor",
     "encode_tensors",
+    "keeps_dtype",
+    "load_tensors",
     "parse_header",
     "read_header",
     "read_tensors",
     "supports_dtype",
     "view_tensor",
+    "view_tensors",
 ]
 
 #: The official parser's cap on the JSON header (100 MB).
@@ -130,6 +136,12 @@ def array_bytes(array: npt.NDArray[Any]) -> memoryview:
     """The memory of a C-contiguous array as flat bytes, writable if the array is (a
     memoryview of the array itself refuses dtypes of other packages, such as bfloat16)."""
     return array.data if array.dtype.isbuiltin == 1 else array.reshape(-1).view(np.uint8).data
+
+
+def keeps_dtype(dtype: np.dtype[Any]) -> bool:
+    """Whether arrays of ``dtype`` come back with exactly that dtype: safetensors holds it
+    in the byte order it is read in (little-endian)."""
+    return _code(dtype) is not None
 
 
 def supports_dtype(dtype: np.dtype[Any]) -> bool:
@@ -417,6 +429,87 @@ def decode_tensor(data: Buffer, entry: TensorEntry) -> npt.NDArray[Any]:
     return view_tensor(data, entry).copy()
 
 
+#: The tensors of a file by name, in header order.
+Arrays = dict[str, npt.NDArray[Any]]
+
+
+def copy_tensors(data: Buffer) -> tuple[Header, Arrays]:
+    """The header of a whole file in memory, and fresh arrays of its tensors."""
+    header = read_header(data)
+    return header, {name: decode_tensor(data, e) for name, e in header.tensors.items()}
+
+
+def view_tensors(data: Buffer) -> tuple[Header, Arrays]:
+    """The header of a whole file in memory, and read-only arrays over ``data``."""
+    header = read_header(data)
+    return header, {name: view_tensor(data, e) for name, e in header.tensors.items()}
+
+
+def load_tensors(reader: Reader) -> tuple[Header, Arrays]:
+    """The header of the file behind ``reader``, and fresh arrays of its tensors, each
+    read straight into its own memory.
+
+    A small file is read whole into one fresh buffer that its arrays then share (each
+    array has its own part of it, writable; nothing else refers to it).
+    """
+    size = reader.size
+    if size <= SMALL:
+        buffer = bytearray(size)
+        if reader.readinto(0, buffer) != size:
+            raise DecodeError("safetensors: the file was truncated while being read")
+        header = read_header(buffer)
+        return header, {name: _share(buffer, e) for name, e in header.tensors.items()}
+    if size < LARGE:
+        # One read and a copy per tensor cost less than a read per tensor.
+        return copy_tensors(memoryview(reader.read(0, size)))
+    header = read_header(reader)
+    entries = header.tensors
+    return header, dict(zip(entries, read_tensors(reader, list(entries.values())), strict=True))
+
+
+@attrs.frozen
+class MaskedParts:
+    """A numpy masked array taken apart: its data, its mask (None for ``nomask``), its
+    fill value (None for numpy's default for the dtype) and whether the mask is hard."""
+
+    data: npt.NDArray[Any]
+    mask: npt.NDArray[np.bool_] | None
+    fill_value: npt.NDArray[Any] | None
+    hard: bool
+
+    @classmethod
+    def of(cls, value: np.ma.MaskedArray[Any, Any]) -> MaskedParts:
+        """The parts of ``value``."""
+        # numpy's default fill value may not fit the dtype (999999 for uint8): it is
+        # named, not stored, and comes back as numpy makes it.
+        fill = np.asarray(value.fill_value)
+        default = np.asarray(np.ma.MaskedArray(np.empty(0, value.dtype)).fill_value)
+        is_default = fill.dtype == default.dtype and fill.tobytes() == default.tobytes()
+        return cls(
+            np.asarray(value.data),
+            None if value.mask is np.ma.nomask else np.ma.getmaskarray(value),
+            None if is_default else np.asarray(value.fill_value, value.dtype),
+            bool(value.hardmask),
+        )
+
+    def join(self) -> np.ma.MaskedArray[Any, Any]:
+        """The masked array, after checking that the parts fit; DecodeError if not."""
+        data, mask, fill = self.data, self.mask, self.fill_value
+        if mask is not None and (mask.dtype != np.bool_ or mask.shape != data.shape):
+            raise DecodeError("safetensors: the mask must be a bool tensor of the data's shape")
+        if fill is not None and (fill.shape != () or fill.dtype != data.dtype):
+            raise DecodeError(
+                "safetensors: the fill value must be a 0-d tensor of the data's dtype"
+            )
+        masked: Any = np.ma.MaskedArray  # numpy's stubs do not take nomask as a mask
+        return masked(  # type: ignore[no-any-return]
+            data,
+            mask=np.ma.nomask if mask is None else mask,
+            fill_value=None if fill is None else fill[()],
+            hard_mask=self.hard,
+        )
+
+
 class SafetensorsCodec:
     """``np.ndarray`` and ``dict[str, np.ndarray]`` as standard safetensors files.
 
@@ -431,41 +524,45 @@ class SafetensorsCodec:
     """
 
     name: ClassVar[str] = "safetensors"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
     types: ClassVar[tuple[type, ...]] = (np.ndarray, dict, np.generic, np.ma.MaskedArray)
 
     def accepts(self, value: object) -> bool:
         """An ndarray or numpy scalar of a supported dtype, or a non-empty dict of arrays
         with str keys."""
-        if type(value) is np.ndarray:
-            return value.dtype in _SUPPORTED or _code(value.dtype) is not None
+        if type(value) is np.ndarray or type(value) is np.ma.MaskedArray:
+            return _code(value.dtype) is not None
         if isinstance(value, np.generic):
             dtype = value.dtype
             exact = type(value) is dtype.type  # not a subclass with state of its own
-            return exact and (dtype in _SUPPORTED or _code(dtype) is not None)
-        if type(value) is np.ma.MaskedArray:
-            dtype = value.dtype
-            return dtype in _SUPPORTED or _code(dtype) is not None
+            return exact and _code(dtype) is not None
         if type(value) is not dict or not value or _METADATA in value:
             return False
         # Runs on every dispatch of a dict: names bound once, not looked up per item.
-        ndarray, supported = np.ndarray, _SUPPORTED
+        ndarray, code = np.ndarray, _code
         for k, v in value.items():
-            if type(k) is not str or type(v) is not ndarray:
-                return False
-            if v.dtype not in supported and _code(v.dtype) is None:
+            if type(k) is not str or type(v) is not ndarray or code(v.dtype) is None:
                 return False
         return True
+
+    def version_for(self, value: object) -> int:
+        """2 for numpy scalars and masked arrays (which version 1 read as a dict), else 1."""
+        return 2 if isinstance(value, (np.generic, np.ma.MaskedArray)) else 1
 
     def encode(
         self, value: npt.NDArray[Any] | dict[str, npt.NDArray[Any]] | np.generic[Any]
     ) -> Sequence[Buffer]:
         """Header plus each array's memory (copied only to fix layout or byte order)."""
         if isinstance(value, np.ma.MaskedArray):  # before ndarray, its base class
-            flags = _masked_flags(value)
-            tensors = {_SINGLE_NAME: np.asarray(value.data), "mask": np.ma.getmaskarray(value)}
-            if flags[_FILL] == "stored":
-                tensors["fill_value"] = np.asarray(value.fill_value, value.dtype)
+            parts = MaskedParts.of(value)
+            tensors = {_SINGLE_NAME: parts.data, "mask": np.ma.getmaskarray(value)}
+            if parts.fill_value is not None:
+                tensors["fill_value"] = parts.fill_value
+            flags = {
+                _MASK: "none" if parts.mask is None else "full",
+                _HARD_MASK: "true" if parts.hard else "false",
+                _FILL: "default" if parts.fill_value is None else "stored",
+            }
             return encode_tensors(tensors, {_KIND: "masked", **flags})
         if isinstance(value, np.ndarray):
             return encode_tensors({_SINGLE_NAME: value}, {_KIND: "ndarray"})
@@ -475,75 +572,41 @@ class SafetensorsCodec:
 
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """Fresh arrays: one array or a dict of them (see the class docstring)."""
-        header = read_header(data)
-        return _assemble(header, expected_type, lambda e: decode_tensor(data, e))
-
-    # Masked arrays: their data, their full mask and their fill value as tensors, and
-    # flags for what else they carry.
+        return _assemble(*copy_tensors(data), expected_type)
 
     def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> Any:
-        """As :meth:`decode`, reading each tensor straight into its result's memory.
-
-        A small file is read whole into one fresh buffer that its arrays then share
-        (each array has its own part of it, writable; nothing else refers to it).
-        """
-        size = reader.size
-        if size <= SMALL:
-            buffer = bytearray(size)
-            if reader.readinto(0, buffer) != size:
-                raise DecodeError("safetensors: the file was truncated while being read")
-            header = read_header(buffer)
-            single = _single(header, expected_type)
-            if single is not None:
-                return _scalar(header, _share(buffer, single))
-            shared = {name: _share(buffer, entry) for name, entry in header.tensors.items()}
-            return _tensors(header, shared)
-        if size < LARGE:
-            # One read and a copy per tensor cost less than a read per tensor.
-            return self.decode(memoryview(reader.read(0, size)), expected_type)
-        header = read_header(reader)
-        single = _single(header, expected_type)
-        if single is not None:
-            return _scalar(header, read_tensors(reader, [single])[0])
-        entries = header.tensors
-        arrays = read_tensors(reader, list(entries.values()))
-        return _tensors(header, dict(zip(entries, arrays, strict=True)))
+        """As :meth:`decode`, reading each tensor straight into its result's memory."""
+        return _assemble(*load_tensors(reader), expected_type)
 
     def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """As :meth:`decode`, but the arrays are read-only views into ``data`` (no copy)."""
-        header = read_header(data)
-        return _assemble(header, expected_type, lambda e: view_tensor(data, e))
+        return _assemble(*view_tensors(data), expected_type)
 
 
-def _assemble(
-    header: Header,
-    expected_type: type[Any] | None,
-    load: Callable[[TensorEntry], npt.NDArray[Any]],
-) -> Any:
-    single = _single(header, expected_type)
-    if single is not None:
-        return _scalar(header, load(single))
-    return _tensors(header, {name: load(entry) for name, entry in header.tensors.items()})
-
-
-def _masked_flags(value: np.ma.MaskedArray[Any, Any]) -> dict[str, str]:
-    # numpy's default fill value may not fit the dtype (999999 for uint8): it is named,
-    # not stored, and comes back as numpy makes it.
-    fill = np.asarray(value.fill_value)
-    default = np.asarray(np.ma.MaskedArray(np.empty(0, value.dtype)).fill_value)
-    is_default = fill.dtype == default.dtype and fill.tobytes() == default.tobytes()
-    return {
-        _MASK: "none" if value.mask is np.ma.nomask else "full",
-        _HARD_MASK: "true" if value.hardmask else "false",
-        _FILL: "default" if is_default else "stored",
-    }
-
-
-def _tensors(header: Header, arrays: dict[str, npt.NDArray[Any]]) -> Any:
-    """The arrays of a file, or the masked array they are the parts of."""
+def _assemble(header: Header, arrays: Arrays, expected_type: type[Any] | None) -> Any:
+    """The value a file's arrays make: a dict of them, one array or scalar, or the masked
+    array they are the parts of."""
     metadata = header.metadata
-    if metadata.get(_KIND) != "masked":
-        return arrays
+    kind = metadata.get(_KIND)
+    if kind == "masked":
+        return _masked(metadata, arrays)
+    if kind in ("ndarray", "scalar") or (
+        kind != "dict" and expected_type is not None and issubclass(expected_type, np.ndarray)
+    ):
+        if len(arrays) != 1:
+            raise DecodeError(
+                f"safetensors: expected one array, the file holds {len(arrays)} tensors"
+            )
+        (array,) = arrays.values()
+        if kind != "scalar":
+            return array
+        if array.shape != ():
+            raise DecodeError(f"safetensors: a scalar must be a 0-d tensor, not {array.shape}")
+        return array[()]
+    return arrays
+
+
+def _masked(metadata: Mapping[str, str], arrays: Arrays) -> np.ma.MaskedArray[Any, Any]:
     flags = {key: metadata.get(key) for key in (_MASK, _HARD_MASK, _FILL)}
     if (
         flags[_MASK] not in ("none", "full")
@@ -554,50 +617,19 @@ def _tensors(header: Header, arrays: dict[str, npt.NDArray[Any]]) -> Any:
     parts = {_SINGLE_NAME, "mask"} | ({"fill_value"} if flags[_FILL] == "stored" else set())
     if arrays.keys() != parts:
         raise DecodeError(f"safetensors: a masked array needs exactly {sorted(parts)}")
-    data, mask = arrays[_SINGLE_NAME], arrays["mask"]
-    if mask.dtype != np.bool_ or mask.shape != data.shape:
-        raise DecodeError("safetensors: the mask must be a bool tensor of the data's shape")
-    fill = arrays.get("fill_value")
-    if fill is not None and (fill.shape != () or fill.dtype != data.dtype):
-        raise DecodeError("safetensors: the fill value must be a 0-d tensor of the data's dtype")
-    if flags[_MASK] == "none" and mask.any():
+    mask = arrays["mask"]
+    if flags[_MASK] == "none" and mask.dtype == np.bool_ and mask.any():
         raise DecodeError("safetensors: a masked array without a mask has masked values")
-    masked: Any = np.ma.MaskedArray  # numpy's stubs do not take nomask as a mask
-    return masked(
-        data,
-        mask=np.ma.nomask if flags[_MASK] == "none" else mask,
-        fill_value=None if fill is None else fill[()],
-        hard_mask=flags[_HARD_MASK] == "true",
-    )
+    if mask.dtype != np.bool_ or mask.shape != arrays[_SINGLE_NAME].shape:
+        raise DecodeError("safetensors: the mask must be a bool tensor of the data's shape")
+    return MaskedParts(
+        arrays[_SINGLE_NAME],
+        None if flags[_MASK] == "none" else mask,
+        arrays.get("fill_value"),
+        flags[_HARD_MASK] == "true",
+    ).join()
 
 
 _MASK = "typedstore.mask"
 _HARD_MASK = "typedstore.hard_mask"
 _FILL = "typedstore.fill_value"
-
-
-def _scalar(header: Header, array: npt.NDArray[Any]) -> Any:
-    """The array, or the numpy scalar it holds when it was stored as one."""
-    if header.metadata.get(_KIND) != "scalar":
-        return array
-    if array.shape != ():
-        raise DecodeError(f"safetensors: a scalar must be a 0-d tensor, not {array.shape}")
-    return array[()]
-
-
-def _single(header: Header, expected_type: type[Any] | None) -> TensorEntry | None:
-    """The tensor to decode as a lone array, or None to decode a dict of them."""
-    entries = header.tensors
-    kind = header.metadata.get(_KIND)
-    if kind == "masked":
-        return None
-    if kind in ("ndarray", "scalar") or (
-        kind != "dict" and expected_type is not None and issubclass(expected_type, np.ndarray)
-    ):
-        if len(entries) != 1:
-            raise DecodeError(
-                f"safetensors: expected one array, the file holds {len(entries)} tensors"
-            )
-        (entry,) = entries.values()
-        return entry
-    return None
