@@ -298,10 +298,12 @@ def test_show_names_a_damaged_field_in_one_line(
         conn.execute("UPDATE fields SET kind = 'codec', codec = 'pickle', value = ? "
                      "WHERE key = 'b'", (deep,))  # fmt: skip
     conn.close()
-    assert main([*cli_store, "show", "crafted"]) == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert "field 'a'" in err
+    assert main([*cli_store, "show", "crafted"]) == 0
+    out = capsys.readouterr().out
+    unreadable = [line for line in out.splitlines() if "UNREADABLE" in line]
+    assert len(unreadable) == 1
+    assert unreadable[0].startswith("  fields.a = UNREADABLE: field 'a' of experiment 'crafted'")
+    assert "  fields.b = <list nested too deeply to show>" in out
     with sqlite3.connect(tmp_path / "db") as conn:
         conn.execute("UPDATE fields SET kind = 'json', value = '1' WHERE key = 'a'")
     conn.close()

@@ -399,5 +399,20 @@ def test_a_crafted_field_row_is_a_clear_error(store: Path, name: str) -> None:
         value,
         experiment.id,
     )
-    with pytest.raises((DecodeError, DatabaseError, UnknownCodecError), match="field 'lr'"):
-        ts.load_experiment(experiment.id)
+    loaded = ts.load_experiment(experiment.id)  # the other fields load
+    assert loaded.fields.tags == ["a", "b"]
+    assert loaded.fields.pair == (1, 2)
+    assert set(loaded.fields.unreadable) == {"lr"}
+    expected = (DecodeError, DatabaseError, UnknownCodecError)
+    where = f"field 'lr' of experiment '{experiment.name}'"
+    with pytest.raises(expected, match=where):
+        _ = loaded.fields.lr
+    with pytest.raises(expected, match=where):
+        dict(loaded.fields)
+    assert "lr" in repr(loaded.fields)
+    # Persisting the loaded experiment keeps the field as it was stored.
+    loaded.fields.note = "added"
+    loaded.persist(if_exists="replace")
+    again = ts.load_experiment(experiment.id)
+    assert set(again.fields.unreadable) == {"lr"}
+    assert again.fields.note == "added"

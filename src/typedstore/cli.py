@@ -31,7 +31,7 @@ from typedstore.errors import (
     TypedStoreError,
     describe,
 )
-from typedstore.experiment import create_experiment, list_experiments, load_experiment
+from typedstore.experiment import Fields, create_experiment, list_experiments, load_experiment
 from typedstore.io import DataStoreIO
 from typedstore.maintenance import collect_garbage, detect_codec, verify
 from typedstore.options import options
@@ -330,13 +330,20 @@ def _show(args: argparse.Namespace, out: TextIO) -> int:
     print(
         f"experiment {experiment.name} ({experiment.id}), created {experiment.created_at}", file=out
     )
-    for key, value in experiment.fields.items():
-        print(f"  fields.{key} = {_short(value)}", file=out)
+    _show_fields(experiment.fields, "  ", out)
     for i, run in enumerate(experiment.runs):
         print(f"  run {i} ({run.id})", file=out)
-        for key, value in run.fields.items():
-            print(f"    fields.{key} = {_short(value)}", file=out)
+        _show_fields(run.fields, "    ", out)
     return 0
+
+
+def _show_fields(fields: Fields, indent: str, out: TextIO) -> None:
+    """Print each field, or why it cannot be read."""
+    unreadable = fields.unreadable
+    for key in fields:
+        error = unreadable.get(key)
+        shown = _short(fields[key]) if error is None else f"UNREADABLE: {describe(error)}"
+        print(f"{indent}fields.{key} = {shown}", file=out)
 
 
 def _copy(args: argparse.Namespace, out: TextIO) -> int:

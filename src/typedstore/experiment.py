@@ -8,7 +8,7 @@ import json
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from typing import Any, Literal
 
@@ -16,7 +16,7 @@ import attrs
 
 from typedstore import _strictjson, database
 from typedstore._progress import progress
-from typedstore.attrdict import AttrDict
+from typedstore.attrdict import AttrAccess
 from typedstore.codecs import json as json_codec
 from typedstore.datastore import DataStore
 from typedstore.errors import (
@@ -32,8 +32,7 @@ from typedstore.errors import (
 from typedstore.options import options
 from typedstore.protocols import byte_view
 from typedstore.reference import Reference
-from typedstore.registry import registry
-from typedstore.store import Store, default_store, reserve_prefixes
+from typedstore.store import Store, current_store, default_store, reserve_prefixes
 
 __all__ = [
     "ID_PATTERN",
@@ -70,14 +69,58 @@ def _check_id(instance: Any, attribute: attrs.Attribute[Any], value: object) -> 
 _persisting: ContextVar[str | None] = ContextVar("typedstore_persisting", default=None)
 
 
-class Fields(AttrDict):
-    """The fields of an experiment or run: a dict whose values are also attributes.
+@attrs.frozen
+class _Unreadable:
+    """A stored field that could not be decoded: its row, kept to be written back as it
+    was, and why it could not be read."""
+
+    row: tuple[str, str | None, bytes | str]
+    error: TypedStoreError
+
+
+class Fields(AttrAccess, MutableMapping[str, Any]):
+    """The fields of an experiment or run: a mapping whose values are also attributes.
 
     Plain data is kept inline as JSON, DataStores as their references (their contents go
-    to the datastore), anything else through the codec registry as an inline blob.
+    to the datastore), anything else through the codec registry as an inline blob. A
+    loaded field that cannot be decoded (its class is not registered here, say) raises
+    its error when it is read, and the other fields load; persisting keeps it as stored.
     """
 
-    __slots__ = ()
+    __slots__ = ("_ts_values",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        object.__setattr__(self, "_ts_values", {})
+        self.update(*args, **kwargs)
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._ts_values[key]
+        if type(value) is _Unreadable:
+            raise value.error.with_traceback(None)
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._ts_values[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._ts_values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ts_values)
+
+    def __len__(self) -> int:
+        return len(self._ts_values)
+
+    def __repr__(self) -> str:
+        shown = {
+            k: "<unreadable>" if type(v) is _Unreadable else v for k, v in self._ts_values.items()
+        }
+        return f"Fields({shown!r})"
+
+    @property
+    def unreadable(self) -> Mapping[str, TypedStoreError]:
+        """The fields that could not be decoded when loaded, with the error each raises."""
+        return {k: v.error for k, v in self._ts_values.items() if type(v) is _Unreadable}
 
 
 @attrs.define(eq=False)
@@ -305,8 +348,10 @@ def load_experiment(id_or_name: str) -> Experiment:
             ]
             for run_id in run_ids:
                 _check_row_id(run_id)
-            owners = [exp_id, *run_ids]
-            fields = {owner: _read_fields(conn, owner) for owner in owners}
+            label = f"experiment {name!r}"
+            fields = {exp_id: _read_fields(conn, exp_id, label)}
+            for run_id in run_ids:
+                fields[run_id] = _read_fields(conn, run_id, f"run {run_id} of {label}")
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot read experiment {id_or_name!r}: {exc}") from exc
     try:
@@ -357,9 +402,12 @@ _FieldRow = tuple[int, str, str, str | None, bytes | str]
 
 def _encode_fields(fields: Fields, prefix: str) -> list[_FieldRow]:
     rows: list[_FieldRow] = []
-    for position, (key, value) in enumerate(dict.items(fields)):
+    for position, (key, value) in enumerate(fields._ts_values.items()):
         if type(key) is not str:
             raise EncodeError(f"field names are strings, got {key!r}")
+        if type(value) is _Unreadable:  # kept as it was stored
+            rows.append((position, key, *value.row))
+            continue
         try:
             rows.append((position, key, *_encode_value(value, prefix)))
         except TypedStoreError as exc:
@@ -371,25 +419,30 @@ def _encode_fields(fields: Fields, prefix: str) -> list[_FieldRow]:
 def _encode_value(value: Any, prefix: str) -> tuple[str, str | None, bytes | str]:
     if type(value) is DataStore:
         return "datastore", None, value.to_url(prefix)
-    json_codec = registry.get("json")
-    if json_codec.accepts(value):
+    registry = current_store().registry
+    if registry.get("json").accepts(value):
         return "json", None, json.dumps(value, separators=(",", ":"))
     codec = registry.for_value(value)
     return "codec", codec.name, b"".join(byte_view(c) for c in codec.encode(value))
 
 
-def _read_fields(conn: sqlite3.Connection, owner: str) -> Fields:
+def _read_fields(conn: sqlite3.Connection, owner: str, label: str) -> Fields:
     fields = Fields()
+    values = fields._ts_values
     for key, kind, codec, value in conn.execute(
         "SELECT key, kind, codec, value FROM fields WHERE owner = ? ORDER BY position", (owner,)
     ):
+        if type(key) is not str:
+            raise DatabaseError(f"{label} has a field named {key!r:.80}, not a string")
         try:
-            fields[key] = _decode_value(kind, codec, value)
+            values[key] = _decode_value(kind, codec, value)
         except TypedStoreError as exc:
-            exc.add_note(f"field {key!r} of {owner}")
-            raise
+            exc.add_note(f"field {key!r} of {label}")
+            values[key] = _Unreadable((kind, codec, value), exc)
         except Exception as exc:  # a row is untrusted input, like a stored object
-            raise DatabaseError(f"field {key!r} of {owner} is malformed: {exc!r:.200}") from exc
+            error = DatabaseError(f"field {key!r} of {label} is malformed: {exc!r:.200}")
+            error.__cause__ = exc
+            values[key] = _Unreadable((kind, codec, value), error)
     return fields
 
 
@@ -399,7 +452,7 @@ def _decode_value(kind: str, codec: str | None, value: Any) -> Any:
     if kind == "datastore":
         return DataStore.from_url(value, lazy=True)
     if kind == "codec" and codec is not None and isinstance(value, bytes):
-        return registry.get(codec).decode(memoryview(value), None)
+        return current_store().registry.get(codec).decode(memoryview(value), None)
     raise DatabaseError(f"malformed field row (kind {kind!r})")
 
 

@@ -24,14 +24,17 @@ import collections
 import datetime
 import fnmatch
 import importlib
+import inspect
 import re
 import struct
+import sys
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
 
+from typedstore.codecs.classes import registrable
 from typedstore.errors import DecodeError, UnsafeDataError
 
 __all__ = [
@@ -307,15 +310,50 @@ def is_allowed(name: str, extra: Iterable[str] = ()) -> bool:
     return _FORBIDDEN.match(name) is None and _matches(name, extra)
 
 
-def _refusal(name: str) -> str:
+def _refusal(name: str, obj: object = None) -> str:
+    """Why a pickle naming ``name`` is refused, and what would store the value instead.
+    ``obj`` is what the name resolves to, if that is known already."""
     if _FORBIDDEN.match(name):
         if name.split(".", 1)[0] in ("numpy", "ml_dtypes"):
             return f"pickle refers to {name!r}: {_NUMPY_ADVICE}"
         return f"pickle refers to {name!r}, which typedstore never loads"
-    return (
-        f"pickle refers to {name!r}, which is not allowed; if you trust it, add a "
-        f'pattern with typedstore.options.set("codecs.pickle.allow", [{name!r}])'
+    if obj is None:
+        obj = _loaded(name)
+    if obj is not None and not isinstance(obj, type):
+        return (
+            f"pickle calls {name!r}, which is not a class: no 'codecs.pickle.allow' pattern "
+            "admits a function, so no options could load it; store the value in another "
+            "form or register a codec for its type"
+        )
+    pattern = (
+        f'if you trust it, add a pattern with typedstore.options.set("codecs.pickle.allow", '
+        f"[{name!r}])"
     )
+    if isinstance(obj, type) and registrable(obj):
+        return (
+            f"pickle refers to {name!r}, which is not allowed; register the class with "
+            f"typedstore.registry.register_class({obj.__qualname__}) to store it without "
+            f"pickle, or {pattern}"
+        )
+    return f"pickle refers to {name!r}, which is not allowed; {pattern}"
+
+
+def _loaded(name: str) -> object:
+    """What ``name`` is if its module is imported already, looked up without running any
+    code (no import, no module ``__getattr__``); None if that cannot tell."""
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:split]))
+        if module is None:
+            continue
+        obj: object = module
+        try:
+            for part in parts[split:]:
+                obj = inspect.getattr_static(obj, part)
+        except AttributeError:
+            return None
+        return obj
+    return None
 
 
 # --- classes from the user's patterns ------------------------------------------------------
@@ -474,7 +512,7 @@ class _Loader:
         if isinstance(obj, type) and issubclass(obj, _NUMPY_TYPES):
             raise UnsafeDataError(f"pickle refers to {real!r}: {_NUMPY_ADVICE}")
         if _FORBIDDEN.match(real) or not _matches(real, self.allow):
-            raise UnsafeDataError(_refusal(real))
+            raise UnsafeDataError(_refusal(real, obj))
         # A pattern like "mypkg.*" must not reach "mypkg.os.system" through a dotted name.
         if not isinstance(obj, type):
             raise _refuse(

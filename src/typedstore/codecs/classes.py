@@ -25,7 +25,7 @@ import numpy as np
 
 from typedstore.errors import DecodeError, RegistrationError
 
-__all__ = ["TYPE_ID_PATTERN", "ClassCatalog", "ClassSpec", "conforms"]
+__all__ = ["TYPE_ID_PATTERN", "ClassCatalog", "ClassSpec", "conforms", "registrable"]
 
 #: Type ids are written into files and looked up in a catalog, never imported.
 TYPE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.:<>-]{1,256}")
@@ -51,6 +51,11 @@ _UNIONS = (typing.Union, types.UnionType)
 def _pydantic_model(cls: type) -> bool:
     pydantic = sys.modules.get("pydantic")
     return pydantic is not None and issubclass(cls, pydantic.BaseModel)
+
+
+def registrable(cls: type) -> bool:
+    """Whether ``cls`` is a kind of class that ``register_class`` takes."""
+    return _kind(cls) is not None
 
 
 def _kind(cls: type) -> _Kind | None:
