@@ -8,10 +8,10 @@ import numpy as np
 import typedstore as ts
 
 
-@ts.registry.register_attrs
+@ts.registry.register_class
 @attrs.define
 class LinearModel:
-    """A custom model class: stored without pickle by the attrs codec."""
+    """A custom model class: stored without pickle by the tree codec."""
 
     coef: np.ndarray
     intercept: float

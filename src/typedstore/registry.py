@@ -101,7 +101,7 @@ class CodecRegistry:
     def copy(self) -> CodecRegistry:
         """A new registry with this one's codecs, priorities and registered classes, for a
         second :class:`~typedstore.store.Store`: later registrations on either do not
-        reach the other. Codecs with a ``copy()`` method (the attrs codec) are copied."""
+        reach the other. Codecs with a ``copy()`` method (the tree codec, with its classes) are copied."""
         self._load_plugins()
         other = CodecRegistry(load_plugins=False)
         with self._lock:
