@@ -10,6 +10,8 @@ same run):
 - ``datastore``: 100 arrays of 1 MiB in one object (three times the rounds, twice with
   ``--quick``: its steps are short), once with arrays in freshly mapped memory and once in
   recycled memory.
+- ``checkpoint``: a training checkpoint, 200 tensors (1 GiB, 256 MiB with ``--quick``)
+  nested with plain values, against a flat dict of the same tensors and raw I/O.
 - ``s3``: 64 MiB through an S3 server on loopback (moto), against plain s3fs.
 - ``dispatch``: registry lookups for already-seen types.
 - ``small``: thousands of small values, one object each (run last: after mass deletes,
@@ -346,6 +348,65 @@ def datastore(tmp: Path, rounds: int) -> list[dict[str, Any]]:
     ts.DataStoreIO.delete("ds")
     return writes.rows("write", "raw write", n) + reads.rows(
         "read", "raw readinto 100 fresh arrays", n
+    )
+
+
+def checkpoint(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
+    """A training checkpoint of 200 tensors with nested plain values (``tree`` codec),
+    against a flat dict of the same tensors (``safetensors``) and raw I/O of the bytes."""
+    rng = np.random.default_rng(2)
+    tensors = {
+        f"layers.{i}.weight": rng.random(mib * MiB // 200 // 4, dtype=np.float32)
+        for i in range(200)
+    }
+    values = list(tensors.values())
+    n = sum(a.nbytes for a in values)
+    tree = {
+        "model": tensors,
+        "optimizer": {"step": 1000, "lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8},
+        "epoch": 3,
+        "seed": (1, 2, 3),
+    }
+    raw_path = tmp / "ckpt-raw"
+    ts.options.set("datastore.url", str(tmp / "store"))
+    refs: dict[str, str] = {}
+
+    def store(label: str, value: Any) -> tuple[Op, Op]:
+        def op() -> None:
+            refs[label] = ts.DataStoreIO.serialize_write(value, label).url
+
+        return (lambda: ts.DataStoreIO.delete(label), op)
+
+    writes = Runner(rounds, n)
+    writes.run(
+        {
+            "raw write": (
+                lambda: raw_path.unlink(missing_ok=True),
+                lambda: raw_write(raw_path, [as_bytes(a) for a in values]),
+            ),
+            "typedstore flat dict (safetensors)": store("flat", tensors),
+            "typedstore checkpoint tree (tree)": store("tree", tree),
+        }
+    )
+    assert ts.Reference.parse(refs["tree"]).codec == "tree"
+    reads = Runner(rounds, n)
+    reads.run(
+        {
+            "raw readinto 200 fresh arrays": (None, lambda: raw_read_into(raw_path, values)),
+            "typedstore flat dict (safetensors)": (
+                None,
+                lambda: ts.DataStoreIO(refs["flat"]).read_deserialize(dict),
+            ),
+            "typedstore checkpoint tree (tree)": (
+                None,
+                lambda: ts.DataStoreIO(refs["tree"]).read_deserialize(dict),
+            ),
+        }
+    )
+    for label in refs:
+        ts.DataStoreIO.delete(label)
+    return writes.rows("write", "raw write", n) + reads.rows(
+        "read", "raw readinto 200 fresh arrays", n
     )
 
 
@@ -756,7 +817,7 @@ def write_docs() -> None:
 
 
 #: The groups of measurements, in the order they run (small last: see the module notes).
-GROUPS = ("large", "datastore", "s3", "dispatch", "small")
+GROUPS = ("large", "datastore", "checkpoint", "s3", "dispatch", "small")
 
 
 def main() -> None:
@@ -825,6 +886,9 @@ def main() -> None:
             for state in ALLOCATOR_STATES if fixed else ():
                 allocator(state)
                 show(f"datastore, 100 x 1 MiB, {state}", datastore(tmp, ds_rounds))
+        if "checkpoint" in run:
+            mib = 256 if args.quick else 1024
+            show(f"checkpoint, 200 tensors, {mib} MiB", checkpoint(tmp, mib, rounds))
         if "s3" in run:
             show("S3 on loopback (moto server), 64 MiB", s3(rounds))
         if "dispatch" in run:

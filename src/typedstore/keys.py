@@ -19,7 +19,10 @@ MAX_KEY_LENGTH = 1024
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
 # The whole rule in one pattern, for the common case of a valid key (keys are checked on
 # every read and write); the segment loop below only explains a refusal.
-_KEY = re.compile(r"(?!(?:[^/]*/)*\.\.?(?:/|$))[A-Za-z0-9._-]+(?:/[A-Za-z0-9._-]+)*")
+# A segment is not "." or "..": it starts with a character other than a dot, or with one
+# dot and another character, or with two dots and a third character.
+_SEGMENT_RULE = r"(?:[A-Za-z0-9_-]|\.[A-Za-z0-9_-]|\.\.[A-Za-z0-9._-])[A-Za-z0-9._-]*"
+_KEY = re.compile(rf"{_SEGMENT_RULE}(?:/{_SEGMENT_RULE})*")
 
 
 def check_key(key: object, *, what: str = "key") -> str:

@@ -101,7 +101,8 @@ class CodecRegistry:
     def copy(self) -> CodecRegistry:
         """A new registry with this one's codecs, priorities and registered classes, for a
         second :class:`~typedstore.store.Store`: later registrations on either do not
-        reach the other. Codecs with a ``copy()`` method (the tree codec, with its classes) are copied."""
+        reach the other. Codecs with a ``copy()`` method (the tree codec, with its
+        classes) are copied."""
         self._load_plugins()
         other = CodecRegistry(load_plugins=False)
         with self._lock:
@@ -198,12 +199,14 @@ class CodecRegistry:
         """The codec registered under ``name``; raise UnknownCodecError if none."""
         if self._plugins_pending:  # checked here first: get() runs on every read
             self._load_plugins()
-        try:
-            return self._by_name[RETIRED.get(name, name)].codec
-        except (KeyError, TypeError):
+        entry = self._by_name.get(name) if type(name) is str else None
+        if entry is None and type(name) is str and name in RETIRED:
+            entry = self._by_name.get(RETIRED[name])
+        if entry is None:
             raise UnknownCodecError(
                 f"unknown codec {name!r}; registered codecs: {', '.join(self.names())}"
-            ) from None
+            )
+        return entry.codec
 
     def names(self) -> list[str]:
         """Names of all registered codecs, sorted."""

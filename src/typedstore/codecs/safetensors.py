@@ -270,32 +270,53 @@ class Header:
 
     tensors: Mapping[str, TensorEntry]
     metadata: Mapping[str, str]
+    #: Each tensor's name, shape, dtype and start, and whether every start is a multiple
+    #: of 8: what arrays over a whole file in memory are made from, worked out once.
+    layout: tuple[tuple[str, tuple[int, ...], np.dtype[Any], int], ...] = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda self: tuple((e.name, e.shape, e.dtype, e.start) for e in self.tensors.values()),
+            takes_self=True,
+        ),
+    )
+    aligned: bool = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda self: all(e.start & 7 == 0 for e in self.tensors.values()), takes_self=True
+        ),
+    )
 
 
 def read_header(source: Reader | Buffer) -> Header:
     """Read and validate the header of a safetensors file: the file behind a reader (only
     the header's bytes are read), or a whole file in memory."""
     if isinstance(source, (bytes, bytearray, memoryview)) or not hasattr(source, "readinto"):
-        reader, view = None, byte_view(source)
-        head, total = b"", view.nbytes
-        first: Buffer = view
-    else:
-        reader, view = cast(Reader, source), memoryview(b"")
-        # One read for the length and, most often, the whole header.
-        head, total = reader.read(0, HEADER_FIRST_READ), reader.size
-        first = head
-    if total < 8 or memoryview(first).nbytes < 8:
+        return _header_in(byte_view(source))
+    reader = cast(Reader, source)
+    # One read for the length and, most often, the whole header.
+    head, total = reader.read(0, HEADER_FIRST_READ), reader.size
+    size = _header_size(head, total)
+    if 8 + size <= len(head):
+        return parse_header(head[8 : 8 + size], total)
+    return parse_header(head[8:] + reader.read(len(head), 8 + size - len(head)), total)
+
+
+def _header_in(view: memoryview | bytearray) -> Header:
+    """The header of a whole file in memory."""
+    total = len(view)  # bytes: byte_view and bytearray are flat
+    return parse_header(bytes(view[8 : 8 + _header_size(view, total)]), total)
+
+
+def _header_size(first: bytes | bytearray | memoryview, total: int) -> int:
+    """The header length in the first bytes of a file of ``total`` bytes, checked."""
+    if total < 8 or len(first) < 8:
         raise DecodeError(f"safetensors: {total} bytes is too short for a header")
     size: int = _unpack_size(first)[0]
     if size > MAX_HEADER_SIZE:
         raise DecodeError(f"safetensors: header of {size} bytes exceeds {MAX_HEADER_SIZE}")
     if 8 + size > total:
         raise DecodeError(f"safetensors: header of {size} bytes runs past the end ({total})")
-    if reader is None:
-        return parse_header(bytes(view[8 : 8 + size]), total)
-    if 8 + size <= len(head):
-        return parse_header(head[8 : 8 + size], total)
-    return parse_header(head[8:] + reader.read(len(head), 8 + size - len(head)), total)
+    return size
 
 
 _unpack_size = struct.Struct("<Q").unpack_from
@@ -457,7 +478,13 @@ def load_tensors(reader: Reader) -> tuple[Header, Arrays]:
         buffer = bytearray(size)
         if reader.readinto(0, buffer) != size:
             raise DecodeError("safetensors: the file was truncated while being read")
-        header = read_header(buffer)
+        header = _header_in(buffer)
+        if header.aligned:  # as typedstore writes them: arrays made straight on the buffer
+            ndarray = np.ndarray
+            return header, {
+                name: ndarray(shape, dtype, buffer, start)
+                for name, shape, dtype, start in header.layout
+            }
         return header, {name: _share(buffer, e) for name, e in header.tensors.items()}
     if size < LARGE:
         # One read and a copy per tensor cost less than a read per tensor.
