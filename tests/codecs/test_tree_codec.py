@@ -10,6 +10,7 @@ import pathlib
 import struct
 import uuid
 import zoneinfo
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from hypothesis.extra import numpy as hnp
 import typedstore as ts
 from helpers import join, same, with_metadata
 from typedstore.codecs import TreeCodec
+from typedstore.codecs.tree import MAX_DEPTH
 from typedstore.codecs.safetensors import read_header
 from typedstore.errors import DecodeError, EncodeError
 
@@ -151,6 +153,32 @@ def test_nesting_deeper_than_the_limit_is_not_accepted() -> None:
     for _ in range(90):
         shallow = (shallow,)
     assert same(round_trip(shallow), shallow)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda v: [v],
+        lambda v: (v,),
+        lambda v: {"k": v},
+        lambda v: {1: v},
+        lambda v: {"$k": v},
+        lambda v: frozenset({v}),
+    ],
+    ids=["list", "tuple", "str-keyed", "int-keyed", "escaped", "frozenset"],
+)
+def test_what_is_accepted_at_the_depth_limit_reads_back(wrap: Callable[[Any], Any]) -> None:
+    for depth in range(MAX_DEPTH - 3, MAX_DEPTH + 3):
+        value: Any = b"leaf"  # hashable, and a tensor
+        for _ in range(depth):
+            value = wrap(value)
+        if not tree.accepts(value):
+            continue
+        try:
+            data = join(tree.encode(value))
+        except EncodeError:
+            continue  # refused at write: nothing stored
+        assert same(tree.decode(data), value), depth
 
 
 def test_zero_copy_gives_read_only_views() -> None:

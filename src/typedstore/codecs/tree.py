@@ -192,11 +192,11 @@ def _holds_type(cls: type) -> bool:
 
 def _holds(classes: ClassCatalog, value: object, depth: int) -> bool:
     # Kept cheap (types only, registered classes not entered): it runs before encode.
+    if depth > MAX_DEPTH:  # as deep as encode refuses, leaves included
+        return False
     kind = type(value)
     if kind in _LEAVES:
         return True
-    if depth > MAX_DEPTH:
-        return False
     if kind is list or kind is tuple or kind is set or kind is frozenset:
         return all(_holds(classes, item, depth + 1) for item in value)  # type: ignore[attr-defined]
     if kind is dict:
@@ -448,11 +448,13 @@ class _Decoder:
         return [self.node(item, depth) for item in payload]
 
     def pairs(self, payload: Any, depth: int) -> dict[Any, Any]:
+        if type(payload) is not list:
+            raise DecodeError("tree: a $dict node needs a list of pairs")
         out: dict[Any, Any] = {}
-        for pair in self.items(payload, depth):  # each pair is a list of two nodes
+        for pair in payload:  # a pair is no level of its own, as on the way in
             if type(pair) is not list or len(pair) != 2:
                 raise DecodeError("tree: a $dict entry needs a key and a value")
-            out[pair[0]] = pair[1]
+            out[self.node(pair[0], depth)] = self.node(pair[1], depth)
         if len(out) != len(payload):
             raise DecodeError("tree: a $dict repeats a key")
         return out
