@@ -887,8 +887,11 @@ def main() -> None:
                 allocator(state)
                 show(f"datastore, 100 x 1 MiB, {state}", datastore(tmp, ds_rounds))
         if "checkpoint" in run:
+            # As noisy as the large group (200 fresh arrays of 5 MiB per read): as many
+            # rounds, for about 3 minutes.
             mib = 256 if args.quick else 1024
-            show(f"checkpoint, 200 tensors, {mib} MiB", checkpoint(tmp, mib, rounds))
+            ckpt_rounds = rounds if args.quick else 2 * rounds
+            show(f"checkpoint, 200 tensors, {mib} MiB", checkpoint(tmp, mib, ckpt_rounds))
         if "s3" in run:
             show("S3 on loopback (moto server), 64 MiB", s3(rounds))
         if "dispatch" in run:

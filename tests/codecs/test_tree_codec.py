@@ -25,8 +25,8 @@ from hypothesis.extra import numpy as hnp
 import typedstore as ts
 from helpers import join, same, with_metadata
 from typedstore.codecs import TreeCodec
-from typedstore.codecs.tree import MAX_DEPTH
 from typedstore.codecs.safetensors import read_header
+from typedstore.codecs.tree import MAX_DEPTH
 from typedstore.errors import DecodeError, EncodeError
 
 tree = TreeCodec()

@@ -92,7 +92,8 @@ def _little(dtype: np.dtype[Any]) -> np.dtype[Any]:
 
 
 # The ml_dtypes types (the low-precision floats of model weights) by their safetensors
-# names, as the official library's torch module reads them. ml_dtypes is imported only
+# names, as the official library's torch module reads them. The format's F4 and F6 types
+# pack several values in a byte, which ml_dtypes' arrays do not. ml_dtypes is imported only
 # when a file names one: an array of one exists only once it is imported anyway.
 _ML_DTYPES: Mapping[str, str] = {
     "BF16": "bfloat16",
@@ -100,6 +101,7 @@ _ML_DTYPES: Mapping[str, str] = {
     "F8_E5M2": "float8_e5m2",
     "F8_E4M3FNUZ": "float8_e4m3fnuz",
     "F8_E5M2FNUZ": "float8_e5m2fnuz",
+    "F8_E8M0": "float8_e8m0fnu",
 }
 _ML_NAMES: Mapping[str, str] = {name: code for code, name in _ML_DTYPES.items()}
 _ITEMSIZES: Mapping[str, int] = {
