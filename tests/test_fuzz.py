@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import decimal
 import json
 import struct
 import tracemalloc
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vectors import vector_path
 
 import typedstore as ts
 from helpers import join
@@ -26,7 +29,7 @@ class Fuzzed:
     sizes: list[int]
 
 
-ts.registry.register_attrs(Fuzzed, name="tests.fuzz.Fuzzed")
+ts.registry.register_class(Fuzzed, name="tests.fuzz.Fuzzed")
 
 SAMPLES: dict[str, Any] = {
     "raw": b"some bytes",
@@ -34,9 +37,18 @@ SAMPLES: dict[str, Any] = {
     "safetensors": {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(2)},
     "npy": np.array([1 + 2j, 3j]),
     "pickle": (1, "two", {3: [4.5, None]}, frozenset({b"x"})),
-    "attrs": Fuzzed(np.ones((2, 2)), "f", [1, 2]),
+    "tree": {
+        "model": Fuzzed(np.ones((2, 2)), "f", [1, 2]),
+        "keys": {1: (2, "x"), (3, None): frozenset({4})},
+        "when": datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+        "masked": np.ma.masked_array([1.0, 2.0], mask=[True, False]),
+        "misc": [decimal.Decimal("1.5"), b"\x00", float("nan"), 2**70],
+    },
     "datastore": ts.DataStore(a=np.arange(4), b={"k": 1}, c=b"x", d=(1, 2)),
 }
+
+# A frozen file of the retired attrs codec (its class is registered by the vectors module).
+LEGACY_ATTRS = vector_path("attrs", 1, "model").read_bytes()
 
 # Each example must finish quickly: a decoder that loops or allocates wildly fails here.
 bounded = settings(deadline=2000, max_examples=150)
@@ -65,6 +77,17 @@ def test_mutated_encodings(name: str, data: st.DataObject) -> None:
         encoded = encoded[:cut] if data.draw(st.booleans()) else encoded + encoded[cut:]
     with contextlib.suppress(DecodeError):
         codec.decode(memoryview(bytes(encoded)), None)
+
+
+@bounded
+@given(st.data())
+def test_mutated_files_of_the_retired_attrs_codec(data: st.DataObject) -> None:
+    encoded = bytearray(LEGACY_ATTRS)
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(encoded) - 1))
+        encoded[position] = data.draw(st.integers(0, 255))
+    with contextlib.suppress(DecodeError):
+        ts.registry.get("attrs").decode(memoryview(bytes(encoded)), None)
 
 
 @bounded

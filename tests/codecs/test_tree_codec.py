@@ -25,6 +25,7 @@ from hypothesis.extra import numpy as hnp
 import typedstore as ts
 from helpers import join, same, with_metadata
 from typedstore.codecs import TreeCodec
+from typedstore.codecs._unpickler import MAX_EQUAL_HASHES
 from typedstore.codecs.safetensors import read_header
 from typedstore.codecs.tree import MAX_DEPTH
 from typedstore.errors import DecodeError, EncodeError
@@ -179,6 +180,23 @@ def test_what_is_accepted_at_the_depth_limit_reads_back(wrap: Callable[[Any], An
         except EncodeError:
             continue  # refused at write: nothing stored
         assert same(tree.decode(data), value), depth
+
+
+def test_colliding_keys_are_refused_both_ways() -> None:
+    # Ints equal modulo 2**61 - 1 share a hash: a set of many is quadratic to build.
+    modulus = 2**61 - 1
+    colliding = [i * modulus for i in range(MAX_EQUAL_HASHES + 1)]
+    fine = set(colliding[:-1]) | set(range(1000))
+    assert same(round_trip(fine), fine)
+    for value in (set(colliding), frozenset(colliding), dict.fromkeys(colliding, 0)):
+        with pytest.raises(EncodeError, match="of one hash"):
+            tree.encode(value)
+    items = ",".join(str(k) for k in colliding)
+    pairs = ",".join(f"[{k},0]" for k in colliding)
+    for text in (f'{{"$set": [{items}]}}', f'{{"$dict": [{pairs}]}}'):
+        data = with_metadata(join(tree.encode([])), {"typedstore.tree": text})
+        with pytest.raises(DecodeError, match="of one hash"):
+            tree.decode(data)
 
 
 def test_zero_copy_gives_read_only_views() -> None:

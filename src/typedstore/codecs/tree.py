@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from typedstore import _strictjson
 from typedstore.codecs import attrs_v1
+from typedstore.codecs._unpickler import MAX_EQUAL_HASHES
 from typedstore.codecs.classes import ClassCatalog, ClassSpec, conforms
 from typedstore.codecs.npy import NpyCodec
 from typedstore.codecs.safetensors import (
@@ -223,6 +224,20 @@ def _zone_held(tz: datetime.tzinfo | None) -> bool:
     )
 
 
+def _hashes_spread(keys: Any) -> bool:
+    """Whether no more than MAX_EQUAL_HASHES of ``keys`` share a hash: more would make
+    building the set or dict quadratic (int hashes are not salted), on the way back in."""
+    if len(keys) <= MAX_EQUAL_HASHES:
+        return True
+    counts: dict[int, int] = {}
+    for key in keys:
+        h = hash(key)
+        seen = counts[h] = counts.get(h, 0) + 1
+        if seen > MAX_EQUAL_HASHES:
+            return False
+    return True
+
+
 def _where(path: tuple[str, ...]) -> str:
     return ".".join(path) or "the value"
 
@@ -267,9 +282,16 @@ class _Encoder:
     def items(self, values: Any, path: tuple[str, ...], depth: int) -> list[Any]:
         return [self.node(item, (*path, str(i)), depth) for i, item in enumerate(values)]
 
+    def members(self, tag: str, values: Any, path: tuple[str, ...], depth: int) -> Any:
+        if not _hashes_spread(values):
+            raise _NotHeld(f"{_where(path)} holds over {MAX_EQUAL_HASHES} items of one hash")
+        return {tag: self.items(values, path, depth)}
+
     def mapping(self, value: dict[Any, Any], path: tuple[str, ...], depth: int) -> Any:
         if all(type(k) is str and not k.startswith("$") for k in value):
             return {k: self.node(v, (*path, k), depth) for k, v in value.items()}
+        if not _hashes_spread(value):
+            raise _NotHeld(f"{_where(path)} holds over {MAX_EQUAL_HASHES} keys of one hash")
         pairs = []
         for i, (k, v) in enumerate(value.items()):
             step = k if type(k) is str else str(k) if type(k) is int else str(i)
@@ -377,8 +399,8 @@ _WRITERS: Mapping[type, _Writer] = {
     float: lambda enc, v, path, depth: _float(v),
     list: _Encoder.items,
     tuple: lambda enc, v, path, depth: {"$tuple": enc.items(v, path, depth)},
-    set: lambda enc, v, path, depth: {"$set": enc.items(v, path, depth)},
-    frozenset: lambda enc, v, path, depth: {"$frozenset": enc.items(v, path, depth)},
+    set: lambda enc, v, path, depth: enc.members("$set", v, path, depth),
+    frozenset: lambda enc, v, path, depth: enc.members("$frozenset", v, path, depth),
     dict: _Encoder.mapping,
     bytes: lambda enc, v, path, depth: {"$bytes": enc.tensor(path, [v])},
     bytearray: lambda enc, v, path, depth: {"$bytearray": enc.tensor(path, [v])},
@@ -450,11 +472,14 @@ class _Decoder:
     def pairs(self, payload: Any, depth: int) -> dict[Any, Any]:
         if type(payload) is not list:
             raise DecodeError("tree: a $dict node needs a list of pairs")
-        out: dict[Any, Any] = {}
+        pairs = []
         for pair in payload:  # a pair is no level of its own, as on the way in
             if type(pair) is not list or len(pair) != 2:
                 raise DecodeError("tree: a $dict entry needs a key and a value")
-            out[self.node(pair[0], depth)] = self.node(pair[1], depth)
+            pairs.append((self.node(pair[0], depth), self.node(pair[1], depth)))
+        if not _hashes_spread([key for key, _ in pairs]):
+            raise DecodeError(f"tree: a $dict holds over {MAX_EQUAL_HASHES} keys of one hash")
+        out = dict(pairs)
         if len(out) != len(payload):
             raise DecodeError("tree: a $dict repeats a key")
         return out
@@ -589,6 +614,10 @@ def _read_complex(payload: Any) -> complex:
 def _read_frozen(kind: type[set[Any]] | type[frozenset[Any]]) -> Callable[..., Any]:
     def read(dec: _Decoder, payload: Any, depth: int) -> Any:
         items = dec.items(payload, depth)
+        if not _hashes_spread(items):
+            raise DecodeError(
+                f"tree: a {kind.__name__} holds over {MAX_EQUAL_HASHES} items of one hash"
+            )
         value = kind(items)
         if len(value) != len(items):
             raise DecodeError(f"tree: a {kind.__name__} repeats an item")
