@@ -12,6 +12,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -45,6 +46,10 @@ SAMPLES: dict[str, Any] = {
         "misc": [decimal.Decimal("1.5"), b"\x00", float("nan"), 2**70],
     },
     "datastore": ts.DataStore(a=np.arange(4), b={"k": 1}, c=b"x", d=(1, 2)),
+    "arrow": pd.DataFrame(
+        {"i": [1, 2, 3], "s": ["a", None, "c"], "c": pd.Categorical(["x", "y", "x"])},
+        index=pd.Index([10, 20, 30], name="k"),
+    ),
 }
 
 # A frozen file of the retired attrs codec (its class is registered by the vectors module).

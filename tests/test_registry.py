@@ -325,3 +325,60 @@ def test_plugin_codec_round_trips(plugin_dist: Path) -> None:
 def test_entry_point_distribution_is_visible(plugin_dist: Path) -> None:
     eps = importlib.metadata.entry_points(group="typedstore.codecs")
     assert {"celsius", "broken", "taken"} <= {ep.name for ep in eps}
+
+
+class _Later:
+    """A class a codec names before it exists (as codecs name pandas' classes)."""
+
+
+class _LaterChild(_Later):
+    pass
+
+
+class ByName:
+    name = "by-name"
+    version = 1
+    types: ClassVar[tuple[type | str, ...]] = (f"{__name__}._Later",)
+
+    def accepts(self, value: object) -> bool:
+        return isinstance(value, _Later)
+
+    def encode(self, value: Any) -> Sequence[Buffer]:
+        return [b""]
+
+    def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
+        return _Later()
+
+
+def test_codecs_may_name_classes_that_are_not_imported() -> None:
+    registry = ts.CodecRegistry(load_plugins=False)
+    registry.register(ByName())
+    registry.register(ts.codecs.PickleCodec())
+    assert registry.for_value(_Later()).name == "by-name"
+    assert registry.for_value(_LaterChild()).name == "by-name"  # through the MRO
+    assert registry.for_value(object()).name == "pickle"
+    assert "by-name" in registry.explain(_LaterChild())
+
+    class Clash(ByName):
+        name = "by-name-2"
+
+    with pytest.raises(RegistrationError, match="would both serve"):
+        registry.register(Clash())
+
+    class Bad(ByName):
+        name = "bad-name"
+        types = ("not qualified",)
+
+    with pytest.raises(RegistrationError, match="qualified class names"):
+        registry.register(Bad())
+
+
+def test_the_table_classes_are_named_as_the_libraries_define_them() -> None:
+    # A library that moves a class would silently send its tables to pickle.
+    import pandas as pd
+    import polars as pl
+    import pyarrow as pa
+
+    for value in (pd.DataFrame(), pd.Series(dtype=float), pd.RangeIndex(2), pa.table({}),
+                  pa.record_batch({"a": [1]}), pl.DataFrame(), pl.Series("s", [1])):  # fmt: skip
+        assert ts.registry.for_value(value).name == "arrow", type(value)

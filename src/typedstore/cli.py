@@ -307,7 +307,12 @@ def _codecs(args: argparse.Namespace, out: TextIO) -> int:
     rows = [("NAME", "VERSION", "PRIORITY", "SOURCE", "TYPES")]
     for name in registry.names():
         codec = registry.get(name)
-        types = ", ".join(f"{t.__module__}.{t.__qualname__}" for t in codec.types) or "-"
+        types = (
+            ", ".join(
+                t if isinstance(t, str) else f"{t.__module__}.{t.__qualname__}" for t in codec.types
+            )
+            or "-"
+        )
         source = registry.source(name)
         rows.append((name, str(codec.version), str(registry.priority(name)), source, types))
     _table(rows, out)

@@ -68,8 +68,9 @@ class Codec(Protocol[T]):
         ...
 
     @property
-    def types(self) -> tuple[type, ...]:
-        """The Python types this codec serves (its registry keys)."""
+    def types(self) -> tuple[type | str, ...]:
+        """The Python types this codec serves (its registry keys): classes, or the
+        qualified names (``module.qualname``) of classes that need not be imported yet."""
         ...
 
     def accepts(self, value: object) -> bool:

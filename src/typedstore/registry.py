@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
 import weakref
@@ -13,6 +14,7 @@ from typing import Any, TypeVar, overload
 import attrs
 
 from typedstore.codecs import (
+    ArrowCodec,
     JsonCodec,
     NpyCodec,
     PickleCodec,
@@ -43,10 +45,20 @@ class _Entry:
     source: str
 
 
-def _type_name(cls: type) -> str:
+def _type_name(cls: type | str) -> str:
+    if isinstance(cls, str):
+        return cls
     if cls.__module__ == "builtins":
         return cls.__qualname__
+    return _qualified(cls)
+
+
+def _qualified(cls: type) -> str:
+    """The name a codec may give for a class it serves without importing it."""
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+_QUALIFIED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 
 class CodecRegistry:
@@ -67,7 +79,8 @@ class CodecRegistry:
     def __init__(self, *, load_plugins: bool = True) -> None:
         self._lock = threading.RLock()
         self._by_name: dict[str, _Entry] = {}
-        self._by_type: dict[type, list[_Entry]] = {}
+        # Keyed by class, or by qualified name for classes not imported yet.
+        self._by_type: dict[type | str, list[_Entry]] = {}
         self._cache: weakref.WeakKeyDictionary[type, tuple[_Entry, ...]] = (
             weakref.WeakKeyDictionary()
         )
@@ -129,8 +142,12 @@ class CodecRegistry:
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise RegistrationError(f"codec {name!r}: version must be a positive int")
         types: object = codec.types
-        if not isinstance(types, tuple) or not all(isinstance(t, type) for t in types):
-            raise RegistrationError(f"codec {name!r}: types must be a tuple of types")
+        if not isinstance(types, tuple) or not all(
+            isinstance(t, type) or (isinstance(t, str) and _QUALIFIED.fullmatch(t)) for t in types
+        ):
+            raise RegistrationError(
+                f"codec {name!r}: types must be a tuple of types or qualified class names"
+            )
         if not isinstance(priority, int) or isinstance(priority, bool):
             raise RegistrationError(f"codec {name!r}: priority must be an int")
         entry = _Entry(codec, priority, source)
@@ -145,7 +162,7 @@ class CodecRegistry:
             for cls in types:
                 self._index(cls, entry)
 
-    def _check_clash(self, cls: type, entry: _Entry) -> None:
+    def _check_clash(self, cls: type | str, entry: _Entry) -> None:
         for other in self._by_type.get(cls, ()):
             if other.priority == entry.priority:
                 raise RegistrationError(
@@ -153,7 +170,7 @@ class CodecRegistry:
                     f"{_type_name(cls)} at priority {entry.priority}; give one another priority"
                 )
 
-    def _index(self, cls: type, entry: _Entry) -> None:
+    def _index(self, cls: type | str, entry: _Entry) -> None:
         entries = self._by_type.setdefault(cls, [])
         entries.append(entry)
         entries.sort(key=lambda e: -e.priority)
@@ -256,7 +273,7 @@ class CodecRegistry:
         lines = [f"codec choice for a value of type {_type_name(cls)}:"]
         chosen: Codec[Any] | None = None
         for base in cls.__mro__:
-            entries = self._by_type.get(base, [])
+            entries = [*self._by_type.get(base, ()), *self._by_type.get(_qualified(base), ())]
             if not entries:
                 lines.append(f"  {_type_name(base)}: no codecs registered")
                 continue
@@ -277,7 +294,13 @@ class CodecRegistry:
 
     def _candidates(self, cls: type) -> tuple[_Entry, ...]:
         with self._lock:
-            entries = tuple(e for base in cls.__mro__ for e in self._by_type.get(base, ()))
+            by_type = self._by_type
+            entries = tuple(
+                entry
+                for base in cls.__mro__
+                for key in (base, _qualified(base))
+                for entry in by_type.get(key, ())
+            )
             self._cache[cls] = entries
         return entries
 
@@ -317,7 +340,7 @@ def _default_registry() -> CodecRegistry:
     reg = CodecRegistry()
     reg.register(RawCodec())
     reg.register(SafetensorsCodec(), priority=10)
-    for codec in (NpyCodec(), JsonCodec(), PickleCodec()):
+    for codec in (NpyCodec(), JsonCodec(), ArrowCodec(), PickleCodec()):
         reg.register(codec)
     # After json, which holds plain data as readable text.
     reg.register(TreeCodec(), priority=-1)

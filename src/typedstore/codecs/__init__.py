@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typedstore.codecs.arrow import ArrowCodec
 from typedstore.codecs.json import JsonCodec
 from typedstore.codecs.npy import NpyCodec
 from typedstore.codecs.pickle import PickleCodec
@@ -9,4 +10,12 @@ from typedstore.codecs.raw import RawCodec
 from typedstore.codecs.safetensors import SafetensorsCodec
 from typedstore.codecs.tree import TreeCodec
 
-__all__ = ["JsonCodec", "NpyCodec", "PickleCodec", "RawCodec", "SafetensorsCodec", "TreeCodec"]
+__all__ = [
+    "ArrowCodec",
+    "JsonCodec",
+    "NpyCodec",
+    "PickleCodec",
+    "RawCodec",
+    "SafetensorsCodec",
+    "TreeCodec",
+]

@@ -42,7 +42,7 @@ from typedstore.codecs.safetensors import (
 from typedstore.errors import DecodeError, EncodeError
 from typedstore.protocols import Buffer, Reader
 
-__all__ = ["MAX_DEPTH", "TreeCodec"]
+__all__ = ["MAX_DEPTH", "TreeCodec", "dumps", "loads"]
 
 #: How deep containers and class instances may nest in a tree.
 MAX_DEPTH = 100
@@ -179,6 +179,28 @@ class TreeCodec:
         if unused:
             raise DecodeError(f"tree: tensor {sorted(unused)[0]!r} is not in the tree")
         return value
+
+
+def dumps(value: Any) -> str:
+    """A value without arrays or bytes (a label, a name) as the typed JSON of the tree
+    format; EncodeError if the format does not hold it or it needs a tensor."""
+    encoder = _Encoder(ClassCatalog())
+    try:
+        tree = encoder.node(value, (), 0)
+    except _NotHeld as exc:
+        raise EncodeError(f"tree: {exc}") from None
+    if encoder.tensors:
+        raise EncodeError(f"tree: {type(value).__qualname__} holds bytes or arrays")
+    return json.dumps(tree, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+
+def loads(text: str) -> Any:
+    """The value :func:`dumps` wrote; DecodeError for anything else."""
+    try:
+        tree = _strictjson.loads(text, max_depth=_MAX_JSON_DEPTH)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(f"tree: not valid JSON: {exc}") from exc
+    return _Decoder(ClassCatalog(), {}).node(tree, 0)
 
 
 def _holds_type(cls: type) -> bool:

@@ -1,0 +1,215 @@
+"""The ``arrow`` codec: tables as Arrow IPC files (the format of Feather v2).
+
+Serves ``pyarrow.Table`` and ``RecordBatch``, ``pandas.DataFrame``, ``Series`` and
+``Index``, and ``polars.DataFrame`` and ``Series``. None of these libraries is imported
+until a value of theirs is encoded or a stored table is decoded: the registry knows the
+classes by their qualified names. The layout is in ``codecs/arrow/FORMAT.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from typedstore.codecs import tree
+from typedstore.errors import DecodeError, EncodeError
+from typedstore.protocols import Buffer
+
+__all__ = ["ArrowCodec"]
+
+# The kind of value a file holds, in its footer's custom metadata.
+_KIND = b"typedstore.kind"
+_NAME = b"typedstore.name"
+_SERIES = "__typedstore_series__"
+_KINDS = {
+    "pyarrow.lib.Table": "pyarrow.Table",
+    "pyarrow.lib.RecordBatch": "pyarrow.RecordBatch",
+    "pandas.DataFrame": "pandas.DataFrame",
+    "pandas.Series": "pandas.Series",
+    "polars.dataframe.frame.DataFrame": "polars.DataFrame",
+    "polars.series.series.Series": "polars.Series",
+}
+# Object columns that Arrow gives back as they were, by pandas' inferred kind.
+_EXACT_OBJECTS = frozenset({"bytes", "empty", "date", "string"})
+_EXTRA = "pip install 'typedstore[arrow]'"
+
+
+def _kind(value: object) -> str | None:
+    cls = type(value)
+    if cls.__module__.partition(".")[0] not in ("pyarrow", "pandas", "polars"):
+        return None
+    kind = _KINDS.get(f"{cls.__module__}.{cls.__qualname__}")
+    if kind is None and cls.__module__.startswith("pandas"):
+        pandas = sys.modules["pandas"]
+        if isinstance(value, pandas.Index):  # RangeIndex, MultiIndex, DatetimeIndex...
+            return "pandas.Index"
+    return kind
+
+
+def _pyarrow(action: str, error: type[Exception]) -> Any:
+    try:
+        import pyarrow
+        import pyarrow.ipc
+    except ImportError:
+        raise error(f"arrow: {action} a table needs pyarrow: {_EXTRA}") from None
+    return pyarrow
+
+
+class ArrowCodec:
+    """Tables of pyarrow, pandas and polars as Arrow IPC files, back as the same type.
+
+    pandas frames keep their index (named, MultiIndex, RangeIndex), column order,
+    categoricals, time zones, nullable and other extension dtypes and ``attrs``. What
+    Arrow cannot give back exactly is refused at write, naming the column: object
+    columns of arbitrary Python objects or of mixed types, non-str or repeated column
+    labels, sparse columns. Reading needs pyarrow (extra ``arrow``), and pandas or
+    polars for their values.
+    """
+
+    name: ClassVar[str] = "arrow"
+    version: ClassVar[int] = 1
+    types: ClassVar[tuple[type | str, ...]] = (
+        "pyarrow.lib.Table",
+        "pyarrow.lib.RecordBatch",
+        "pandas.DataFrame",
+        "pandas.Series",
+        "pandas.Index",
+        "polars.dataframe.frame.DataFrame",
+        "polars.series.series.Series",
+    )
+
+    def accepts(self, value: object) -> bool:
+        """Exactly the served classes (any pandas Index)."""
+        return _kind(value) is not None
+
+    def encode(self, value: Any) -> Sequence[Buffer]:
+        """An Arrow IPC file of the value's columns, uncompressed."""
+        pa = _pyarrow("storing", EncodeError)
+        kind = _kind(value)
+        if kind is None:
+            raise EncodeError(f"arrow: {type(value).__qualname__} is not a table")
+        metadata = {_KIND: kind.encode()}
+        if kind == "pyarrow.RecordBatch":
+            schema, batches = value.schema, [value]
+        else:
+            if kind == "pyarrow.Table":
+                table = value
+            elif kind.startswith("polars"):
+                table = (value.to_frame() if kind == "polars.Series" else value).to_arrow()
+            else:
+                table, name = _from_pandas(pa, kind, value)
+                if name is not None:
+                    metadata[_NAME] = name.encode()
+            schema, batches = table.schema, table.to_batches()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_file(sink, schema, metadata=metadata) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+        return [memoryview(sink.getvalue())]
+
+    def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
+        """The table, its columns in fresh memory."""
+        pa = _pyarrow("reading", DecodeError)
+        return _decode(pa, pa.py_buffer(bytes(data)))
+
+    def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
+        """The table over ``data`` (no copy where the library can share it)."""
+        pa = _pyarrow("reading", DecodeError)
+        return _decode(pa, pa.py_buffer(data))
+
+
+def _from_pandas(pa: Any, kind: str, value: Any) -> tuple[Any, str | None]:
+    """The table of a pandas value, and the typed JSON of a Series' name."""
+    pandas = sys.modules["pandas"]
+    name = None
+    if kind == "pandas.Series":
+        name = tree.dumps(value.name)
+        frame = value.to_frame(name=_SERIES)
+    elif kind == "pandas.Index":
+        frame = pandas.DataFrame(index=value)
+    else:
+        frame = value
+    labels = list(frame.columns)
+    if not all(type(label) is str for label in labels) or len(set(labels)) != len(labels):
+        raise EncodeError(
+            "arrow: column labels must be distinct str for now; rename them, e.g. "
+            "df.columns = [str(c) for c in df.columns]"
+        )
+    for label, column in frame.items():
+        _check_objects(pandas, column, f"column {label!r}")
+    for level in range(frame.index.nlevels):
+        _check_objects(pandas, frame.index.get_level_values(level), f"index level {level}")
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=None), name
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise EncodeError(f"arrow: cannot store this {kind} exactly: {exc}") from exc
+
+
+def _check_objects(pandas: Any, values: Any, where: str) -> None:
+    if values.dtype != object:
+        return
+    inferred = pandas.api.types.infer_dtype(values, skipna=True)
+    if inferred not in _EXACT_OBJECTS:
+        raise EncodeError(
+            f"arrow: {where} holds Python objects ({inferred}) that Arrow cannot give back "
+            "exactly; convert it to a typed column, or store the frame another way"
+        )
+    if inferred == "string" and values.isna().any():
+        raise EncodeError(
+            f"arrow: {where} is an object column of strings with missing values, which "
+            "would come back as NaN; convert it with .astype('str')"
+        )
+
+
+def _decode(pa: Any, buffer: Any) -> Any:
+    try:
+        reader = pa.ipc.open_file(buffer)
+        metadata = reader.metadata or {}
+        kind = metadata.get(_KIND, b"pyarrow.Table").decode()
+        batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
+        for batch in batches:
+            batch.validate(full=True)
+        if kind == "pyarrow.RecordBatch" and len(batches) == 1:
+            return batches[0]
+        table = pa.Table.from_batches(batches, schema=reader.schema)
+    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"arrow: not a valid Arrow IPC file: {exc}") from exc
+    if kind in ("pyarrow.Table", "pyarrow.RecordBatch"):
+        return table
+    if kind.startswith("polars"):
+        polars = _library("polars", kind)
+        frame = polars.from_arrow(table)
+        return frame.to_series() if kind == "polars.Series" else frame
+    if kind.startswith("pandas"):
+        _library("pandas", kind)
+        try:
+            frame = table.to_pandas()
+        except (pa.ArrowException, TypeError, ValueError, KeyError) as exc:
+            raise DecodeError(f"arrow: cannot rebuild the {kind}: {exc}") from exc
+        _restore_objects(table, frame)
+        if kind == "pandas.Index":
+            return frame.index
+        if kind == "pandas.Series":
+            series = frame[_SERIES]
+            series.name = tree.loads(metadata.get(_NAME, b"null").decode())
+            return series
+        return frame
+    raise DecodeError(f"arrow: unknown table kind {kind!r:.60}")
+
+
+def _restore_objects(table: Any, frame: Any) -> None:
+    """Object columns of strings come back as pandas' string dtype: make them objects."""
+    columns = (table.schema.pandas_metadata or {}).get("columns", [])
+    for column in columns:
+        name = column.get("name")
+        object_column = column.get("numpy_type") == "object" and name in frame.columns
+        if object_column and frame[name].dtype != object:
+            frame[name] = frame[name].astype(object)
+
+
+def _library(name: str, kind: str) -> Any:
+    try:
+        return __import__(name)
+    except ImportError:
+        raise DecodeError(f"arrow: the stored {kind} needs {name}: pip install {name}") from None
