@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, TypeVar, overload
 
 from typedstore.protocols import Buffer, Codec
@@ -77,12 +78,28 @@ class DataStoreIO:
         return (self._store or default_store()).read(self._reference)
 
     @overload
-    def read_deserialize(self, expected_type: type[T], *, zero_copy: bool = False) -> T: ...
+    def read_deserialize(
+        self,
+        expected_type: type[T],
+        *,
+        zero_copy: bool = False,
+        columns: Sequence[str] | None = None,
+    ) -> T: ...
     @overload
-    def read_deserialize(self, expected_type: None = None, *, zero_copy: bool = False) -> Any: ...
+    def read_deserialize(
+        self,
+        expected_type: None = None,
+        *,
+        zero_copy: bool = False,
+        columns: Sequence[str] | None = None,
+    ) -> Any: ...
 
     def read_deserialize(
-        self, expected_type: type[Any] | None = None, *, zero_copy: bool = False
+        self,
+        expected_type: type[Any] | None = None,
+        *,
+        zero_copy: bool = False,
+        columns: Sequence[str] | None = None,
     ) -> Any:
         """Read and decode the object with the codec its reference names.
 
@@ -92,12 +109,20 @@ class DataStoreIO:
         never modified in place, so the arrays stay valid even if the object is deleted.
         Other codecs decode as usual.
 
+        ``columns`` reads only those columns of a stored table (codec ``arrow``): only
+        their parts of the object are fetched, which on S3 means only their byte ranges.
+        A pandas frame keeps its index. A checksum in the reference is not checked on
+        such a partial read.
+
         Raises UnknownCodecError for a codec that is not registered, DecodeError for
         malformed data (UnsafeDataError for a refused pickle), NotFoundError for a missing
-        object, and TypeMismatchError when the value is not an ``expected_type``.
+        object, TypeMismatchError when the value is not an ``expected_type`` (or
+        ``columns`` is given for a codec without columns).
         """
         store = self._store or default_store()
-        return store.read_deserialize(self._reference, expected_type, zero_copy=zero_copy)
+        return store.read_deserialize(
+            self._reference, expected_type, zero_copy=zero_copy, columns=columns
+        )
 
     @staticmethod
     def delete(relative_path_prefix: str, *, store: Store | None = None) -> int:

@@ -294,11 +294,21 @@ class Store:
 
     @overload
     def read_deserialize(
-        self, reference: Reference | str, expected_type: type[T], *, zero_copy: bool = False
+        self,
+        reference: Reference | str,
+        expected_type: type[T],
+        *,
+        zero_copy: bool = False,
+        columns: Sequence[str] | None = None,
     ) -> T: ...
     @overload
     def read_deserialize(
-        self, reference: Reference | str, expected_type: None = None, *, zero_copy: bool = False
+        self,
+        reference: Reference | str,
+        expected_type: None = None,
+        *,
+        zero_copy: bool = False,
+        columns: Sequence[str] | None = None,
     ) -> Any: ...
 
     def read_deserialize(
@@ -307,11 +317,12 @@ class Store:
         expected_type: type[Any] | None = None,
         *,
         zero_copy: bool = False,
+        columns: Sequence[str] | None = None,
     ) -> Any:
         """Read and decode an object with the codec its reference names.
 
-        See :meth:`typedstore.DataStoreIO.read_deserialize` for ``zero_copy`` and the
-        errors raised.
+        See :meth:`typedstore.DataStoreIO.read_deserialize` for ``zero_copy``,
+        ``columns`` and the errors raised.
         """
         ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
         codec = self.registry.get(ref.codec)
@@ -320,7 +331,9 @@ class Store:
             # Optional codec capabilities are looked up by name: cheaper than isinstance
             # checks against runtime protocols, on every read.
             decode_view = getattr(codec, "decode_view", None) if zero_copy else None
-            if decode_view is not None or "sha256" in ref.params:
+            if columns is not None:
+                value = self._read_columns(ref, codec, columns, expected_type)
+            elif decode_view is not None or "sha256" in ref.params:
                 # The whole object is hashed or shared: decode from a view of all of it.
                 with self._viewer(ref.key) as view:
                     _verify(ref, view)
@@ -353,7 +366,32 @@ class Store:
         return value
 
 
+    def _read_columns(
+        self,
+        ref: Reference,
+        codec: Codec[Any],
+        columns: Sequence[str],
+        expected_type: type[Any] | None,
+    ) -> Any:
+        # Only the parts of the object that hold these columns are read, so a checksum of
+        # the whole object cannot be checked here.
+        decode_columns = _columns_of(codec)
+        if isinstance(columns, str):
+            raise TypeMismatchError("columns is a sequence of column names, not one name")
+        with self._opener(ref.key) as reader:
+            return decode_columns(reader, list(columns), expected_type)
+
 _UNREAD: Any = object()
+
+
+def _columns_of(codec: Codec[Any]) -> Callable[..., Any]:
+    decode_columns: Callable[..., Any] | None = getattr(codec, "decode_columns", None)
+    if decode_columns is None:
+        raise TypeMismatchError(
+            f"codec {codec.name!r} stores no columns to choose from; columns= is for tables "
+            "(codec 'arrow')"
+        )
+    return decode_columns
 
 
 def _verify(ref: Reference, data: Buffer) -> None:

@@ -203,6 +203,30 @@ def test_through_datastoreio_zero_copy_and_a_lazy_datastore(store: Path) -> None
     assert_same_pandas(lazy.series, frame["w"])
 
 
+def test_reading_some_columns(store: Path) -> None:
+    frame = pd.DataFrame(
+        {"a": [1, 2, 3], "b": ["x", "y", "z"], "c": pd.Categorical(["u", "v", "u"])},
+        index=pd.MultiIndex.from_tuples([(1, "p"), (1, "q"), (2, "p")], names=["n", "s"]),
+    )
+    io = ts.DataStoreIO.serialize_write(frame, "p")
+    pd.testing.assert_frame_equal(io.read_deserialize(columns=["c", "a"]), frame[["c", "a"]])
+    table = pa.table({"x": [1, 2], "y": ["a", "b"]})
+    part = ts.DataStoreIO.serialize_write(table, "p").read_deserialize(columns=["y"])
+    assert part.equals(table.select(["y"]))
+    polars_frame = pl.DataFrame({"x": [1, 2], "y": ["a", "b"]})
+    polars_part = ts.DataStoreIO.serialize_write(polars_frame, "p").read_deserialize(columns=["y"])
+    assert polars_part.equals(polars_frame.select(["y"]))
+    with pytest.raises(DecodeError, match="no column 'nope'"):
+        io.read_deserialize(columns=["nope"])
+    series = ts.DataStoreIO.serialize_write(frame["a"], "p")
+    with pytest.raises(DecodeError, match="no columns to choose from"):
+        series.read_deserialize(columns=["a"])
+    with pytest.raises(ts.errors.TypeMismatchError, match="columns= is for tables"):
+        ts.DataStoreIO.serialize_write(np.ones(3), "p").read_deserialize(columns=["a"])
+    with pytest.raises(ts.errors.TypeMismatchError, match="not one name"):
+        io.read_deserialize(columns="a")
+
+
 def test_malformed_files_are_decode_errors() -> None:
     data = bytearray(join(arrow.encode(pa.table({"a": list(range(100))}))))
     for cut in (0, 8, len(data) // 2, len(data) - 4):

@@ -8,13 +8,14 @@ classes by their qualified names. The layout is in ``codecs/arrow/FORMAT.md``.
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from typedstore.codecs import tree
 from typedstore.errors import DecodeError, EncodeError
-from typedstore.protocols import Buffer
+from typedstore.protocols import Buffer, Reader
 
 __all__ = ["ArrowCodec"]
 
@@ -118,6 +119,36 @@ class ArrowCodec:
         pa = _pyarrow("reading", DecodeError)
         return _decode(pa, pa.py_buffer(data))
 
+    def decode_columns(
+        self, reader: Reader, columns: Sequence[str], expected_type: type[Any] | None = None
+    ) -> Any:
+        """The table with only ``columns`` (and a pandas frame's index), reading only
+        their byte ranges through ``reader``; DecodeError names a column it lacks."""
+        pa = _pyarrow("reading", DecodeError)
+        source = pa.PythonFile(_ReaderFile(reader), mode="r")
+        try:
+            footer = pa.ipc.open_file(source)
+            schema, metadata = footer.schema, footer.metadata or {}
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise DecodeError(f"arrow: not a valid Arrow IPC file: {exc}") from exc
+        kind = metadata.get(_KIND, b"pyarrow.Table").decode()
+        if kind not in ("pyarrow.Table", "pyarrow.RecordBatch", "pandas.DataFrame",
+                        "polars.DataFrame"):  # fmt: skip
+            raise DecodeError(f"arrow: a stored {kind} has no columns to choose from")
+        names = schema.names
+        wanted = list(dict.fromkeys(columns))
+        if kind == "pandas.DataFrame":
+            index = (schema.pandas_metadata or {}).get("index_columns", [])
+            wanted += [name for name in index if isinstance(name, str) and name not in wanted]
+        missing = [name for name in wanted if name not in names]
+        if missing:
+            raise DecodeError(f"arrow: the table has no column {missing[0]!r}")
+        options = pa.ipc.IpcReadOptions(included_fields=[names.index(n) for n in wanted])
+        value = _decode(pa, source, options)
+        # The reader gives the columns in the file's order: put them in the caller's.
+        chosen = list(dict.fromkeys(columns))
+        return value[chosen] if kind == "pandas.DataFrame" else value.select(chosen)
+
 
 def _from_pandas(pa: Any, kind: str, value: Any) -> tuple[Any, str | None]:
     """The table of a pandas value, and the typed JSON of a Series' name."""
@@ -162,9 +193,9 @@ def _check_objects(pandas: Any, values: Any, where: str) -> None:
         )
 
 
-def _decode(pa: Any, buffer: Any) -> Any:
+def _decode(pa: Any, buffer: Any, options: Any = None) -> Any:
     try:
-        reader = pa.ipc.open_file(buffer)
+        reader = pa.ipc.open_file(buffer, options=options)
         metadata = reader.metadata or {}
         kind = metadata.get(_KIND, b"pyarrow.Table").decode()
         batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
@@ -172,7 +203,7 @@ def _decode(pa: Any, buffer: Any) -> Any:
             batch.validate(full=True)
         if kind == "pyarrow.RecordBatch" and len(batches) == 1:
             return batches[0]
-        table = pa.Table.from_batches(batches, schema=reader.schema)
+        table = pa.Table.from_batches(batches, schema=reader.schema)  # of the columns read
     except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"arrow: not a valid Arrow IPC file: {exc}") from exc
     if kind in ("pyarrow.Table", "pyarrow.RecordBatch"):
@@ -206,6 +237,34 @@ def _restore_objects(table: Any, frame: Any) -> None:
         object_column = column.get("numpy_type") == "object" and name in frame.columns
         if object_column and frame[name].dtype != object:
             frame[name] = frame[name].astype(object)
+
+
+class _ReaderFile(io.RawIOBase):
+    """A stored object's reader as the seekable file pyarrow reads ranges from."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._reader.size}
+        self._position = base[whence] + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        length = min(len(buffer), max(self._reader.size - self._position, 0))
+        got = self._reader.readinto(self._position, memoryview(buffer)[:length])
+        self._position += got
+        return got
 
 
 def _library(name: str, kind: str) -> Any:
