@@ -12,6 +12,8 @@ same run):
   recycled memory.
 - ``checkpoint``: a training checkpoint, 200 tensors (1 GiB, 256 MiB with ``--quick``)
   nested with plain values, against a flat dict of the same tensors and raw I/O.
+- ``tables``: pandas frames (1 GiB, 128 MiB with ``--quick``; numeric, and mixed with
+  strings and categoricals) as Arrow IPC, against Feather, Parquet and pickle.
 - ``s3``: 64 MiB through an S3 server on loopback (moto), against plain s3fs.
 - ``dispatch``: registry lookups for already-seen types.
 - ``small``: thousands of small values, one object each (run last: after mass deletes,
@@ -407,6 +409,95 @@ def checkpoint(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
         ts.DataStoreIO.delete(label)
     return writes.rows("write", "raw write", n) + reads.rows(
         "read", "raw readinto 200 fresh arrays", n
+    )
+
+
+def tables(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
+    """pandas frames as Arrow IPC (codec ``arrow``) against Feather, Parquet and pickle."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    rows = mib * MiB // 8 // 100
+    numeric = pd.DataFrame({f"c{i}": rng.random(rows) for i in range(100)})
+    # Mixed: floats, ints, strings and categoricals in about the same bytes.
+    mixed_rows = mib * MiB // 8 // 40
+    words = np.array([f"w{i:05d}" for i in range(5000)])
+    mixed = pd.DataFrame(
+        {
+            **{f"f{i}": rng.random(mixed_rows) for i in range(20)},
+            **{f"i{i}": rng.integers(0, 1 << 40, mixed_rows) for i in range(10)},
+            **{f"s{i}": pd.array(rng.choice(words, mixed_rows), dtype="str") for i in range(5)},
+            **{f"k{i}": pd.Categorical(rng.choice(words[:50], mixed_rows)) for i in range(5)},
+        }
+    )
+    ts.options.set("datastore.url", str(tmp / "store"))
+    out: list[dict[str, Any]] = []
+    for label, frame in (("numeric", numeric), ("mixed", mixed)):
+        out += _table_rows(tmp, label, frame, rounds)
+    return out
+
+
+def _table_rows(tmp: Path, label: str, frame: Any, rounds: int) -> list[dict[str, Any]]:
+    """Write and read one frame with each contender."""
+    import pandas as pd
+    import pyarrow.feather
+
+    n = int(frame.memory_usage(deep=True).sum())
+    feather, parquet, pickled = tmp / "t.feather", tmp / "t.parquet", tmp / "t.pkl"
+    refs: dict[str, str] = {}
+
+    def ts_write() -> None:
+        refs["t"] = ts.DataStoreIO.serialize_write(frame, "tables").url
+
+    def pickle_write() -> None:
+        with open(pickled, "wb") as f:
+            pickle.dump(frame, f, protocol=5)
+
+    def pickle_read() -> Any:
+        with open(pickled, "rb") as f:
+            return pickle.load(f)
+
+    writes = Runner(rounds, n)
+    writes.run(
+        {
+            "feather, uncompressed": (
+                lambda: feather.unlink(missing_ok=True),
+                lambda: pyarrow.feather.write_feather(frame, feather, compression="uncompressed"),
+            ),
+            "typedstore serialize_write": (lambda: ts.DataStoreIO.delete("tables"), ts_write),
+            "to_parquet": (
+                lambda: parquet.unlink(missing_ok=True),
+                lambda: frame.to_parquet(parquet),
+            ),
+            "pickle dump": (lambda: pickled.unlink(missing_ok=True), pickle_write),
+        }
+    )
+    column = frame.columns[7]
+    table = pyarrow.Table.from_pandas(frame)
+    refs["table"] = ts.DataStoreIO.serialize_write(table, "tables-pa").url
+    del table
+    full: Op = lambda: ts.DataStoreIO(refs["t"]).read_deserialize(pd.DataFrame)  # noqa: E731
+    reads = Runner(rounds, n)
+    reads.run(
+        {
+            "read_feather": (None, lambda: pd.read_feather(feather)),
+            "typedstore read_deserialize": (None, full),
+            f"typedstore, one column of {len(frame.columns)}": (
+                None,
+                lambda: ts.DataStoreIO(refs["t"]).read_deserialize(columns=[column]),
+            ),
+            "typedstore zero_copy, as a pyarrow Table": (
+                None,
+                lambda: ts.DataStoreIO(refs["table"]).read_deserialize(zero_copy=True),
+            ),
+            "read_parquet": (None, lambda: pd.read_parquet(parquet)),
+            "pickle load": (None, pickle_read),
+        }
+    )
+    ts.DataStoreIO.delete("tables")
+    ts.DataStoreIO.delete("tables-pa")
+    return writes.rows(f"{label} write", "feather, uncompressed", n) + reads.rows(
+        f"{label} read", "read_feather", n
     )
 
 
@@ -817,7 +908,7 @@ def write_docs() -> None:
 
 
 #: The groups of measurements, in the order they run (small last: see the module notes).
-GROUPS = ("large", "datastore", "checkpoint", "s3", "dispatch", "small")
+GROUPS = ("large", "datastore", "checkpoint", "tables", "s3", "dispatch", "small")
 
 
 def main() -> None:
@@ -892,6 +983,9 @@ def main() -> None:
             mib = 256 if args.quick else 1024
             ckpt_rounds = rounds if args.quick else 2 * rounds
             show(f"checkpoint, 200 tensors, {mib} MiB", checkpoint(tmp, mib, ckpt_rounds))
+        if "tables" in run:
+            mib = 128 if args.quick else 1024
+            show(f"tables, pandas frames of {mib} MiB", tables(tmp, mib, rounds))
         if "s3" in run:
             show("S3 on loopback (moto server), 64 MiB", s3(rounds))
         if "dispatch" in run:

@@ -21,6 +21,7 @@ import typedstore as ts
 from helpers import join
 from typedstore.codecs import ArrowCodec
 from typedstore.errors import DecodeError, EncodeError
+from typedstore.protocols import byte_view
 
 arrow = ArrowCodec()
 
@@ -225,6 +226,17 @@ def test_reading_some_columns(store: Path) -> None:
         ts.DataStoreIO.serialize_write(np.ones(3), "p").read_deserialize(columns=["a"])
     with pytest.raises(ts.errors.TypeMismatchError, match="not one name"):
         io.read_deserialize(columns="a")
+
+
+def test_writing_shares_the_columns_memory() -> None:
+    column = np.arange(8 << 20, dtype=np.float64)  # 64 MiB
+    table = pa.table({"w": column, "i": np.arange(8 << 20, dtype=np.int32)})
+    before = pa.total_allocated_bytes()
+    chunks = arrow.encode(table)
+    assert pa.total_allocated_bytes() - before < 1 << 20  # no copy of the data
+    shared = [c for c in chunks if np.shares_memory(np.frombuffer(byte_view(c), np.uint8), column)]
+    assert len(shared) == 1
+    assert arrow.decode(memoryview(join(chunks))).equals(table)
 
 
 def test_malformed_files_are_decode_errors() -> None:

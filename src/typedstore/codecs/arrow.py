@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from typedstore.codecs import tree
 from typedstore.errors import DecodeError, EncodeError
+from typedstore.policy import COPY_MAX
 from typedstore.protocols import Buffer, Reader
 
 __all__ = ["ArrowCodec"]
@@ -103,16 +104,24 @@ class ArrowCodec:
                 if name is not None:
                     metadata[_NAME] = name.encode()
             schema, batches = table.schema, table.to_batches()
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_file(sink, schema, metadata=metadata) as writer:
+        sink = _Chunks()
+        with pa.ipc.new_file(pa.PythonFile(sink, mode="w"), schema, metadata=metadata) as writer:
             for batch in batches:
                 writer.write_batch(batch)
-        return [memoryview(sink.getvalue())]
+        return sink.chunks()
 
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """The table, its columns in fresh memory."""
         pa = _pyarrow("reading", DecodeError)
         return _decode(pa, pa.py_buffer(bytes(data)))
+
+    def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> Any:
+        """As :meth:`decode`, reading the file straight into memory Arrow allocated."""
+        pa = _pyarrow("reading", DecodeError)
+        buffer = pa.allocate_buffer(reader.size)
+        if reader.size and reader.readinto(0, memoryview(buffer)) != reader.size:
+            raise DecodeError("arrow: the file was truncated while being read")
+        return _decode(pa, buffer)
 
     def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """The table over ``data`` (no copy where the library can share it)."""
@@ -237,6 +246,38 @@ def _restore_objects(table: Any, frame: Any) -> None:
         object_column = column.get("numpy_type") == "object" and name in frame.columns
         if object_column and frame[name].dtype != object:
             frame[name] = frame[name].astype(object)
+
+
+class _Chunks(io.RawIOBase):
+    """The file pyarrow writes, as the buffers it writes: column data as views of the
+    table's own memory (no copy), the small pieces between joined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._chunks: list[Buffer] = []
+        self._small = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        if view.nbytes <= COPY_MAX:
+            self._small += view
+        else:
+            self._flush()
+            self._chunks.append(view)
+        return view.nbytes
+
+    def _flush(self) -> None:
+        if self._small:
+            self._chunks.append(bytes(self._small))
+            self._small = bytearray()
+
+    def chunks(self) -> list[Buffer]:
+        """Everything written, in order."""
+        self._flush()
+        return self._chunks
 
 
 class _ReaderFile(io.RawIOBase):
