@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import attrs
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import strategies as st
 
@@ -40,6 +41,12 @@ BUILTINS: dict[str, tuple[Any, dict[str, Any]]] = {
         st.builds(Kit, any_arrays(["<f4", "<i8"]), st.text())
         | st.tuples(st.integers(), st.text(), st.frozensets(st.integers())),
         {"eq": lambda a, b: kit_equal(a, b) if type(a) is Kit else a == b},
+    ),
+    "arrow": (
+        st.lists(st.integers(-(2**63), 2**63 - 1) | st.none(), max_size=20).map(
+            lambda xs: pa.table({"a": pa.array(xs, pa.int64()), "b": [str(x) for x in xs]})
+        ),
+        {"deterministic": True, "eq": lambda a, b: a.equals(b, check_metadata=True)},
     ),
     "datastore": (
         st.dictionaries(
