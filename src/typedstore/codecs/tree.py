@@ -15,8 +15,8 @@ import json
 import math
 import pathlib
 import re
+import sys
 import uuid
-import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -242,7 +242,7 @@ def _zone_held(tz: datetime.tzinfo | None) -> bool:
     return (
         tz is None
         or type(tz) is datetime.timezone
-        or (type(tz) is zoneinfo.ZoneInfo and tz.key is not None)
+        or (_is_zoneinfo(tz) and getattr(tz, "key", None) is not None)
     )
 
 
@@ -396,13 +396,20 @@ def _tz(enc: _Encoder, tz: datetime.tzinfo | None, path: tuple[str, ...]) -> Any
     if type(tz) is datetime.timezone:
         offset, *name = tz.__getinitargs__()  # type: ignore[attr-defined]
         return {"offset": _delta(offset), "name": name[0] if name else None}
-    if type(tz) is zoneinfo.ZoneInfo and tz.key is not None:
-        return {"zone": tz.key}
+    key = getattr(tz, "key", None) if _is_zoneinfo(tz) else None
+    if key is not None:
+        return {"zone": key}
     raise EncodeError(
         f"tree: {_where(path)} has a time zone of type "
         f"{type(tz).__qualname__}; only datetime.timezone and zoneinfo "
         "zones are held"
     )
+
+
+def _is_zoneinfo(tz: datetime.tzinfo) -> bool:
+    # zoneinfo is imported only where a zone is read: a ZoneInfo exists only once it is.
+    module = sys.modules.get("zoneinfo")
+    return module is not None and type(tz) is module.ZoneInfo
 
 
 def _delta(value: datetime.timedelta) -> list[int]:
@@ -580,6 +587,8 @@ def _read_tz(payload: Any) -> datetime.tzinfo | None:
         name = payload["name"]
         return datetime.timezone(offset) if name is None else datetime.timezone(offset, name)
     if type(payload) is dict and payload.keys() == {"zone"} and type(payload["zone"]) is str:
+        import zoneinfo
+
         try:
             return zoneinfo.ZoneInfo(payload["zone"])
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
