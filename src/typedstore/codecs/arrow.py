@@ -140,7 +140,7 @@ class ArrowCodec:
             schema, metadata = footer.schema, footer.metadata or {}
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise DecodeError(f"arrow: not a valid Arrow IPC file: {exc}") from exc
-        kind = metadata.get(_KIND, b"pyarrow.Table").decode()
+        kind = _text(metadata.get(_KIND, b"pyarrow.Table"))
         if kind not in ("pyarrow.Table", "pyarrow.RecordBatch", "pandas.DataFrame",
                         "polars.DataFrame"):  # fmt: skip
             raise DecodeError(f"arrow: a stored {kind} has no columns to choose from")
@@ -232,7 +232,7 @@ def _decode(pa: Any, buffer: Any, options: Any = None) -> Any:
             return frame.index
         if kind == "pandas.Series":
             series = frame[_SERIES]
-            series.name = tree.loads(metadata.get(_NAME, b"null").decode())
+            series.name = tree.loads(_text(metadata.get(_NAME, b"null")))
             return series
         return frame
     raise DecodeError(f"arrow: unknown table kind {kind!r:.60}")
@@ -306,6 +306,13 @@ class _ReaderFile(io.RawIOBase):
         got = self._reader.readinto(self._position, memoryview(buffer)[:length])
         self._position += got
         return got
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"arrow: footer metadata is not UTF-8: {exc}") from None
 
 
 def _library(name: str, kind: str) -> Any:
