@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from typedstore.codecs import tree
 from typedstore.errors import DecodeError, EncodeError
-from typedstore.policy import COPY_MAX
+from typedstore.policy import COPY_MAX, HEADER_FIRST_READ
 from typedstore.protocols import Buffer, Reader
 
 __all__ = ["ArrowCodec"]
@@ -286,6 +286,9 @@ class _ReaderFile(io.RawIOBase):
     def __init__(self, reader: Reader) -> None:
         self._reader = reader
         self._position = 0
+        # Reading some columns opens the file twice (for its schema, then for the
+        # columns): the footer's small reads are kept so that they are fetched once.
+        self._small: dict[tuple[int, int], bytes] = {}
 
     def readable(self) -> bool:
         return True
@@ -303,7 +306,16 @@ class _ReaderFile(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         length = min(len(buffer), max(self._reader.size - self._position, 0))
-        got = self._reader.readinto(self._position, memoryview(buffer)[:length])
+        target = memoryview(buffer).cast("B")[:length]
+        key = (self._position, length)
+        kept = self._small.get(key)
+        if kept is not None:
+            target[:] = kept
+            got = length
+        else:
+            got = self._reader.readinto(self._position, target)
+            if got == length <= HEADER_FIRST_READ:
+                self._small[key] = bytes(target)
         self._position += got
         return got
 

@@ -144,11 +144,7 @@ class TreeCodec:
     def encode(self, value: Any) -> Sequence[Buffer]:
         """A safetensors file: the arrays as tensors, the rest as typed JSON."""
         encoder = _Encoder(self.classes)
-        try:
-            tree = encoder.node(value, (), 0)
-        except _NotHeld as exc:
-            raise EncodeError(f"tree: {exc}") from None
-        text = json.dumps(tree, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+        text = encoder.text(value)
         return encode_tensors(encoder.tensors, {_KIND: "tree", _TREE: text})
 
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
@@ -169,38 +165,22 @@ class TreeCodec:
             return attrs_v1.rebuild(header.metadata, arrays, self.classes)
         if kind != "tree" or _TREE not in header.metadata:
             raise DecodeError("tree: the file lacks typedstore tree metadata")
-        try:
-            tree = _strictjson.loads(header.metadata[_TREE], max_depth=_MAX_JSON_DEPTH)
-        except (ValueError, RecursionError) as exc:
-            raise DecodeError(f"tree: the tree is not valid JSON: {exc}") from exc
-        decoder = _Decoder(self.classes, arrays)
-        value = decoder.node(tree, 0)
-        unused = arrays.keys() - decoder.used
-        if unused:
-            raise DecodeError(f"tree: tensor {sorted(unused)[0]!r} is not in the tree")
-        return value
+        return _Decoder(self.classes, arrays).value(header.metadata[_TREE])
 
 
 def dumps(value: Any) -> str:
     """A value without arrays or bytes (a label, a name) as the typed JSON of the tree
     format; EncodeError if the format does not hold it or it needs a tensor."""
     encoder = _Encoder(ClassCatalog())
-    try:
-        tree = encoder.node(value, (), 0)
-    except _NotHeld as exc:
-        raise EncodeError(f"tree: {exc}") from None
+    text = encoder.text(value)
     if encoder.tensors:
         raise EncodeError(f"tree: {type(value).__qualname__} holds bytes or arrays")
-    return json.dumps(tree, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+    return text
 
 
 def loads(text: str) -> Any:
     """The value :func:`dumps` wrote; DecodeError for anything else."""
-    try:
-        tree = _strictjson.loads(text, max_depth=_MAX_JSON_DEPTH)
-    except (ValueError, RecursionError) as exc:
-        raise DecodeError(f"tree: not valid JSON: {exc}") from exc
-    return _Decoder(ClassCatalog(), {}).node(tree, 0)
+    return _Decoder(ClassCatalog(), {}).value(text)
 
 
 def _holds_type(cls: type) -> bool:
@@ -270,6 +250,14 @@ class _Encoder:
     def __init__(self, classes: ClassCatalog) -> None:
         self.classes = classes
         self.tensors: dict[str, TensorSource] = {}
+
+    def text(self, value: Any) -> str:
+        """The typed JSON of ``value``; its tensors are collected in ``self.tensors``."""
+        try:
+            tree = self.node(value, (), 0)
+        except _NotHeld as exc:
+            raise EncodeError(f"tree: {exc}") from None
+        return json.dumps(tree, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
     def tensor(self, path: tuple[str, ...], source: TensorSource) -> str:
         name = base = ".".join(path) or "value"
@@ -456,6 +444,18 @@ class _Decoder:
         self.classes = classes
         self.arrays = arrays
         self.used: set[str] = set()
+
+    def value(self, text: str) -> Any:
+        """The value whose typed JSON is ``text``; every tensor must be named once."""
+        try:
+            tree = _strictjson.loads(text, max_depth=_MAX_JSON_DEPTH)
+        except (ValueError, RecursionError) as exc:
+            raise DecodeError(f"tree: the tree is not valid JSON: {exc}") from exc
+        value = self.node(tree, 0)
+        unused = self.arrays.keys() - self.used
+        if unused:
+            raise DecodeError(f"tree: tensor {sorted(unused)[0]!r} is not in the tree")
+        return value
 
     def tensor(self, name: object) -> npt.NDArray[Any]:
         if type(name) is not str or name not in self.arrays or name in self.used:
