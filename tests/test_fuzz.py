@@ -68,15 +68,21 @@ def test_random_bytes(name: str, data: bytes) -> None:
         ts.registry.get(name).decode(memoryview(data), None)
 
 
+def mutate(data: st.DataObject, encoded: bytes) -> bytearray:
+    """``encoded`` with a few bytes changed."""
+    mutated = bytearray(encoded)
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[position] = data.draw(st.integers(0, 255))
+    return mutated
+
+
 @pytest.mark.parametrize("name", sorted(SAMPLES))
 @bounded
 @given(st.data())
 def test_mutated_encodings(name: str, data: st.DataObject) -> None:
     codec = ts.registry.get(name)
-    encoded = bytearray(join(codec.encode(SAMPLES[name])))
-    for _ in range(data.draw(st.integers(1, 8))):
-        position = data.draw(st.integers(0, len(encoded) - 1))
-        encoded[position] = data.draw(st.integers(0, 255))
+    encoded = mutate(data, join(codec.encode(SAMPLES[name])))
     if data.draw(st.booleans()):
         cut = data.draw(st.integers(0, len(encoded)))
         encoded = encoded[:cut] if data.draw(st.booleans()) else encoded + encoded[cut:]
@@ -86,11 +92,17 @@ def test_mutated_encodings(name: str, data: st.DataObject) -> None:
 
 @bounded
 @given(st.data())
+def test_mutated_compressed_tables(data: st.DataObject) -> None:
+    with ts.options.ctx({"codecs.arrow.compression": data.draw(st.sampled_from(["lz4", "zstd"]))}):
+        encoded = mutate(data, join(ts.registry.get("arrow").encode(SAMPLES["arrow"])))
+    with contextlib.suppress(DecodeError):
+        ts.registry.get("arrow").decode(memoryview(bytes(encoded)), None)
+
+
+@bounded
+@given(st.data())
 def test_mutated_files_of_the_retired_attrs_codec(data: st.DataObject) -> None:
-    encoded = bytearray(LEGACY_ATTRS)
-    for _ in range(data.draw(st.integers(1, 8))):
-        position = data.draw(st.integers(0, len(encoded) - 1))
-        encoded[position] = data.draw(st.integers(0, 255))
+    encoded = mutate(data, LEGACY_ATTRS)
     with contextlib.suppress(DecodeError):
         ts.registry.get("attrs").decode(memoryview(bytes(encoded)), None)
 

@@ -26,10 +26,13 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else _str(value)
 
 
-def _checksum(value: Any) -> str | None:
-    if value not in (None, "sha256"):
-        raise TypeError("expected None or 'sha256'")
-    return value  # type: ignore[no-any-return]
+def _one_of(*choices: str | None) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if value not in choices:
+            raise TypeError(f"expected one of {', '.join(map(repr, choices))}")
+        return value  # type: ignore[no-any-return]
+
+    return check
 
 
 def _mapping(value: Any) -> Mapping[str, Any] | None:
@@ -82,7 +85,7 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
         ),
         "datastore.checksum": _Spec(
             None,
-            _checksum,
+            _one_of(None, "sha256"),
             "None, or 'sha256': add sha256= to new references and verify it on reads.",
         ),
         "datastore.storage_options": _Spec(
@@ -97,6 +100,12 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
             True,
             _bool,
             "Show progress bars on stderr for long operations (only when it is a terminal).",
+        ),
+        "codecs.arrow.compression": _Spec(
+            None,
+            _one_of(None, "lz4", "zstd"),
+            "None, 'lz4' or 'zstd': compress the buffers of tables written with the arrow "
+            "codec (smaller files; reads then copy instead of sharing the memory map).",
         ),
         "codecs.pickle.allow": _Spec(
             (), _patterns, "Extra classes the pickle codec may build: globs over module.qualname."

@@ -14,7 +14,9 @@ __all__ = [
     "CACHED_HEADER_TENSORS",
     "CACHED_STORAGES",
     "COPY_MAX",
+    "FOOTER_FIRST_READ",
     "HEADER_FIRST_READ",
+    "INFLATE_MAX",
     "LARGE",
     "OPEN_FOLDERS",
     "PAGE",
@@ -43,6 +45,17 @@ PAGE = 4096
 
 #: The first read of a safetensors header: its length and, most often, all of it.
 HEADER_FIRST_READ = 16 << 10
+
+#: A compressed file may declare at most this many times its size in decompressed
+#: buffers, which bounds the memory a hostile file can make a read allocate. Writes check
+#: their own files against it, so that what is written can be read. (LZ4's frames cannot
+#: exceed about 255:1; zstd's can, for nearly constant data.)
+INFLATE_MAX = 256
+
+#: The first read of a table's footer, from the end of the file: its length and, most
+#: often, all of it (about 180 bytes a column), so that reading some columns of a remote
+#: table takes three requests: footer, batch header, columns.
+FOOTER_FIRST_READ = 64 << 10
 
 #: Transfers piece by piece go in parts of this size: uploads and ranged downloads of
 #: remote storages (S3 needs 5 MiB per part at least), and the command line's ``get`` and

@@ -4,6 +4,7 @@ libraries themselves, and reading their files."""
 from __future__ import annotations
 
 import datetime
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -246,6 +247,95 @@ def test_malformed_files_are_decode_errors() -> None:
             arrow.decode(memoryview(bytes(data[:cut])))
     with pytest.raises(DecodeError):
         arrow.decode(memoryview(b"ARROW1\x00\x00" + b"\xff" * 64 + b"ARROW1"))
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd"])
+def test_compressed_tables(store: Path, tmp_path: Path, compression: str) -> None:
+    frame = pd.DataFrame({"a": np.arange(10_000), "s": ["left", "right"] * 5_000})
+    plain = ts.DataStoreIO.serialize_write(frame, "p")
+    with ts.options.ctx({"codecs.arrow.compression": compression}):
+        packed = ts.DataStoreIO.serialize_write(frame, "p")
+    assert len(packed.read()) < len(plain.read()) / 2
+    assert_same_pandas(packed.read_deserialize(pd.DataFrame), frame)
+    assert_same_pandas(packed.read_deserialize(pd.DataFrame, zero_copy=True), frame)
+    pd.testing.assert_frame_equal(packed.read_deserialize(columns=["s"]), frame[["s"]])
+    path = tmp_path / "packed.arrow"
+    path.write_bytes(packed.read())
+    pd.testing.assert_frame_equal(pd.read_feather(path), frame)
+    assert pl.read_ipc(path).get_column("s").to_list() == frame["s"].to_list()
+
+
+def test_the_compressed_files_of_other_tools_are_read(tmp_path: Path) -> None:
+    table = pa.table({"a": np.arange(5_000), "b": ["x"] * 5_000})
+    path = tmp_path / "t.feather"
+    pyarrow.feather.write_feather(table, path)  # lz4 unless told otherwise
+    assert arrow.decode(memoryview(path.read_bytes())).equals(table)
+    pl.DataFrame(table).write_ipc(path, compression="zstd")
+    assert arrow.decode(memoryview(path.read_bytes())).to_pydict() == table.to_pydict()
+
+
+def test_nearly_constant_tables_too_compressible_to_read_are_refused_at_write(
+    store: Path,
+) -> None:
+    frame = pd.DataFrame({"zeros": np.zeros(1 << 20)})
+    with (
+        ts.options.ctx({"codecs.arrow.compression": "zstd"}),
+        pytest.raises(EncodeError, match=r"compresses \d+-fold.*'lz4'"),
+    ):
+        ts.DataStoreIO.serialize_write(frame, "p")
+    with ts.options.ctx({"codecs.arrow.compression": "lz4"}):
+        io = ts.DataStoreIO.serialize_write(frame, "p")
+    assert_same_pandas(io.read_deserialize(pd.DataFrame), frame)
+    with pytest.raises(ts.errors.OptionValueError, match="'lz4', 'zstd', got 'gzip'"):
+        ts.options.set("codecs.arrow.compression", "gzip")
+
+
+def bomb(declared: int) -> bytes:
+    """A zstd-compressed table whose first compressed buffer declares ``declared`` bytes."""
+    values = np.arange(1_000, dtype=np.int64)
+    with ts.options.ctx({"codecs.arrow.compression": "zstd"}):
+        data = bytearray(join(arrow.encode(pa.table({"a": values}))))
+    at = data.find(struct.pack("<q", values.nbytes))
+    assert at > 0
+    data[at : at + 8] = struct.pack("<q", declared)
+    return bytes(data)
+
+
+def test_compressed_buffers_declaring_too_much_are_refused_before_allocating(
+    store: Path,
+) -> None:
+    data = bomb(1 << 40)
+    with pytest.raises(DecodeError, match="declare 1099511627776 bytes"):
+        arrow.decode(memoryview(data))
+    raw = ts.DataStoreIO.write(data, "p").reference
+    io = ts.DataStoreIO(f"datastore:///{raw.key}?codec=arrow")
+    with pytest.raises(DecodeError, match="declare"):
+        io.read_deserialize()
+    with pytest.raises(DecodeError, match="declare"):
+        io.read_deserialize(columns=["a"])
+    # pyarrow itself would allocate the declared terabyte before decompressing.
+    result = run(
+        "import pyarrow as pa\n"
+        "from typedstore.codecs import ArrowCodec\n"
+        "from typedstore.errors import DecodeError\n"
+        f"data = {data!r}\n"
+        "try:\n"
+        "    ArrowCodec().decode(memoryview(data))\n"
+        "except DecodeError:\n"
+        "    print(pa.default_memory_pool().max_memory())\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 1 << 20
+
+
+def test_structures_pointing_outside_the_file_are_decode_errors() -> None:
+    data = join(arrow.encode(pa.table({"a": list(range(100))})))
+    footer_length = struct.unpack_from("<i", data, len(data) - 10)[0]
+    for bad in (-1, len(data)):
+        broken = data[:-10] + struct.pack("<i", bad) + data[-6:]
+        with pytest.raises(DecodeError, match="footer's length"):
+            arrow.decode(memoryview(broken))
+    assert footer_length > 0
 
 
 def run(code: str) -> subprocess.CompletedProcess[str]:

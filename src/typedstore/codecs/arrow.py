@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from typedstore.codecs import tree
+from typedstore.codecs._ipc import declared_size
 from typedstore.errors import DecodeError, EncodeError
-from typedstore.policy import COPY_MAX, HEADER_FIRST_READ
+from typedstore.options import options
+from typedstore.policy import COPY_MAX, FOOTER_FIRST_READ, HEADER_FIRST_READ, INFLATE_MAX
 from typedstore.protocols import Buffer, Reader
 
 __all__ = ["ArrowCodec"]
@@ -86,7 +88,9 @@ class ArrowCodec:
         return _kind(value) is not None
 
     def encode(self, value: Any) -> Sequence[Buffer]:
-        """An Arrow IPC file of the value's columns, uncompressed."""
+        """An Arrow IPC file of the value's columns, its buffers compressed as option
+        ``codecs.arrow.compression`` says (by default not: the file shares the columns'
+        memory)."""
         pa = _pyarrow("storing", EncodeError)
         kind = _kind(value)
         if kind is None:
@@ -104,16 +108,30 @@ class ArrowCodec:
                 if name is not None:
                     metadata[_NAME] = name.encode()
             schema, batches = table.schema, table.to_batches()
+        compression = options.get("codecs.arrow.compression")
+        write_options = pa.ipc.IpcWriteOptions(compression=compression)
         sink = _Chunks()
-        with pa.ipc.new_file(pa.PythonFile(sink, mode="w"), schema, metadata=metadata) as writer:
+        with pa.ipc.new_file(
+            pa.PythonFile(sink, mode="w"), schema, metadata=metadata, options=write_options
+        ) as writer:
             for batch in batches:
                 writer.write_batch(batch)
-        return sink.chunks()
+        if compression is None:
+            return sink.chunks()
+        data = b"".join(sink.chunks())
+        declared = declared_size(_slicer(data), len(data))
+        if declared > INFLATE_MAX * len(data):
+            raise EncodeError(
+                f"arrow: this table compresses {declared // len(data)}-fold, more than the "
+                f"{INFLATE_MAX}-fold a reader accepts; set option codecs.arrow.compression "
+                "to 'lz4' (which stays below that) or None"
+            )
+        return [data]
 
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """The table, its columns in fresh memory."""
         pa = _pyarrow("reading", DecodeError)
-        return _decode(pa, pa.py_buffer(bytes(data)))
+        return _decode_buffer(pa, pa.py_buffer(bytes(data)))
 
     def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> Any:
         """As :meth:`decode`, reading the file straight into memory Arrow allocated."""
@@ -121,12 +139,12 @@ class ArrowCodec:
         buffer = pa.allocate_buffer(reader.size)
         if reader.size and reader.readinto(0, memoryview(buffer)) != reader.size:
             raise DecodeError("arrow: the file was truncated while being read")
-        return _decode(pa, buffer)
+        return _decode_buffer(pa, buffer)
 
     def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
         """The table over ``data`` (no copy where the library can share it)."""
         pa = _pyarrow("reading", DecodeError)
-        return _decode(pa, pa.py_buffer(data))
+        return _decode_buffer(pa, pa.py_buffer(data))
 
     def decode_columns(
         self, reader: Reader, columns: Sequence[str], expected_type: type[Any] | None = None
@@ -134,7 +152,9 @@ class ArrowCodec:
         """The table with only ``columns`` (and a pandas frame's index), reading only
         their byte ranges through ``reader``; DecodeError names a column it lacks."""
         pa = _pyarrow("reading", DecodeError)
-        source = pa.PythonFile(_ReaderFile(reader), mode="r")
+        file = _ReaderFile(reader)
+        _bound(file.read_range, reader.size)
+        source = pa.PythonFile(file, mode="r")
         try:
             footer = pa.ipc.open_file(source)
             schema, metadata = footer.schema, footer.metadata or {}
@@ -156,6 +176,9 @@ class ArrowCodec:
         value = _decode(pa, source, options)
         # The reader gives the columns in the file's order: put them in the caller's.
         chosen = list(dict.fromkeys(columns))
+        got = value.column_names if kind.startswith("pyarrow") else list(value.columns)
+        if got == chosen:
+            return value
         return value[chosen] if kind == "pandas.DataFrame" else value.select(chosen)
 
 
@@ -200,6 +223,27 @@ def _check_objects(pandas: Any, values: Any, where: str) -> None:
             f"arrow: {where} is an object column of strings with missing values, which "
             "would come back as NaN; convert it with .astype('str')"
         )
+
+
+def _bound(read: Callable[[int, int], bytes], size: int) -> None:
+    """Refuse a file whose compressed buffers would decompress to more than
+    ``INFLATE_MAX`` times its size, before pyarrow allocates for them."""
+    declared = declared_size(read, size)
+    if declared > INFLATE_MAX * size:
+        raise DecodeError(
+            f"arrow: the file's compressed buffers declare {declared} bytes, more than "
+            f"{INFLATE_MAX} times its {size} bytes"
+        )
+
+
+def _slicer(data: Any) -> Callable[[int, int], bytes]:
+    view = memoryview(data).cast("B")
+    return lambda start, length: bytes(view[start : start + length])
+
+
+def _decode_buffer(pa: Any, buffer: Any) -> Any:
+    _bound(_slicer(buffer), buffer.size)
+    return _decode(pa, buffer)
 
 
 def _decode(pa: Any, buffer: Any, options: Any = None) -> Any:
@@ -286,8 +330,10 @@ class _ReaderFile(io.RawIOBase):
     def __init__(self, reader: Reader) -> None:
         self._reader = reader
         self._position = 0
-        # Reading some columns opens the file twice (for its schema, then for the
-        # columns): the footer's small reads are kept so that they are fetched once.
+        # The footer is read in one request (pyarrow reads its length, then the rest),
+        # and small reads are kept: the file is opened twice and checked once first.
+        self._tail_start = max(reader.size - FOOTER_FIRST_READ, 0)
+        self._tail: bytes | None = None
         self._small: dict[tuple[int, int], bytes] = {}
 
     def readable(self) -> bool:
@@ -304,13 +350,24 @@ class _ReaderFile(io.RawIOBase):
     def tell(self) -> int:
         return self._position
 
+    def read_range(self, start: int, length: int) -> bytes:
+        """``length`` bytes from ``start``, through the same cache as pyarrow's reads."""
+        self.seek(start)
+        target = bytearray(length)
+        return bytes(target[: self.readinto(target)])
+
     def readinto(self, buffer: Any) -> int:
         length = min(len(buffer), max(self._reader.size - self._position, 0))
         target = memoryview(buffer).cast("B")[:length]
         key = (self._position, length)
-        kept = self._small.get(key)
-        if kept is not None:
-            target[:] = kept
+        if self._position >= self._tail_start:
+            if self._tail is None:
+                self._tail = self._reader.read(self._tail_start, FOOTER_FIRST_READ)
+            at = self._position - self._tail_start
+            target[:] = self._tail[at : at + length]
+            got = length
+        elif key in self._small:
+            target[:] = self._small[key]
             got = length
         else:
             got = self._reader.readinto(self._position, target)
