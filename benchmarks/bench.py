@@ -665,14 +665,39 @@ def s3(rounds: int, mib: int = 64) -> list[dict[str, Any]]:
                 ),
             }
         )
+        table_rows = _s3_table_reads(rounds, mib)
     finally:
         server.terminate()
         server.wait()
         ts.options.reset("datastore.storage_options")
     n = len(payload)
-    return writes.rows("write", "s3fs pipe_file (plain put)", n) + reads.rows(
-        "read", "s3fs cat_file (plain get)", n
+    return (
+        writes.rows("write", "s3fs pipe_file (plain put)", n)
+        + reads.rows("read", "s3fs cat_file (plain get)", n)
+        + table_rows
     )
+
+
+def _s3_table_reads(rounds: int, mib: int) -> list[dict[str, Any]]:
+    """A numeric pandas frame of 100 columns in the current (S3) store: one column read
+    against the whole frame."""
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({f"c{i}": rng.random(mib * MiB // 8 // 100) for i in range(100)})
+    url = ts.DataStoreIO.serialize_write(frame, "s3-table").url
+    whole = "typedstore read_deserialize, whole frame"
+    reads = Runner(rounds, int(frame.memory_usage(deep=True).sum()))
+    reads.run(
+        {
+            whole: (None, lambda: ts.DataStoreIO(url).read_deserialize(pd.DataFrame)),
+            "typedstore, one column of 100": (
+                None,
+                lambda: ts.DataStoreIO(url).read_deserialize(columns=["c42"]),
+            ),
+        }
+    )
+    return reads.rows("table read", whole, reads.payload)
 
 
 def dispatch() -> list[dict[str, Any]]:
@@ -708,6 +733,8 @@ MEMORY_CONTENDERS = (
     "safetensors load_file",
     "np.load",
     "pickle load",
+    "pandas frame: feather write, uncompressed",
+    "pandas frame: typedstore serialize_write",
 )
 
 
@@ -718,8 +745,42 @@ def _status_kib(field: str) -> int:
     raise RuntimeError(field)
 
 
+def _peak_extra(op: Op) -> int:
+    """The peak memory ``op`` takes beyond what the process held before it."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
+    before = _status_kib("VmRSS")
+    result = op()
+    peak = _status_kib("VmHWM")
+    del result
+    return (peak - before) * 1024
+
+
+def frame_memory_probe(contender: str, mib: int, tmp: Path) -> None:
+    """Child process: write a numeric pandas frame of ``mib`` once, print the peak."""
+    import pandas as pd
+    import pyarrow.feather
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f"c{i}": rng.random(mib * MiB // 8 // 100) for i in range(100)})
+    ts.options.set("datastore.url", str(tmp / "store"))
+    ops: dict[str, Op] = {
+        "pandas frame: feather write, uncompressed": lambda: pyarrow.feather.write_feather(
+            frame, tmp / "x.feather", compression="uncompressed"
+        ),
+        "pandas frame: typedstore serialize_write": lambda: ts.DataStoreIO.serialize_write(
+            frame, "probe"
+        ),
+    }
+    payload = int(frame.memory_usage(deep=True).sum())
+    print(json.dumps({"extra": _peak_extra(ops[contender]), "payload": payload}))
+
+
 def memory_probe(contender: str, mib: int, tmp: Path) -> None:
     """Child process: run one contender once, print its peak memory beyond the baseline."""
+    if contender.startswith("pandas frame"):
+        frame_memory_probe(contender, mib, tmp)
+        return
     array = np.random.default_rng(0).random(mib * MiB // 4, dtype=np.float32)
     ts.options.set("datastore.url", str(tmp / "store"))
     url = ts.DataStoreIO.serialize_write(array, "probe").url
@@ -753,13 +814,7 @@ def memory_probe(contender: str, mib: int, tmp: Path) -> None:
         "pickle load": (True, pickle_load),
     }
     is_read, op = ops[contender]
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
-    before = _status_kib("VmRSS")
-    result = op()
-    peak = _status_kib("VmHWM")
-    extra = (peak - before) * 1024 - (array.nbytes if is_read else 0)
-    del result
+    extra = _peak_extra(op) - (array.nbytes if is_read else 0)
     print(json.dumps({"extra": extra, "payload": array.nbytes}))
 
 
