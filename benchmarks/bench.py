@@ -412,27 +412,36 @@ def checkpoint(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
     )
 
 
-def tables(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
-    """pandas frames as Arrow IPC (codec ``arrow``) against Feather, Parquet and pickle."""
+def frames(mib: int) -> dict[str, Any]:
+    """The pandas frames of about ``mib`` MiB each: 100 float columns, and a mix of floats,
+    ints, strings and categoricals in about the same bytes."""
     import pandas as pd
 
     rng = np.random.default_rng(3)
     rows = mib * MiB // 8 // 100
-    numeric = pd.DataFrame({f"c{i}": rng.random(rows) for i in range(100)})
-    # Mixed: floats, ints, strings and categoricals in about the same bytes.
     mixed_rows = mib * MiB // 8 // 40
     words = np.array([f"w{i:05d}" for i in range(5000)])
-    mixed = pd.DataFrame(
-        {
-            **{f"f{i}": rng.random(mixed_rows) for i in range(20)},
-            **{f"i{i}": rng.integers(0, 1 << 40, mixed_rows) for i in range(10)},
-            **{f"s{i}": pd.array(rng.choice(words, mixed_rows), dtype="str") for i in range(5)},
-            **{f"k{i}": pd.Categorical(rng.choice(words[:50], mixed_rows)) for i in range(5)},
-        }
-    )
+    return {
+        "numeric": pd.DataFrame({f"c{i}": rng.random(rows) for i in range(100)}),
+        "mixed": pd.DataFrame(
+            {
+                **{f"f{i}": rng.random(mixed_rows) for i in range(20)},
+                **{f"i{i}": rng.integers(0, 1 << 40, mixed_rows) for i in range(10)},
+                **{
+                    f"s{i}": pd.array(rng.choice(words, mixed_rows), dtype="str")
+                    for i in range(5)
+                },
+                **{f"k{i}": pd.Categorical(rng.choice(words[:50], mixed_rows)) for i in range(5)},
+            }
+        ),
+    }
+
+
+def tables(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
+    """pandas frames as Arrow IPC (codec ``arrow``) against Feather, Parquet and pickle."""
     ts.options.set("datastore.url", str(tmp / "store"))
     out: list[dict[str, Any]] = []
-    for label, frame in (("numeric", numeric), ("mixed", mixed)):
+    for label, frame in frames(mib).items():
         out += _table_rows(tmp, label, frame, rounds)
     return out
 
@@ -683,8 +692,7 @@ def _s3_table_reads(rounds: int, mib: int) -> list[dict[str, Any]]:
     against the whole frame."""
     import pandas as pd
 
-    rng = np.random.default_rng(3)
-    frame = pd.DataFrame({f"c{i}": rng.random(mib * MiB // 8 // 100) for i in range(100)})
+    frame = frames(mib)["numeric"]
     url = ts.DataStoreIO.serialize_write(frame, "s3-table").url
     whole = "typedstore read_deserialize, whole frame"
     reads = Runner(rounds, int(frame.memory_usage(deep=True).sum()))
@@ -733,8 +741,10 @@ MEMORY_CONTENDERS = (
     "safetensors load_file",
     "np.load",
     "pickle load",
-    "pandas frame: feather write, uncompressed",
-    "pandas frame: typedstore serialize_write",
+    "numeric frame: feather write, uncompressed",
+    "numeric frame: typedstore serialize_write",
+    "mixed frame: feather write, uncompressed",
+    "mixed frame: typedstore serialize_write",
 )
 
 
@@ -757,28 +767,25 @@ def _peak_extra(op: Op) -> int:
 
 
 def frame_memory_probe(contender: str, mib: int, tmp: Path) -> None:
-    """Child process: write a numeric pandas frame of ``mib`` once, print the peak."""
-    import pandas as pd
+    """Child process: write a pandas frame of ``mib`` once, print the peak."""
     import pyarrow.feather
 
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({f"c{i}": rng.random(mib * MiB // 8 // 100) for i in range(100)})
+    kind, _, how = contender.partition(" frame: ")
+    frame = frames(mib)[kind]
     ts.options.set("datastore.url", str(tmp / "store"))
     ops: dict[str, Op] = {
-        "pandas frame: feather write, uncompressed": lambda: pyarrow.feather.write_feather(
+        "feather write, uncompressed": lambda: pyarrow.feather.write_feather(
             frame, tmp / "x.feather", compression="uncompressed"
         ),
-        "pandas frame: typedstore serialize_write": lambda: ts.DataStoreIO.serialize_write(
-            frame, "probe"
-        ),
+        "typedstore serialize_write": lambda: ts.DataStoreIO.serialize_write(frame, "probe"),
     }
     payload = int(frame.memory_usage(deep=True).sum())
-    print(json.dumps({"extra": _peak_extra(ops[contender]), "payload": payload}))
+    print(json.dumps({"extra": _peak_extra(ops[how]), "payload": payload}))
 
 
 def memory_probe(contender: str, mib: int, tmp: Path) -> None:
     """Child process: run one contender once, print its peak memory beyond the baseline."""
-    if contender.startswith("pandas frame"):
+    if " frame: " in contender:
         frame_memory_probe(contender, mib, tmp)
         return
     array = np.random.default_rng(0).random(mib * MiB // 4, dtype=np.float32)
