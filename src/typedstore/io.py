@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any, TypeVar, overload
 
 from typedstore.protocols import Buffer, Codec
@@ -83,7 +83,7 @@ class DataStoreIO:
         expected_type: type[T],
         *,
         zero_copy: bool = False,
-        columns: Sequence[str] | None = None,
+        columns: Sequence[Hashable] | None = None,
     ) -> T: ...
     @overload
     def read_deserialize(
@@ -91,7 +91,7 @@ class DataStoreIO:
         expected_type: None = None,
         *,
         zero_copy: bool = False,
-        columns: Sequence[str] | None = None,
+        columns: Sequence[Hashable] | None = None,
     ) -> Any: ...
 
     def read_deserialize(
@@ -99,7 +99,7 @@ class DataStoreIO:
         expected_type: type[Any] | None = None,
         *,
         zero_copy: bool = False,
-        columns: Sequence[str] | None = None,
+        columns: Sequence[Hashable] | None = None,
     ) -> Any:
         """Read and decode the object with the codec its reference names.
 

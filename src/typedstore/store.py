@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from types import MappingProxyType
@@ -299,7 +299,7 @@ class Store:
         expected_type: type[T],
         *,
         zero_copy: bool = False,
-        columns: Sequence[str] | None = None,
+        columns: Sequence[Hashable] | None = None,
     ) -> T: ...
     @overload
     def read_deserialize(
@@ -308,7 +308,7 @@ class Store:
         expected_type: None = None,
         *,
         zero_copy: bool = False,
-        columns: Sequence[str] | None = None,
+        columns: Sequence[Hashable] | None = None,
     ) -> Any: ...
 
     def read_deserialize(
@@ -317,7 +317,7 @@ class Store:
         expected_type: type[Any] | None = None,
         *,
         zero_copy: bool = False,
-        columns: Sequence[str] | None = None,
+        columns: Sequence[Hashable] | None = None,
     ) -> Any:
         """Read and decode an object with the codec its reference names.
 
@@ -370,7 +370,7 @@ class Store:
         self,
         ref: Reference,
         codec: Codec[Any],
-        columns: Sequence[str],
+        columns: Sequence[Hashable],
         expected_type: type[Any] | None,
     ) -> Any:
         # Only the parts of the object that hold these columns are read, so a checksum of

@@ -200,6 +200,20 @@ def _table() -> Any:
     return pa.table({"a": [1, 2], "b": ["x", None]}, schema=schema)
 
 
+def _labelled() -> Any:
+    import pandas as pd
+
+    columns = pd.MultiIndex.from_tuples([(1, "x"), (1, "y"), (2, "x")], names=["n", None])
+    return pd.DataFrame([[1.5, 2.5, 3.5]], columns=columns)
+
+
+def _zstd(value: Any) -> bytes:
+    from typedstore.options import options
+
+    with options.ctx({"codecs.arrow.compression": "zstd"}):
+        return b"".join(bytes(byte_view(c)) for c in registry.get("arrow").encode(value))
+
+
 def _polars() -> Any:
     import polars as pl
 
@@ -312,6 +326,8 @@ CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
             "table": Case(_table, stable=False),
             "pandas-frame": Case(_frame, stable=False),
             "polars-frame": Case(_polars, stable=False),
+            "pandas-column-labels": Case(_labelled, stable=False),
+            "zstd-table": Case(_table, writer=_zstd, stable=False),
         }
     },
     "datastore": {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar
 
 from typedstore.codecs import tree
@@ -25,6 +25,8 @@ __all__ = ["ArrowCodec"]
 # The kind of value a file holds, in its footer's custom metadata.
 _KIND = b"typedstore.kind"
 _NAME = b"typedstore.name"
+# A pandas frame's column labels when they are not all str: their typed JSON.
+_COLUMNS = b"typedstore.columns"
 _SERIES = "__typedstore_series__"
 _KINDS = {
     "pyarrow.lib.Table": "pyarrow.Table",
@@ -63,11 +65,11 @@ def _pyarrow(action: str, error: type[Exception]) -> Any:
 class ArrowCodec:
     """Tables of pyarrow, pandas and polars as Arrow IPC files, back as the same type.
 
-    pandas frames keep their index (named, MultiIndex, RangeIndex), column order,
-    categoricals, time zones, nullable and other extension dtypes and ``attrs``. What
-    Arrow cannot give back exactly is refused at write, naming the column: object
-    columns of arbitrary Python objects or of mixed types, non-str or repeated column
-    labels, sparse columns. Reading needs pyarrow (extra ``arrow``), and pandas or
+    pandas frames keep their index (named, MultiIndex, RangeIndex), column labels and
+    order, categoricals, time zones, nullable and other extension dtypes and ``attrs``.
+    What Arrow cannot give back exactly is refused at write, naming the column: object
+    columns of arbitrary Python objects or of mixed types, repeated column labels,
+    sparse columns. Reading needs pyarrow (extra ``arrow``), and pandas or
     polars for their values.
     """
 
@@ -104,9 +106,8 @@ class ArrowCodec:
             elif kind.startswith("polars"):
                 table = (value.to_frame() if kind == "polars.Series" else value).to_arrow()
             else:
-                table, name = _from_pandas(pa, kind, value)
-                if name is not None:
-                    metadata[_NAME] = name.encode()
+                table, extra = _from_pandas(pa, kind, value)
+                metadata.update(extra)
             schema, batches = table.schema, table.to_batches()
         compression = options.get("codecs.arrow.compression")
         write_options = pa.ipc.IpcWriteOptions(compression=compression)
@@ -147,7 +148,7 @@ class ArrowCodec:
         return _decode_buffer(pa, pa.py_buffer(data))
 
     def decode_columns(
-        self, reader: Reader, columns: Sequence[str], expected_type: type[Any] | None = None
+        self, reader: Reader, columns: Sequence[Hashable], expected_type: type[Any] | None = None
     ) -> Any:
         """The table with only ``columns`` (and a pandas frame's index), reading only
         their byte ranges through ``reader``; DecodeError names a column it lacks."""
@@ -166,47 +167,119 @@ class ArrowCodec:
             raise DecodeError(f"arrow: a stored {kind} has no columns to choose from")
         names = schema.names
         wanted = list(dict.fromkeys(columns))
+        labels = None
+        if kind == "pandas.DataFrame" and _COLUMNS in metadata:
+            labels = _load_columns(_library("pandas", kind), _text(metadata[_COLUMNS]))
+        fields = [_field_of(labels, label) for label in wanted]
+        for label, field in zip(wanted, fields, strict=True):
+            if field not in names:
+                raise DecodeError(f"arrow: the table has no column {label!r}")
         if kind == "pandas.DataFrame":
             index = (schema.pandas_metadata or {}).get("index_columns", [])
-            wanted += [name for name in index if isinstance(name, str) and name not in wanted]
-        missing = [name for name in wanted if name not in names]
-        if missing:
-            raise DecodeError(f"arrow: the table has no column {missing[0]!r}")
-        options = pa.ipc.IpcReadOptions(included_fields=[names.index(n) for n in wanted])
+            fields += [name for name in index if isinstance(name, str) and name not in fields]
+        options = pa.ipc.IpcReadOptions(included_fields=[names.index(n) for n in fields])
         value = _decode(pa, source, options)
         # The reader gives the columns in the file's order: put them in the caller's.
-        chosen = list(dict.fromkeys(columns))
         got = value.column_names if kind.startswith("pyarrow") else list(value.columns)
-        if got == chosen:
+        if got == wanted:
             return value
-        return value[chosen] if kind == "pandas.DataFrame" else value.select(chosen)
+        if kind != "pandas.DataFrame":
+            return value.select(wanted)
+        # By position: a list of labels True and False would be taken for a mask.
+        return value.iloc[:, [got.index(label) for label in wanted]]
 
 
-def _from_pandas(pa: Any, kind: str, value: Any) -> tuple[Any, str | None]:
-    """The table of a pandas value, and the typed JSON of a Series' name."""
+def _from_pandas(pa: Any, kind: str, value: Any) -> tuple[Any, dict[bytes, bytes]]:
+    """The table of a pandas value, and the footer metadata it needs: the typed JSON of a
+    Series' name or of a frame's column labels."""
     pandas = sys.modules["pandas"]
-    name = None
+    metadata = {}
     if kind == "pandas.Series":
-        name = tree.dumps(value.name)
+        metadata[_NAME] = tree.dumps(value.name).encode()
         frame = value.to_frame(name=_SERIES)
     elif kind == "pandas.Index":
         frame = pandas.DataFrame(index=value)
     else:
         frame = value
     labels = list(frame.columns)
-    if not all(type(label) is str for label in labels) or len(set(labels)) != len(labels):
+    if len(set(labels)) != len(labels):
         raise EncodeError(
-            "arrow: column labels must be distinct str for now; rename them, e.g. "
-            "df.columns = [str(c) for c in df.columns]"
+            "arrow: column labels must be distinct; rename the repeated ones, e.g. "
+            "df.columns = [f'{c}_{i}' for i, c in enumerate(df.columns)]"
         )
-    for label, column in frame.items():
-        _check_objects(pandas, column, f"column {label!r}")
+    if not _plain_labels(pandas, frame.columns):
+        metadata[_COLUMNS] = _dump_columns(pandas, frame.columns).encode()
+        # Arrow names fields by str: positions keep them distinct ("1" and 1).
+        frame = frame.set_axis([f"{i}" for i in range(len(labels))], axis=1)
+    for label, column in zip(labels, frame.items(), strict=True):
+        _check_objects(pandas, column[1], f"column {label!r}")
     for level in range(frame.index.nlevels):
         _check_objects(pandas, frame.index.get_level_values(level), f"index level {level}")
     try:
-        return pa.Table.from_pandas(frame, preserve_index=None), name
+        return pa.Table.from_pandas(frame, preserve_index=None), metadata
     except (pa.ArrowException, TypeError, ValueError) as exc:
         raise EncodeError(f"arrow: cannot store this {kind} exactly: {exc}") from exc
+
+
+def _plain_labels(pandas: Any, columns: Any) -> bool:
+    """Labels pyarrow's own metadata gives back as they are: str, in a plain Index."""
+    return (
+        type(columns) is pandas.Index
+        and columns.name is None
+        and all(type(label) is str for label in columns)
+    )
+
+
+def _dump_columns(pandas: Any, columns: Any) -> str:
+    """The typed JSON of a frame's column index, checked to rebuild exactly."""
+    if isinstance(columns, pandas.RangeIndex):
+        spec: dict[str, Any] = {"range": (columns.start, columns.stop, columns.step)}
+    elif isinstance(columns, pandas.MultiIndex):
+        spec = {"tuples": tuple(columns)}
+    else:
+        spec = {"labels": tuple(columns), "dtype": str(columns.dtype)}
+    spec["names"] = tuple(columns.names)
+    try:
+        text = tree.dumps(spec)
+    except EncodeError as exc:
+        exc.add_note("arrow: column labels must be values the tree format holds")
+        raise
+    rebuilt = _load_columns(pandas, text)
+    if not (type(rebuilt) is type(columns) and rebuilt.equals(columns)
+            and rebuilt.dtype == columns.dtype and rebuilt.names == columns.names):  # fmt: skip
+        raise EncodeError(
+            f"arrow: column labels of this {type(columns).__name__} ({columns.dtype}) "
+            "would not come back exactly; rename them, e.g. "
+            "df.columns = [str(c) for c in df.columns]"
+        )
+    return text
+
+
+def _load_columns(pandas: Any, text: str) -> Any:
+    spec = tree.loads(text)
+    try:
+        names = list(spec["names"])
+        if "range" in spec:
+            return pandas.RangeIndex(*spec["range"], name=names[0])
+        if "tuples" in spec:
+            return pandas.MultiIndex.from_tuples(list(spec["tuples"]), names=names)
+        return pandas.Index(list(spec["labels"]), dtype=spec["dtype"], name=names[0])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise DecodeError(f"arrow: the stored column labels are malformed: {exc}") from exc
+
+
+def _field_of(labels: Any, label: Any) -> str | None:
+    """The name of the field that holds a column: the label itself, or its position in
+    ``labels`` where a pandas frame's labels are not all str (None if there is none)."""
+    if labels is None:
+        return label if isinstance(label, str) else None
+    try:
+        at = labels.get_loc(label)
+    except (KeyError, TypeError):
+        return None
+    if not isinstance(at, int):  # a partial label of a MultiIndex
+        raise DecodeError(f"arrow: {label!r} names several columns; name each one")
+    return str(at)
 
 
 def _check_objects(pandas: Any, values: Any, where: str) -> None:
@@ -272,6 +345,13 @@ def _decode(pa: Any, buffer: Any, options: Any = None) -> Any:
         except (pa.ArrowException, TypeError, ValueError, KeyError) as exc:
             raise DecodeError(f"arrow: cannot rebuild the {kind}: {exc}") from exc
         _restore_objects(table, frame)
+        if _COLUMNS in metadata:
+            labels = _load_columns(sys.modules["pandas"], _text(metadata[_COLUMNS]))
+            try:
+                at = [int(name) for name in frame.columns]
+                frame.columns = labels if at == list(range(len(labels))) else labels.take(at)
+            except (ValueError, IndexError) as exc:
+                raise DecodeError(f"arrow: the columns do not match their labels: {exc}") from exc
         if kind == "pandas.Index":
             return frame.index
         if kind == "pandas.Series":
