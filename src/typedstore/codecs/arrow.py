@@ -9,15 +9,17 @@ classes by their qualified names. The layout is in ``codecs/arrow/FORMAT.md``.
 from __future__ import annotations
 
 import io
+import os
 import sys
 from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from typedstore.codecs import tree
 from typedstore.codecs._ipc import declared_size
 from typedstore.errors import DecodeError, EncodeError
 from typedstore.options import options
-from typedstore.policy import COPY_MAX, FOOTER_FIRST_READ, HEADER_FIRST_READ, INFLATE_MAX
+from typedstore.policy import COPY_MAX, FOOTER_FIRST_READ, HEADER_FIRST_READ, INFLATE_MAX, LARGE
 from typedstore.protocols import Buffer, Reader
 
 __all__ = ["ArrowCodec"]
@@ -325,8 +327,7 @@ def _decode(pa: Any, buffer: Any, options: Any = None) -> Any:
         metadata = reader.metadata or {}
         kind = metadata.get(_KIND, b"pyarrow.Table").decode()
         batches = [reader.get_batch(i) for i in range(reader.num_record_batches)]
-        for batch in batches:
-            batch.validate(full=True)
+        _validate(batches)
         if kind == "pyarrow.RecordBatch" and len(batches) == 1:
             return batches[0]
         table = pa.Table.from_batches(batches, schema=reader.schema)  # of the columns read
@@ -360,6 +361,21 @@ def _decode(pa: Any, buffer: Any, options: Any = None) -> Any:
             return series
         return frame
     raise DecodeError(f"arrow: unknown table kind {kind!r:.60}")
+
+
+def _validate(batches: list[Any]) -> None:
+    """Check every batch in full (offsets, UTF-8, dictionary indices) before use; a large
+    table's columns are checked on every core (pyarrow releases the GIL meanwhile)."""
+    columns = []
+    for batch in batches:
+        batch.validate()  # the batch's own structure: column lengths and types
+        columns += batch.columns
+    if len(columns) < 2 or sum(batch.nbytes for batch in batches) < LARGE:
+        for column in columns:
+            column.validate(full=True)
+        return
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(lambda column: column.validate(full=True), columns))
 
 
 def _restore_objects(table: Any, frame: Any) -> None:
