@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import datetime
 import decimal
 import enum
 import fractions
 import json
 import struct
+import subprocess
+import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -117,6 +120,13 @@ def same(a: Any, b: Any) -> bool:
         return bool(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes())
     if isinstance(a, np.generic):
         return bool(a.dtype == b.dtype and a.tobytes() == b.tobytes())
+    if type(a).__module__ in ("torch", "torch.nn.parameter"):  # a tensor or Parameter
+        return bool(
+            a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.requires_grad == b.requires_grad
+            and _tensor_bytes(a) == _tensor_bytes(b)
+        )
     if isinstance(a, float):
         return struct.pack("<d", a) == struct.pack("<d", b) or (a != a and b != b)
     if isinstance(a, complex):
@@ -124,8 +134,11 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, decimal.Decimal):
         return str(a) == str(b)  # NaN, the sign of zero and the exponent
     if isinstance(a, dict):
-        return list(map(_key, a)) == list(map(_key, b)) and all(
-            same(x, y) for x, y in zip(a.values(), b.values(), strict=True)
+        return (
+            list(map(_key, a)) == list(map(_key, b))
+            and all(same(x, y) for x, y in zip(a.values(), b.values(), strict=True))
+            # a state_dict's module versions
+            and same(getattr(a, "_metadata", None), getattr(b, "_metadata", None))
         )
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
@@ -137,6 +150,12 @@ def same(a: Any, b: Any) -> bool:
     if state_a is not None and state_b is not None:
         return same(state_a, state_b)
     return bool(a == b)
+
+
+def _tensor_bytes(tensor: Any) -> bytes:
+    import torch  # only ever called with a tensor, so torch is imported already
+
+    return bytes(tensor.detach().reshape(-1).contiguous().view(torch.uint8).numpy())
 
 
 def _key(value: Any) -> tuple[str, str]:
@@ -160,3 +179,44 @@ def with_metadata(data: bytes, change: dict[str, str]) -> bytes:
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw + data[8 + size :]
+
+
+def mutate(data: st.DataObject, encoded: bytes) -> bytearray:
+    """``encoded`` with a few bytes changed."""
+    mutated = bytearray(encoded)
+    for _ in range(data.draw(st.integers(1, 8))):
+        position = data.draw(st.integers(0, len(mutated) - 1))
+        mutated[position] = data.draw(st.integers(0, 255))
+    return mutated
+
+
+def in_new_python(code: str) -> str:
+    """What ``code`` prints, run in a fresh interpreter (which must succeed)."""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def imported_by_typedstore(*packages: str) -> list[str]:
+    """The modules of ``packages`` that ``import typedstore`` imports, in a fresh process."""
+    wanted = f"m.split('.')[0] in {packages}"
+    code = f"import sys, typedstore; print([m for m in sys.modules if {wanted}])"
+    return list(ast.literal_eval(in_new_python(code)))
+
+
+def decode_error_without(package: str, codec: str, path: Path) -> str:
+    """The DecodeError message of the codec named ``codec`` decoding the file at ``path``
+    in a fresh process where ``package`` cannot be imported."""
+    code = (
+        "import sys\n"
+        f"sys.modules[{package!r}] = None  # as if it were not installed\n"
+        "from typedstore.errors import DecodeError\n"
+        "from typedstore.registry import registry\n"
+        "try:\n"
+        f"    registry.get({codec!r}).decode(memoryview(open({str(path)!r}, 'rb').read()))\n"
+        "except DecodeError as exc:\n"
+        "    print(exc)\n"
+    )
+    return in_new_python(code)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from vectors import vector_path
 
 import typedstore as ts
-from helpers import join
+from helpers import join, mutate
 from typedstore.errors import DecodeError, TypedStoreError
 
 
@@ -66,15 +66,6 @@ def test_random_bytes(name: str, data: bytes) -> None:
     # Malformed input is a DecodeError: no other error, typedstore's or not.
     with contextlib.suppress(DecodeError):
         ts.registry.get(name).decode(memoryview(data), None)
-
-
-def mutate(data: st.DataObject, encoded: bytes) -> bytearray:
-    """``encoded`` with a few bytes changed."""
-    mutated = bytearray(encoded)
-    for _ in range(data.draw(st.integers(1, 8))):
-        position = data.draw(st.integers(0, len(mutated) - 1))
-        mutated[position] = data.draw(st.integers(0, 255))
-    return mutated
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))

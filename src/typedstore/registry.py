@@ -20,6 +20,7 @@ from typedstore.codecs import (
     PickleCodec,
     RawCodec,
     SafetensorsCodec,
+    TorchCodec,
     TreeCodec,
 )
 from typedstore.errors import NoCodecError, PluginWarning, RegistrationError, UnknownCodecError
@@ -340,6 +341,8 @@ def _default_registry() -> CodecRegistry:
     reg = CodecRegistry()
     reg.register(RawCodec())
     reg.register(SafetensorsCodec(), priority=10)
+    # Dicts of tensors: after safetensors (numpy arrays), before json and tree.
+    reg.register(TorchCodec(), priority=5)
     for codec in (NpyCodec(), JsonCodec(), ArrowCodec(), PickleCodec()):
         reg.register(codec)
     # After json, which holds plain data as readable text.

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import datetime
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import pyarrow.ipc
 import pytest
 
 import typedstore as ts
-from helpers import join
+from helpers import decode_error_without, imported_by_typedstore, in_new_python, join
 from typedstore.codecs import ArrowCodec
 from typedstore.errors import DecodeError, EncodeError
 from typedstore.protocols import byte_view
@@ -377,7 +375,7 @@ def test_compressed_buffers_declaring_too_much_are_refused_before_allocating(
     with pytest.raises(DecodeError, match="declare"):
         io.read_deserialize(columns=["a"])
     # pyarrow itself would allocate the declared terabyte before decompressing.
-    result = run(
+    peak = in_new_python(
         "import pyarrow as pa\n"
         "from typedstore.codecs import ArrowCodec\n"
         "from typedstore.errors import DecodeError\n"
@@ -387,8 +385,7 @@ def test_compressed_buffers_declaring_too_much_are_refused_before_allocating(
         "except DecodeError:\n"
         "    print(pa.default_memory_pool().max_memory())\n"
     )
-    assert result.returncode == 0, result.stderr
-    assert int(result.stdout) < 1 << 20
+    assert int(peak) < 1 << 20
 
 
 def test_structures_pointing_outside_the_file_are_decode_errors() -> None:
@@ -401,33 +398,11 @@ def test_structures_pointing_outside_the_file_are_decode_errors() -> None:
     assert footer_length > 0
 
 
-def run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
-
-
 def test_importing_typedstore_imports_no_table_library() -> None:
-    result = run(
-        "import sys, typedstore\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('pandas', 'pyarrow', 'polars')))"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert imported_by_typedstore("pandas", "pyarrow", "polars") == []
 
 
 def test_reading_a_table_without_pyarrow_names_the_extra(tmp_path: Path) -> None:
     path = tmp_path / "t.arrow"
     path.write_bytes(join(arrow.encode(pa.table({"a": [1]}))))
-    result = run(
-        "import sys\n"
-        "sys.modules['pyarrow'] = None  # as if it were not installed\n"
-        "from typedstore.codecs import ArrowCodec\n"
-        "from typedstore.errors import DecodeError\n"
-        "try:\n"
-        f"    ArrowCodec().decode(memoryview(open({str(path)!r}, 'rb').read()))\n"
-        "except DecodeError as exc:\n"
-        "    print(exc)\n"
-    )
-    assert "pip install 'typedstore[arrow]'" in result.stdout, result.stderr
+    assert "pip install 'typedstore[arrow]'" in decode_error_without("pyarrow", "arrow", path)

@@ -214,6 +214,33 @@ def _zstd(value: Any) -> bytes:
         return b"".join(bytes(byte_view(c)) for c in registry.get("arrow").encode(value))
 
 
+def _torch() -> Any:
+    # Vectors of torch values are checked where torch is installed (the torch extra).
+    import pytest
+
+    return pytest.importorskip("torch")
+
+
+def _weights() -> Any:
+    torch = _torch()
+    embed = torch.arange(12, dtype=torch.float32).reshape(3, 4).to(torch.bfloat16)
+    state = collections.OrderedDict(
+        [("embed.weight", embed), ("head.weight", embed), ("steps", torch.tensor(7))]
+    )
+    state._metadata = collections.OrderedDict([("", {"version": 1})])  # type: ignore[attr-defined]
+    return state
+
+
+def _torch_checkpoint() -> Any:
+    torch = _torch()
+    return {
+        "model": _weights(),
+        "optimizer": {"state": {0: {"step": torch.tensor(3.0)}}, "param_groups": [{"lr": 0.1}]},
+        "scale": torch.nn.Parameter(torch.tensor([0.5, 2.0])),
+        "epoch": 3,
+    }
+
+
 def _polars() -> Any:
     import polars as pl
 
@@ -318,6 +345,14 @@ CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
             "checkpoint": Case(_checkpoint),
             "python-values": Case(_python_values),
             "classes": Case(lambda: {"model": _model(), "schedule": _schedule()}),
+            "torch-checkpoint": Case(_torch_checkpoint),
+        }
+    },
+    "torch": {
+        1: {
+            "bf16-tensor": Case(lambda: _torch().arange(6, dtype=_torch().bfloat16)),
+            "state-dict-tied": Case(_weights),
+            "parameter": Case(lambda: _torch().nn.Parameter(_torch().ones(2, 2))),
         }
     },
     # Table libraries write their versions and layouts into the files: not stable bytes.

@@ -8,6 +8,7 @@ from typedstore.codecs.npy import NpyCodec
 from typedstore.codecs.pickle import PickleCodec
 from typedstore.codecs.raw import RawCodec
 from typedstore.codecs.safetensors import SafetensorsCodec
+from typedstore.codecs.torch import TorchCodec
 from typedstore.codecs.tree import TreeCodec
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "PickleCodec",
     "RawCodec",
     "SafetensorsCodec",
+    "TorchCodec",
     "TreeCodec",
 ]

@@ -43,8 +43,10 @@ __all__ = [
     "Arrays",
     "Header",
     "MaskedParts",
+    "RawTensor",
     "SafetensorsCodec",
     "TensorEntry",
+    "TensorFileDecoding",
     "TensorSource",
     "array_bytes",
     "copy_tensors",
@@ -166,8 +168,18 @@ class TensorEntry(NamedTuple):
         return self.end - self.start
 
 
-#: A tensor to write: an array, or the buffers of a ``U8`` 1-D tensor (written in order).
-TensorSource = npt.NDArray[Any] | Sequence[Buffer]
+class RawTensor(NamedTuple):
+    """A tensor to write from its bytes (C order, little-endian): its safetensors dtype
+    name (``"BF16"``), shape and data. For tensors of libraries other than numpy."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: Buffer
+
+
+#: A tensor to write: an array, a raw tensor, or the buffers of a ``U8`` 1-D tensor
+#: (written in order).
+TensorSource = npt.NDArray[Any] | RawTensor | Sequence[Buffer]
 
 
 def encode_tensors(
@@ -204,6 +216,17 @@ def encode_tensors(
                 # a copy of it costs less than a view.
                 data.append([array.tobytes()] if size else [])
             signature.append((name, dtype_name, array.shape))
+        elif isinstance(source, RawTensor):  # before Sequence: a NamedTuple is one
+            itemsize = _ITEMSIZES.get(source.dtype)
+            view = byte_view(source.data)
+            if itemsize is None or view.nbytes != math.prod(source.shape) * itemsize:
+                raise EncodeError(
+                    f"tensor {name!r}: {view.nbytes} bytes are not a {source.dtype} tensor "
+                    f"of shape {source.shape}"
+                )
+            data.append([view] if view.nbytes else [])
+            signature.append((name, source.dtype, tuple(source.shape)))
+            copied = False
         else:
             views = [byte_view(chunk) for chunk in source]
             size = 0
@@ -539,7 +562,29 @@ class MaskedParts:
         )
 
 
-class SafetensorsCodec:
+class TensorFileDecoding:
+    """``decode``, ``decode_from`` and ``decode_view`` for a codec whose files are
+    safetensors files: each reads the tensors its own way and gives them to
+    :meth:`assemble`, which makes the value."""
+
+    def assemble(self, header: Header, arrays: Arrays, expected_type: type[Any] | None) -> Any:
+        """The value that a file's header and arrays make."""
+        raise NotImplementedError
+
+    def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
+        """The value, its arrays in fresh memory."""
+        return self.assemble(*copy_tensors(data), expected_type)
+
+    def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> Any:
+        """As :meth:`decode`, reading each tensor straight into its own memory."""
+        return self.assemble(*load_tensors(reader), expected_type)
+
+    def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
+        """As :meth:`decode`, but the arrays are read-only views into ``data`` (no copy)."""
+        return self.assemble(*view_tensors(data), expected_type)
+
+
+class SafetensorsCodec(TensorFileDecoding):
     """``np.ndarray`` and ``dict[str, np.ndarray]`` as standard safetensors files.
 
     Serves exactly ``np.ndarray`` (not subclasses such as masked arrays) of the dtypes
@@ -599,22 +644,13 @@ class SafetensorsCodec:
             return encode_tensors({_SINGLE_NAME: np.asarray(value)}, {_KIND: "scalar"})
         return encode_tensors(value, {_KIND: "dict"})
 
-    def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
-        """Fresh arrays: one array or a dict of them (see the class docstring)."""
-        return _assemble(*copy_tensors(data), expected_type)
-
-    def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> Any:
-        """As :meth:`decode`, reading each tensor straight into its result's memory."""
-        return _assemble(*load_tensors(reader), expected_type)
-
-    def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
-        """As :meth:`decode`, but the arrays are read-only views into ``data`` (no copy)."""
-        return _assemble(*view_tensors(data), expected_type)
+    def assemble(self, header: Header, arrays: Arrays, expected_type: type[Any] | None) -> Any:
+        """One array or scalar, a dict of arrays, or the masked array they are the parts
+        of (see the class docstring)."""
+        return _assemble(header, arrays, expected_type)
 
 
 def _assemble(header: Header, arrays: Arrays, expected_type: type[Any] | None) -> Any:
-    """The value a file's arrays make: a dict of them, one array or scalar, or the masked
-    array they are the parts of."""
     metadata = header.metadata
     kind = metadata.get(_KIND)
     if kind == "masked":

@@ -9,6 +9,7 @@ JSON alone would not give back as it was. The layout is in ``codecs/tree/FORMAT.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import decimal
 import json
@@ -17,7 +18,7 @@ import pathlib
 import re
 import sys
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -25,6 +26,8 @@ import numpy.typing as npt
 
 from typedstore import _strictjson
 from typedstore.codecs import attrs_v1
+from typedstore.codecs._torch import identity, is_parameter, is_tensor, raw_tensor, storable
+from typedstore.codecs._torch import to_torch as _as_torch
 from typedstore.codecs._unpickler import MAX_EQUAL_HASHES
 from typedstore.codecs.classes import ClassCatalog, ClassSpec, conforms
 from typedstore.codecs.npy import NpyCodec
@@ -32,15 +35,13 @@ from typedstore.codecs.safetensors import (
     Arrays,
     Header,
     MaskedParts,
+    TensorFileDecoding,
     TensorSource,
-    copy_tensors,
     encode_tensors,
     keeps_dtype,
-    load_tensors,
-    view_tensors,
 )
 from typedstore.errors import DecodeError, EncodeError
-from typedstore.protocols import Buffer, Reader
+from typedstore.protocols import Buffer
 
 __all__ = ["MAX_DEPTH", "TreeCodec", "dumps", "loads"]
 
@@ -83,7 +84,7 @@ _LEAVES = frozenset(
         *_PATHS.values(),
     }
 )
-_CONTAINERS = (list, tuple, set, frozenset, dict)
+_CONTAINERS = (list, tuple, set, frozenset, dict, collections.OrderedDict)
 # What the registry offers it (ints and floats that JSON cannot hold, bytearrays that the
 # raw codec would give back as bytes), besides the registered classes.
 _SERVED = (
@@ -106,7 +107,7 @@ class _NotHeld(Exception):
     """A value of a kind the tree format does not hold (another codec may)."""
 
 
-class TreeCodec:
+class TreeCodec(TensorFileDecoding):
     """Trees of dicts, lists, tuples, sets and registered classes, holding arrays and
     plain values (see the module docstring and ``codecs/tree/FORMAT.md``).
 
@@ -147,19 +148,8 @@ class TreeCodec:
         text = encoder.text(value)
         return encode_tensors(encoder.tensors, {_KIND: "tree", _TREE: text})
 
-    def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
-        """The value, with fresh arrays."""
-        return self._assemble(*copy_tensors(data))
-
-    def decode_from(self, reader: Reader, expected_type: type[Any] | None = None) -> Any:
-        """As :meth:`decode`, reading each tensor straight into its array's memory."""
-        return self._assemble(*load_tensors(reader))
-
-    def decode_view(self, data: Buffer, expected_type: type[Any] | None = None) -> Any:
-        """As :meth:`decode`, but arrays are read-only views into ``data`` (no copy)."""
-        return self._assemble(*view_tensors(data))
-
-    def _assemble(self, header: Header, arrays: Arrays) -> Any:
+    def assemble(self, header: Header, arrays: Arrays, expected_type: type[Any] | None) -> Any:
+        """The value the tree in the metadata describes, over the file's arrays."""
         kind = header.metadata.get(_KIND)
         if kind == "attrs":
             return attrs_v1.rebuild(header.metadata, arrays, self.classes)
@@ -202,11 +192,12 @@ def _holds(classes: ClassCatalog, value: object, depth: int) -> bool:
         return True
     if kind is list or kind is tuple or kind is set or kind is frozenset:
         return all(_holds(classes, item, depth + 1) for item in value)  # type: ignore[attr-defined]
-    if kind is dict:
+    if kind is dict or kind is collections.OrderedDict:
+        extra = getattr(value, "_metadata", None)  # of a state_dict: its modules' versions
         return all(
             _holds(classes, k, depth + 1) and _holds(classes, v, depth + 1)
             for k, v in value.items()  # type: ignore[attr-defined]
-        )
+        ) and (extra is None or _holds(classes, dict(extra), depth + 1))
     if kind is np.ndarray:
         return keeps_dtype(value.dtype) or _npy.accepts(value)  # type: ignore[attr-defined]
     if kind is np.ma.MaskedArray:
@@ -215,6 +206,8 @@ def _holds(classes: ClassCatalog, value: object, depth: int) -> bool:
         return kind is value.dtype.type and keeps_dtype(value.dtype)
     if kind is datetime.datetime or kind is datetime.time:
         return _zone_held(value.tzinfo)  # type: ignore[attr-defined]
+    if is_tensor(value):
+        return storable(value)
     return kind in classes
 
 
@@ -250,6 +243,7 @@ class _Encoder:
     def __init__(self, classes: ClassCatalog) -> None:
         self.classes = classes
         self.tensors: dict[str, TensorSource] = {}
+        self.torch_names: dict[Hashable, str] = {}  # a torch tensor's memory: its name
 
     def text(self, value: Any) -> str:
         """The typed JSON of ``value``; its tensors are collected in ``self.tensors``."""
@@ -282,6 +276,8 @@ class _Encoder:
             return self.instance(spec, value, path, depth + 1)
         if isinstance(value, np.generic):
             return self.scalar(value, path)
+        if is_tensor(value):
+            return self.torch_tensor(value, path)
         raise _NotHeld(
             f"{_where(path)} holds a {kind.__module__}.{kind.__qualname__}, which the "
             "tree format cannot hold; register its class with "
@@ -300,6 +296,15 @@ class _Encoder:
     def mapping(self, value: dict[Any, Any], path: tuple[str, ...], depth: int) -> Any:
         if all(type(k) is str and not k.startswith("$") for k in value):
             return {k: self.node(v, (*path, k), depth) for k, v in value.items()}
+        return {"$dict": self.pairs(value, path, depth)}
+
+    def ordered(self, value: Any, path: tuple[str, ...], depth: int) -> Any:
+        # state_dict() attaches its modules' versions as _metadata; load_state_dict reads it.
+        extra = getattr(value, "_metadata", None)
+        metadata = None if extra is None else self.node(dict(extra), (*path, "~metadata"), depth)
+        return {"$odict": [self.pairs(value, path, depth), metadata]}
+
+    def pairs(self, value: Any, path: tuple[str, ...], depth: int) -> list[Any]:
         if not _hashes_spread(value):
             raise _NotHeld(f"{_where(path)} holds over {MAX_EQUAL_HASHES} keys of one hash")
         pairs = []
@@ -308,7 +313,21 @@ class _Encoder:
             pairs.append(
                 [self.node(k, (*path, step, "key"), depth), self.node(v, (*path, step), depth)]
             )
-        return {"$dict": pairs}
+        return pairs
+
+    def torch_tensor(self, value: Any, path: tuple[str, ...]) -> Any:
+        if not storable(value):
+            raise _NotHeld(
+                f"{_where(path)} is a torch tensor ({value.dtype}, {value.layout}) that "
+                "safetensors cannot hold"
+            )
+        flags = [is_parameter(value), bool(value.requires_grad)]
+        key = identity(value)
+        first = self.torch_names.get(key)
+        if first is not None:  # tied: stored once, and read back sharing its memory
+            return {"$torch": [{"same": first}, *flags]}
+        name = self.torch_names[key] = self.tensor(path, raw_tensor(value))
+        return {"$torch": [name, *flags]}
 
     def instance(self, spec: ClassSpec, value: Any, path: tuple[str, ...], depth: int) -> Any:
         if spec.kind == "enum":
@@ -434,6 +453,7 @@ _WRITERS: Mapping[type, _Writer] = {
     },
     np.ndarray: _Encoder.array,
     np.ma.MaskedArray: _Encoder.masked,
+    collections.OrderedDict: _Encoder.ordered,
 }
 
 
@@ -444,6 +464,7 @@ class _Decoder:
         self.classes = classes
         self.arrays = arrays
         self.used: set[str] = set()
+        self.torch_tensors: dict[str, Any] = {}
 
     def value(self, text: str) -> Any:
         """The value whose typed JSON is ``text``; every tensor must be named once."""
@@ -498,7 +519,7 @@ class _Decoder:
             raise DecodeError("tree: a container node needs a list")
         return [self.node(item, depth) for item in payload]
 
-    def pairs(self, payload: Any, depth: int) -> dict[Any, Any]:
+    def pairs(self, payload: Any, depth: int, kind: type[dict[Any, Any]] = dict) -> Any:
         if type(payload) is not list:
             raise DecodeError("tree: a $dict node needs a list of pairs")
         pairs = []
@@ -508,10 +529,43 @@ class _Decoder:
             pairs.append((self.node(pair[0], depth), self.node(pair[1], depth)))
         if not _hashes_spread([key for key, _ in pairs]):
             raise DecodeError(f"tree: a $dict holds over {MAX_EQUAL_HASHES} keys of one hash")
-        out = dict(pairs)
+        out = kind(pairs)
         if len(out) != len(payload):
             raise DecodeError("tree: a $dict repeats a key")
         return out
+
+    def ordered(self, payload: Any, depth: int) -> Any:
+        if type(payload) is not list or len(payload) != 2:
+            raise DecodeError("tree: an $odict node needs its pairs and metadata")
+        value = self.pairs(payload[0], depth, collections.OrderedDict)
+        if payload[1] is not None:
+            metadata = self.node(payload[1], depth)
+            if type(metadata) is not dict:
+                raise DecodeError("tree: an OrderedDict's _metadata must be a dict")
+            value._metadata = collections.OrderedDict(metadata)
+        return value
+
+    def torch_tensor(self, payload: Any, depth: int) -> Any:
+        if (
+            type(payload) is not list
+            or len(payload) != 3
+            or type(payload[1]) is not bool
+            or type(payload[2]) is not bool
+        ):
+            raise DecodeError("tree: a $torch node needs a tensor and two flags")
+        ref, parameter, grad = payload
+        if type(ref) is dict and ref.keys() == {"same"}:
+            first = self.torch_tensors.get(ref["same"]) if type(ref["same"]) is str else None
+            if first is None:
+                raise DecodeError(f"tree: {ref['same']!r:.80} names no torch tensor before it")
+            tensor = first.detach()  # a new tensor over the same memory
+        else:
+            tensor = self.torch_tensors[ref] = _as_torch(self.tensor(ref))
+        if parameter:
+            import torch
+
+            return torch.nn.Parameter(tensor, requires_grad=grad)
+        return tensor.requires_grad_(True) if grad else tensor
 
     def spec(self, type_id: Any, enum: bool) -> ClassSpec:
         spec = self.classes.by_id(type_id) if type(type_id) is str else None
@@ -681,4 +735,6 @@ _READERS: Mapping[str, _Reader] = {
     "$masked": _Decoder.masked,
     "$enum": _Decoder.member,
     "$class": _Decoder.instance,
+    "$odict": _Decoder.ordered,
+    "$torch": _Decoder.torch_tensor,
 }
