@@ -12,9 +12,12 @@ same run):
   recycled memory.
 - ``checkpoint``: a training checkpoint, 200 tensors (1 GiB, 256 MiB with ``--quick``)
   nested with plain values, against a flat dict of the same tensors and raw I/O.
+- ``torch``: a state_dict of 200 tensors, bf16 and f32 (1 GiB, 256 MiB with ``--quick``),
+  against safetensors.torch, torch.save/torch.load and raw I/O of the same bytes.
 - ``tables``: pandas frames (1 GiB, 128 MiB with ``--quick``; numeric, and mixed with
   strings and categoricals) as Arrow IPC, against Feather, Parquet and pickle.
-- ``s3``: 64 MiB through an S3 server on loopback (moto), against plain s3fs.
+- ``s3``: 64 MiB through an S3 server on loopback (moto), against plain s3fs, and one
+  column of a 100-column frame against the whole frame.
 - ``dispatch``: registry lookups for already-seen types.
 - ``small``: thousands of small values, one object each (run last: after mass deletes,
   ext4 makes new files slow for a while).
@@ -412,6 +415,94 @@ def checkpoint(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
     )
 
 
+def state_dict(mib: int) -> dict[str, Any]:
+    """A model's weights of about ``mib`` MiB: 200 tensors, bf16 and f32 in turn."""
+    import torch
+
+    generator = torch.Generator().manual_seed(2)
+    per_tensor = mib * MiB // 200
+    return {
+        f"layers.{i}.weight": torch.rand(
+            per_tensor // dtype.itemsize, generator=generator, dtype=dtype
+        )
+        for i, dtype in enumerate([torch.bfloat16, torch.float32] * 100)
+    }
+
+
+def tensor_bytes(tensor: Any) -> memoryview:
+    """A CPU tensor's memory as bytes, without a copy (bf16 included)."""
+    import torch
+
+    return memoryview(tensor.view(torch.uint8).numpy())
+
+
+def torch_weights(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
+    """A state_dict (``torch`` codec) against safetensors.torch, torch.save/load and raw
+    I/O of the same bytes."""
+    import safetensors.torch
+    import torch
+
+    weights = state_dict(mib)
+    tensors = list(weights.values())
+    n = sum(t.nbytes for t in tensors)
+    raw_path, st_path, pt_path = tmp / "sd-raw", tmp / "sd.safetensors", tmp / "sd.pt"
+    ts.options.set("datastore.url", str(tmp / "store"))
+    refs: dict[str, str] = {}
+
+    def ts_write() -> None:
+        refs["sd"] = ts.DataStoreIO.serialize_write(weights, "weights").url
+
+    def raw_read() -> list[Any]:
+        out = [torch.empty_like(t) for t in tensors]
+        with open(raw_path, "rb", buffering=0) as f:
+            for t in out:
+                f.readinto(tensor_bytes(t))
+        return out
+
+    writes = Runner(rounds, n)
+    writes.run(
+        {
+            "raw write, preallocated": (
+                lambda: raw_path.unlink(missing_ok=True),
+                lambda: raw_write(raw_path, [tensor_bytes(t) for t in tensors], True),
+            ),
+            "typedstore serialize_write": (lambda: ts.DataStoreIO.delete("weights"), ts_write),
+            "safetensors.torch save_file": (
+                lambda: st_path.unlink(missing_ok=True),
+                lambda: safetensors.torch.save_file(weights, st_path),
+            ),
+            "torch.save": (
+                lambda: pt_path.unlink(missing_ok=True),
+                lambda: torch.save(weights, pt_path),
+            ),
+        }
+    )
+    assert ts.Reference.parse(refs["sd"]).codec == "torch"
+    reads = Runner(rounds, n)
+    reads.run(
+        {
+            "raw readinto 200 fresh tensors": (None, raw_read),
+            "typedstore read_deserialize": (
+                None,
+                lambda: ts.DataStoreIO(refs["sd"]).read_deserialize(),
+            ),
+            "typedstore zero_copy": (
+                None,
+                lambda: ts.DataStoreIO(refs["sd"]).read_deserialize(zero_copy=True),
+            ),
+            "safetensors.torch load_file": (None, lambda: safetensors.torch.load_file(st_path)),
+            "torch.load(weights_only=True)": (
+                None,
+                lambda: torch.load(pt_path, weights_only=True),
+            ),
+        }
+    )
+    ts.DataStoreIO.delete("weights")
+    return writes.rows("write", "raw write, preallocated", n) + reads.rows(
+        "read", "raw readinto 200 fresh tensors", n
+    )
+
+
 def frames(mib: int) -> dict[str, Any]:
     """The pandas frames of about ``mib`` MiB each: 100 float columns, and a mix of floats,
     ints, strings and categoricals in about the same bytes."""
@@ -745,6 +836,10 @@ MEMORY_CONTENDERS = (
     "numeric frame: typedstore serialize_write",
     "mixed frame: feather write, uncompressed",
     "mixed frame: typedstore serialize_write",
+    "4 GiB state_dict: safetensors.torch save_file",
+    "4 GiB state_dict: typedstore serialize_write",
+    "4 GiB state_dict: safetensors.torch load_file",
+    "4 GiB state_dict: typedstore read_deserialize",
 )
 
 
@@ -783,10 +878,41 @@ def frame_memory_probe(contender: str, mib: int, tmp: Path) -> None:
     print(json.dumps({"extra": _peak_extra(ops[how]), "payload": payload}))
 
 
+def weights_memory_probe(contender: str, tmp: Path) -> None:
+    """Child process: write or read a state_dict of 4 GiB once, print the peak beyond it."""
+    import safetensors.torch
+
+    weights = state_dict(4096)
+    payload = sum(t.nbytes for t in weights.values())
+    ts.options.set("datastore.url", str(tmp / "store"))
+    how = contender.partition(": ")[2]
+    if how.endswith(("load_file", "read_deserialize")):
+        url = ts.DataStoreIO.serialize_write(weights, "probe").url
+        safetensors.torch.save_file(weights, tmp / "probe.st")
+        del weights  # the result takes its place: what is measured is beyond it
+        reads: dict[str, Op] = {
+            "safetensors.torch load_file": lambda: safetensors.torch.load_file(tmp / "probe.st"),
+            "typedstore read_deserialize": lambda: ts.DataStoreIO(url).read_deserialize(),
+        }
+        extra = _peak_extra(reads[how]) - payload
+    else:
+        writes: dict[str, Op] = {
+            "safetensors.torch save_file": lambda: safetensors.torch.save_file(
+                weights, tmp / "x.st"
+            ),
+            "typedstore serialize_write": lambda: ts.DataStoreIO.serialize_write(weights, "x"),
+        }
+        extra = _peak_extra(writes[how])
+    print(json.dumps({"extra": extra, "payload": payload}))
+
+
 def memory_probe(contender: str, mib: int, tmp: Path) -> None:
     """Child process: run one contender once, print its peak memory beyond the baseline."""
     if " frame: " in contender:
         frame_memory_probe(contender, mib, tmp)
+        return
+    if contender.startswith("4 GiB state_dict"):
+        weights_memory_probe(contender, tmp)
         return
     array = np.random.default_rng(0).random(mib * MiB // 4, dtype=np.float32)
     ts.options.set("datastore.url", str(tmp / "store"))
@@ -970,7 +1096,7 @@ def write_docs() -> None:
 
 
 #: The groups of measurements, in the order they run (small last: see the module notes).
-GROUPS = ("large", "datastore", "checkpoint", "tables", "s3", "dispatch", "small")
+GROUPS = ("large", "datastore", "checkpoint", "torch", "tables", "s3", "dispatch", "small")
 
 
 def main() -> None:
@@ -1045,6 +1171,12 @@ def main() -> None:
             mib = 256 if args.quick else 1024
             ckpt_rounds = rounds if args.quick else 2 * rounds
             show(f"checkpoint, 200 tensors, {mib} MiB", checkpoint(tmp, mib, ckpt_rounds))
+        if "torch" in run:
+            # As many rounds as the checkpoint group, for the same reasons.
+            mib = 256 if args.quick else 1024
+            weight_rounds = rounds if args.quick else 2 * rounds
+            show(f"torch, state_dict of 200 tensors, {mib} MiB",
+                 torch_weights(tmp, mib, weight_rounds))  # fmt: skip
         if "tables" in run:
             mib = 128 if args.quick else 1024
             show(f"tables, pandas frames of {mib} MiB", tables(tmp, mib, rounds))
