@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -52,19 +53,21 @@ def test_put_get_info_ls_rm(
 ) -> None:
     array = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.save(tmp_path / "a.npy", array)
-    safetensors.numpy.save_file({"w": array, "b": np.ones(2)}, tmp_path / "m.safetensors")
+    # Tensor names, their order and user metadata are the file's own.
+    tensors: dict[str, np.ndarray[Any, Any]] = {"w": array, "b": np.ones(2)}
+    safetensors.numpy.save_file(tensors, tmp_path / "m.safetensors", metadata={"format": "pt"})
     (tmp_path / "notes.txt").write_bytes(b"hello")
 
     assert main([*cli_store, "put", str(tmp_path / "a.npy"), "--prefix", "up"]) == 0
     npy_url = capsys.readouterr().out.strip()
-    assert npy_url.endswith("?codec=safetensors")
+    assert npy_url.endswith("?codec=npy")
     assert main([*cli_store, "put", str(tmp_path / "m.safetensors"), "--prefix", "up"]) == 0
     st_url = capsys.readouterr().out.strip()
     assert main([*cli_store, "put", str(tmp_path / "notes.txt"), "--prefix", "up"]) == 0
     raw_url = capsys.readouterr().out.strip()
     assert raw_url.endswith("?codec=raw")
-    assert main([*cli_store, "put", str(tmp_path / "a.npy"), "--codec", "npy"]) == 0
-    assert capsys.readouterr().out.strip().endswith("?codec=npy")
+    assert main([*cli_store, "put", str(tmp_path / "a.npy"), "--codec", "safetensors"]) == 0
+    assert capsys.readouterr().out.strip().endswith("?codec=safetensors")
 
     with ts.options.ctx({"datastore.url": str(tmp_path / "s")}):
         assert np.array_equal(ts.DataStoreIO(npy_url).read_deserialize(np.ndarray), array)
@@ -72,9 +75,10 @@ def test_put_get_info_ls_rm(
         assert sorted(both) == ["b", "w"]
         assert ts.DataStoreIO(raw_url).read() == b"hello"
 
-    assert main([*cli_store, "get", npy_url, "-o", str(tmp_path / "out.safetensors")]) == 0
-    got = safetensors.numpy.load_file(tmp_path / "out.safetensors")
-    assert np.array_equal(got["data"], array)
+    # Put and got back byte for byte.
+    for url, name in ((npy_url, "a.npy"), (st_url, "m.safetensors")):
+        assert main([*cli_store, "get", url, "-o", str(tmp_path / f"out-{name}")]) == 0
+        assert (tmp_path / f"out-{name}").read_bytes() == (tmp_path / name).read_bytes()
 
     assert main([*cli_store, "info", st_url]) == 0
     info = capsys.readouterr().out
@@ -83,7 +87,7 @@ def test_put_get_info_ls_rm(
 
     assert main([*cli_store, "ls", "up"]) == 0
     listing = capsys.readouterr().out
-    assert len(re.findall(r"^up/[0-9a-f]{32}\s+safetensors", listing, re.MULTILINE)) == 2
+    assert len(re.findall(r"^up/[0-9a-f]{32}\s+(safetensors|npy)\s", listing, re.MULTILINE)) == 2
     assert re.search(r"^up/[0-9a-f]{32}\s+raw\s+5$", listing, re.MULTILINE)
 
     assert main([*cli_store, "rm", "up"]) == 0
@@ -279,6 +283,16 @@ def test_put_reads_regular_files_only(tmp_path: Path, cli_store: list[str]) -> N
         )
         assert result.returncode == 1
         assert "is not a regular file" in result.stderr
+
+
+def test_put_refuses_a_file_its_name_promises_falsely(
+    tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "fake.safetensors").write_bytes(b"not a safetensors file")
+    assert main([*cli_store, "put", str(tmp_path / "fake.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "fake.safetensors is named like a safetensors file but is not one" in err
+    assert not [p for p in (tmp_path / "s").rglob("*") if p.is_file()]  # nothing stored
 
 
 def test_show_names_a_damaged_field_in_one_line(

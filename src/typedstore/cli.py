@@ -14,7 +14,6 @@ import stat
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from io import BytesIO
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TextIO
 
@@ -270,26 +269,25 @@ def _read_regular(path: Path) -> bytes:
         return file.read()
 
 
+# Files that are stored as they are, under the codec whose format they are.
+_FILE_CODECS = {".npy": "npy", ".safetensors": "safetensors"}
+
+
 def _put(args: argparse.Namespace, out: TextIO) -> int:
     path = Path(args.file)
-    suffix = path.suffix.lower()
     data = _read_regular(path)
-    value: Any
-    if suffix == ".npy":
+    kind = _FILE_CODECS.get(path.suffix.lower(), "raw")
+    codec = args.codec or kind
+    if codec in ("raw", kind):
         try:
-            value = np.load(BytesIO(data), allow_pickle=False)
-        except ValueError as exc:
-            raise DecodeError(f"{path}: not a .npy file typedstore can read: {exc}") from exc
-    elif suffix == ".safetensors":
-        value = registry.get("safetensors").decode(data, None)
-        if len(value) == 1:
-            (value,) = value.values()
+            io = DataStoreIO.write(data, args.prefix, codec)
+        except DecodeError as exc:
+            exc.add_note(f"{path} is named like a {codec} file but is not one it reads")
+            raise
     else:
-        value = data
-    if args.codec is None and isinstance(value, bytes):
-        io = DataStoreIO.write(value, args.prefix)
-    else:
-        io = DataStoreIO.serialize_write(value, args.prefix, codec=args.codec)
+        # Another codec asked for: the file's values, stored in that codec's format.
+        value: Any = data if kind == "raw" else registry.get(kind).decode(data, None)
+        io = DataStoreIO.serialize_write(value, args.prefix, codec=codec)
     print(io.url, file=out)
     return 0
 
@@ -451,7 +449,7 @@ def _parser() -> argparse.ArgumentParser:
     get = command("get", _get, "write a stored object's bytes to a file or stdout")
     get.add_argument("url")
     get.add_argument("-o", "--output", metavar="FILE")
-    put = command("put", _put, "store a file (.npy and .safetensors as arrays, else raw)")
+    put = command("put", _put, "store a file as it is (.npy and .safetensors as such, else raw)")
     put.add_argument("file")
     put.add_argument("--prefix", default=None)
     put.add_argument("--codec", type=_codec_name, default=None)

@@ -49,11 +49,18 @@ class DataStoreIO:
 
     @classmethod
     def write(
-        cls, data: Buffer, relative_path_prefix: str | None = None, *, store: Store | None = None
+        cls,
+        data: Buffer,
+        relative_path_prefix: str | None = None,
+        codec: str = "raw",
+        *,
+        store: Store | None = None,
     ) -> DataStoreIO:
-        """Store bytes as they are (codec ``raw``) under a new key in the prefix."""
+        """Store bytes as they are under a new key in the prefix: the object itself (codec
+        ``raw``), or a file of ``codec`` that it reads (``"safetensors"``, ``"npy"``),
+        checked by decoding it first (see :meth:`Store.write`)."""
         store = store or default_store()
-        return cls(store.write(data, relative_path_prefix), store=store)
+        return cls(store.write(data, relative_path_prefix, codec), store=store)
 
     @classmethod
     def serialize_write(

@@ -39,6 +39,8 @@ from typedstore.protocols import (
     Reader,
     ReadsInto,
     Storage,
+    ZeroCopyCodec,
+    byte_view,
 )
 from typedstore.reference import Reference
 from typedstore.registry import CodecRegistry
@@ -177,8 +179,16 @@ class Store:
             guard(prefix)
         return prefix
 
-    def write(self, data: Buffer, relative_path_prefix: str | None = None) -> Reference:
-        """Store bytes as they are (codec ``raw``) under a new key in the prefix."""
+    def write(
+        self, data: Buffer, relative_path_prefix: str | None = None, codec: str = "raw"
+    ) -> Reference:
+        """Store bytes as they are under a new key in the prefix.
+
+        By default they are the object (codec ``raw``). Bytes that already are a file of
+        another codec (a ``.safetensors`` or ``.npy`` file) are stored under that codec
+        as they are, after decoding them to check that it reads them (DecodeError if
+        not), so that reading them gives their values and ``read`` the same bytes.
+        """
         try:
             view = memoryview(data)
         except TypeError:
@@ -186,8 +196,13 @@ class Store:
                 f"write() takes a bytes-like object, got {type(data).__name__}; "
                 "use serialize_write() for other values"
             ) from None
-        codec = self.registry.get("raw")
-        return self._write(codec, codec.encode(view), self.prefix(relative_path_prefix))
+        chosen = self.registry.get(codec)
+        if codec == "raw":
+            return self._write(chosen, chosen.encode(view), self.prefix(relative_path_prefix))
+        flat = byte_view(view)
+        decode = chosen.decode_view if isinstance(chosen, ZeroCopyCodec) else chosen.decode
+        decode(flat.toreadonly(), None)  # a check only: zero-copy where the codec can
+        return self._write(chosen, [flat], self.prefix(relative_path_prefix))
 
     def serialize_write(
         self,
