@@ -120,6 +120,8 @@ def same(a: Any, b: Any) -> bool:
         return bool(a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes())
     if isinstance(a, np.generic):
         return bool(a.dtype == b.dtype and a.tobytes() == b.tobytes())
+    if type(a).__module__.startswith("scipy.sparse"):
+        return _same_sparse(a, b)
     if type(a).__module__ in ("torch", "torch.nn.parameter"):  # a tensor or Parameter
         return bool(
             a.dtype == b.dtype
@@ -150,6 +152,27 @@ def same(a: Any, b: Any) -> bool:
     if state_a is not None and state_b is not None:
         return same(state_a, state_b)
     return bool(a == b)
+
+
+# The attributes that hold a sparse value, by format.
+_SPARSE_PARTS = {
+    "csr": ("data", "indices", "indptr"),
+    "csc": ("data", "indices", "indptr"),
+    "bsr": ("data", "indices", "indptr"),
+    "coo": ("data", "row", "col"),
+    "dia": ("data", "offsets"),
+    "lil": ("rows", "data"),
+}
+
+
+def _same_sparse(a: Any, b: Any) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.format == "dok":
+        return bool(list(a.keys()) == list(b.keys())) and same(a.toarray(), b.toarray())
+    if a.format == "lil":  # object arrays of lists
+        return bool(a.rows.tolist() == b.rows.tolist() and a.data.tolist() == b.data.tolist())
+    return all(same(getattr(a, p), getattr(b, p)) for p in _SPARSE_PARTS[a.format])
 
 
 def _tensor_bytes(tensor: Any) -> bytes:

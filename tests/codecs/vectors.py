@@ -241,6 +241,17 @@ def _torch_checkpoint() -> Any:
     }
 
 
+def _sparse_matrices() -> Any:
+    import pytest
+
+    sparse = pytest.importorskip("scipy.sparse")
+    dense = np.array([[0, 1.5, 0], [2, 0, -3]], dtype=np.float32)
+    return {fmt: getattr(sparse, f"{fmt}_matrix")(dense) for fmt in ("csr", "coo", "dok")} | {
+        "lil": sparse.lil_array(dense),
+        "dia": sparse.dia_array(dense),
+    }
+
+
 def _polars() -> Any:
     import polars as pl
 
@@ -346,6 +357,7 @@ CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
             "python-values": Case(_python_values),
             "classes": Case(lambda: {"model": _model(), "schedule": _schedule()}),
             "torch-checkpoint": Case(_torch_checkpoint),
+            "sparse-matrices": Case(_sparse_matrices),
         }
     },
     "torch": {
@@ -439,6 +451,8 @@ def same(a: Any, b: Any) -> bool:
             and (dtypes is None or list(dtypes) == list(b.dtypes))
             and getattr(a, "attrs", None) == getattr(b, "attrs", None)
         )
+    if type(a).__module__.startswith("scipy.sparse"):  # a dok is a Mapping too
+        return exactly(a, b)
     arrays = isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
     if arrays and a.ndim > 1 and a.flags.f_contiguous != b.flags.f_contiguous:
         return False

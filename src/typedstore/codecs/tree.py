@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from typedstore import _strictjson
-from typedstore.codecs import attrs_v1
+from typedstore.codecs import _sparse, attrs_v1
 from typedstore.codecs._torch import identity, is_parameter, is_tensor, raw_tensor, storable
 from typedstore.codecs._torch import to_torch as _as_torch
 from typedstore.codecs._unpickler import MAX_EQUAL_HASHES
@@ -125,9 +125,10 @@ class TreeCodec(TensorFileDecoding):
         self.classes = ClassCatalog() if classes is None else classes
 
     @property
-    def types(self) -> tuple[type, ...]:
-        """The containers and plain types it serves, then the registered classes."""
-        return (*_SERVED, *self.classes.classes.values())
+    def types(self) -> tuple[type | str, ...]:
+        """The containers and plain types it serves, scipy's sparse classes by name, then
+        the registered classes."""
+        return (*_SERVED, *_sparse.CLASSES, *self.classes.classes.values())
 
     def copy(self) -> TreeCodec:
         """A codec serving the same classes, registered independently (for a copied
@@ -208,6 +209,8 @@ def _holds(classes: ClassCatalog, value: object, depth: int) -> bool:
         return _zone_held(value.tzinfo)  # type: ignore[attr-defined]
     if is_tensor(value):
         return storable(value)
+    if _sparse.is_sparse(value):
+        return all(_holds(classes, a, depth + 1) for a in _sparse.parts(value)[2].values())
     return kind in classes
 
 
@@ -278,6 +281,10 @@ class _Encoder:
             return self.scalar(value, path)
         if is_tensor(value):
             return self.torch_tensor(value, path)
+        if _sparse.is_sparse(value):
+            name, shape, arrays = _sparse.parts(value)
+            nodes = {k: self.node(a, (*path, k), depth + 1) for k, a in arrays.items()}
+            return {"$sparse": [name, shape, nodes]}
         raise _NotHeld(
             f"{_where(path)} holds a {kind.__module__}.{kind.__qualname__}, which the "
             "tree format cannot hold; register its class with "
@@ -545,6 +552,19 @@ class _Decoder:
             value._metadata = collections.OrderedDict(metadata)
         return value
 
+    def sparse(self, payload: Any, depth: int) -> Any:
+        if (
+            type(payload) is not list
+            or len(payload) != 3
+            or type(payload[0]) is not str
+            or type(payload[1]) is not list
+            or not all(type(n) is int and n >= 0 for n in payload[1])
+            or type(payload[2]) is not dict
+        ):
+            raise DecodeError("tree: a $sparse node needs a class, a shape and its parts")
+        parts = {name: self.node(node, depth) for name, node in payload[2].items()}
+        return _sparse.build(payload[0], payload[1], parts)
+
     def torch_tensor(self, payload: Any, depth: int) -> Any:
         if (
             type(payload) is not list
@@ -737,4 +757,5 @@ _READERS: Mapping[str, _Reader] = {
     "$class": _Decoder.instance,
     "$odict": _Decoder.ordered,
     "$torch": _Decoder.torch_tensor,
+    "$sparse": _Decoder.sparse,
 }
