@@ -1,6 +1,7 @@
 """typedstore: typed serialization of large values, out of the database and back."""
 
 from typedstore import errors, maintenance, testing
+from typedstore.codecs.safetensors import TensorFile
 from typedstore.datastore import DataStore
 from typedstore.experiment import (
     Experiment,
@@ -41,6 +42,7 @@ __all__ = [
     "Run",
     "Storage",
     "Store",
+    "TensorFile",
     "create_experiment",
     "default_store",
     "errors",

@@ -13,7 +13,8 @@ import safetensors.numpy
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import SAFETENSORS_DTYPES, any_arrays, join, round_trip
+import typedstore as ts
+from helpers import SAFETENSORS_DTYPES, any_arrays, join, round_trip, same
 from typedstore import policy
 from typedstore.codecs import SafetensorsCodec
 from typedstore.codecs import safetensors as module
@@ -415,3 +416,23 @@ def test_a_length_past_the_end_is_refused_before_any_further_read() -> None:
     with pytest.raises(DecodeError, match="runs past the end"):
         read_header(reader)
     assert reader.asked == [(0, policy.HEADER_FIRST_READ)]
+
+
+def test_metadata_travels_with_a_tensor_file(store: Path) -> None:
+    arrays: dict[str, Any] = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "i": np.arange(3)}
+    value = ts.TensorFile(arrays, {"source": "survey", "units": "m"})
+    io = ts.DataStoreIO.serialize_write(value, "p")
+    assert io.reference.codec == "safetensors"
+    back = io.read_deserialize()
+    assert type(back) is ts.TensorFile
+    assert dict(back.metadata) == {"source": "survey", "units": "m"}
+    assert same(dict(back.tensors), arrays)
+    empty = ts.DataStoreIO.serialize_write(ts.TensorFile({}), "p").read_deserialize()
+    assert same(empty, ts.TensorFile({}))
+    data = safetensors.numpy.save(arrays, metadata={"format": "np"})
+    foreign = SafetensorsCodec().decode(memoryview(data), ts.TensorFile)
+    assert dict(foreign.metadata) == {"format": "np"}
+    with pytest.raises(ValueError, match="reserved"):
+        ts.TensorFile(arrays, {"typedstore.kind": "dict"})
+    with pytest.raises(TypeError, match="str to str"):
+        ts.TensorFile(arrays, {"n": 1})  # type: ignore[dict-item]

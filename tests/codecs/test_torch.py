@@ -256,3 +256,25 @@ def test_reading_a_tensor_without_torch_names_the_extra(tmp_path: Path) -> None:
     path = tmp_path / "t.safetensors"
     path.write_bytes(join(codec.encode(torch.ones(2))))
     assert "pip install 'typedstore[torch]'" in decode_error_without("torch", "torch", path)
+
+
+def test_metadata_travels_with_a_tensor_file(store: Path) -> None:
+    tensors = {"w": sample(torch.bfloat16), "b": sample(torch.float32, (3,))}
+    metadata = {"format": "pt", "license": "mit"}
+    io = ts.DataStoreIO.serialize_write(ts.TensorFile(tensors, metadata), "weights")
+    assert io.reference.codec == "torch"
+    back = io.read_deserialize()
+    assert type(back) is ts.TensorFile
+    assert dict(back.metadata) == metadata  # nothing added, nothing lost
+    assert all(same(back.tensors[k], v) for k, v in tensors.items())
+    # A file another tool wrote, read with its metadata; and plain state_dicts as files.
+    path = Path(store) / "foreign.safetensors"
+    safetensors_torch.save_file(tensors, path, metadata={"format": "pt", "step": "7"})
+    put = ts.DataStoreIO.write(path.read_bytes(), "weights", "safetensors")
+    as_file = ts.DataStoreIO(put.url.replace("safetensors", "torch")).read_deserialize(
+        ts.TensorFile
+    )
+    assert dict(as_file.metadata) == {"format": "pt", "step": "7"}
+    assert all(same(as_file.tensors[k], v) for k, v in tensors.items())
+    state = ts.DataStoreIO.serialize_write(tensors, "weights").read_deserialize(ts.TensorFile)
+    assert dict(state.metadata) == {"format": "pt"}

@@ -28,6 +28,7 @@ import safetensors.numpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # helpers, when run as a script
 from helpers import same as exactly
+from typedstore.codecs.safetensors import TensorFile
 from typedstore.datastore import DataStore
 from typedstore.protocols import byte_view
 from typedstore.registry import registry
@@ -325,6 +326,9 @@ CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
                 }
             ),
             "scalar": Case(lambda: np.int64(-7)),
+            "tensor-file": Case(
+                lambda: TensorFile({"w": np.ones(2, np.float16)}, {"format": "np", "n": "2"})
+            ),
             "masked": Case(lambda: np.ma.masked_array([1.5, 2.5], mask=[True, False])),
             "masked-hard-fill": Case(
                 lambda: np.ma.masked_array(
@@ -365,6 +369,9 @@ CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
             "bf16-tensor": Case(lambda: _torch().arange(6, dtype=_torch().bfloat16)),
             "state-dict-tied": Case(_weights),
             "parameter": Case(lambda: _torch().nn.Parameter(_torch().ones(2, 2))),
+            "tensor-file": Case(
+                lambda: TensorFile({"w": _torch().ones(3, dtype=_torch().bfloat16)}, {"k": "v"})
+            ),
         }
     },
     # Table libraries write their versions and layouts into the files: not stable bytes.

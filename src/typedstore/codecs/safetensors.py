@@ -46,6 +46,7 @@ __all__ = [
     "RawTensor",
     "SafetensorsCodec",
     "TensorEntry",
+    "TensorFile",
     "TensorFileDecoding",
     "TensorSource",
     "array_bytes",
@@ -58,6 +59,7 @@ __all__ = [
     "read_header",
     "read_tensors",
     "supports_dtype",
+    "tensor_file",
     "view_tensor",
     "view_tensors",
 ]
@@ -562,6 +564,38 @@ class MaskedParts:
         )
 
 
+def _user_metadata(value: Mapping[str, str]) -> Mapping[str, str]:
+    items = dict(value)
+    for key, item in items.items():
+        if type(key) is not str or type(item) is not str:
+            raise TypeError("a tensor file's metadata maps str to str")
+        if key.startswith("typedstore."):
+            raise ValueError(f"metadata key {key!r}: keys starting 'typedstore.' are reserved")
+    return MappingProxyType(items)
+
+
+@attrs.frozen
+class TensorFile:
+    """Tensors by name with their file's own metadata (its ``__metadata__`` string map),
+    which travels with them: written as given, read back as it was, no key added.
+
+    Store one of numpy arrays (codec ``safetensors``) or of torch tensors (codec
+    ``torch``); read any safetensors file as one with ``read_deserialize(TensorFile)``
+    to see its metadata (``{"format": "pt"}`` of Hugging Face checkpoints, say). Keys
+    starting ``typedstore.`` are reserved.
+    """
+
+    tensors: Mapping[str, Any]
+    metadata: Mapping[str, str] = attrs.field(factory=dict, converter=_user_metadata)
+
+
+def tensor_file(header: Header, tensors: Mapping[str, Any]) -> TensorFile:
+    """The tensors of a file with the metadata its writer gave (typedstore's own keys
+    left out)."""
+    metadata = {k: v for k, v in header.metadata.items() if not k.startswith("typedstore.")}
+    return TensorFile(tensors, metadata)
+
+
 class TensorFileDecoding:
     """``decode``, ``decode_from`` and ``decode_view`` for a codec whose files are
     safetensors files: each reads the tensors its own way and gives them to
@@ -593,13 +627,20 @@ class SafetensorsCodec(TensorFileDecoding):
     single array is stored as the tensor ``data`` with metadata ``typedstore.kind =
     ndarray``; a dict as one tensor per key. A numpy scalar of those dtypes
     (``np.float32(1.5)``) is a 0-d tensor with ``typedstore.kind = scalar`` and comes back
-    as the same scalar type. Files written by other tools decode to a dict, or to their
-    single array when ``np.ndarray`` is expected.
+    as the same scalar type. A :class:`TensorFile` of arrays keeps its metadata. Files
+    written by other tools decode to a dict, to their single array when ``np.ndarray``
+    is expected, or to a :class:`TensorFile` when that is.
     """
 
     name: ClassVar[str] = "safetensors"
     version: ClassVar[int] = 2
-    types: ClassVar[tuple[type, ...]] = (np.ndarray, dict, np.generic, np.ma.MaskedArray)
+    types: ClassVar[tuple[type, ...]] = (
+        np.ndarray,
+        dict,
+        np.generic,
+        np.ma.MaskedArray,
+        TensorFile,
+    )
 
     def accepts(self, value: object) -> bool:
         """An ndarray or numpy scalar of a supported dtype, or a non-empty dict of arrays
@@ -610,6 +651,10 @@ class SafetensorsCodec(TensorFileDecoding):
             dtype = value.dtype
             exact = type(value) is dtype.type  # not a subclass with state of its own
             return exact and _code(dtype) is not None
+        if type(value) is TensorFile:
+            value = value.tensors
+            if type(value) is dict and not value:
+                return True
         if type(value) is not dict or not value or _METADATA in value:
             return False
         # Runs on every dispatch of a dict: names bound once, not looked up per item.
@@ -620,11 +665,13 @@ class SafetensorsCodec(TensorFileDecoding):
         return True
 
     def version_for(self, value: object) -> int:
-        """2 for numpy scalars and masked arrays (which version 1 read as a dict), else 1."""
-        return 2 if isinstance(value, (np.generic, np.ma.MaskedArray)) else 1
+        """2 for numpy scalars, masked arrays and tensor files (which version 1 read as a
+        dict), else 1."""
+        return 2 if isinstance(value, (np.generic, np.ma.MaskedArray, TensorFile)) else 1
 
     def encode(
-        self, value: npt.NDArray[Any] | dict[str, npt.NDArray[Any]] | np.generic[Any]
+        self,
+        value: npt.NDArray[Any] | dict[str, npt.NDArray[Any]] | np.generic[Any] | TensorFile,
     ) -> Sequence[Buffer]:
         """Header plus each array's memory (copied only to fix layout or byte order)."""
         if isinstance(value, np.ma.MaskedArray):  # before ndarray, its base class
@@ -642,6 +689,8 @@ class SafetensorsCodec(TensorFileDecoding):
             return encode_tensors({_SINGLE_NAME: value}, {_KIND: "ndarray"})
         if isinstance(value, np.generic):
             return encode_tensors({_SINGLE_NAME: np.asarray(value)}, {_KIND: "scalar"})
+        if isinstance(value, TensorFile):
+            return encode_tensors(value.tensors, {**value.metadata, _KIND: "file"})
         return encode_tensors(value, {_KIND: "dict"})
 
     def assemble(self, header: Header, arrays: Arrays, expected_type: type[Any] | None) -> Any:
@@ -653,6 +702,8 @@ class SafetensorsCodec(TensorFileDecoding):
 def _assemble(header: Header, arrays: Arrays, expected_type: type[Any] | None) -> Any:
     metadata = header.metadata
     kind = metadata.get(_KIND)
+    if kind == "file" or expected_type is TensorFile:
+        return tensor_file(header, arrays)
     if kind == "masked":
         return _masked(metadata, arrays)
     if kind in ("ndarray", "scalar") or (

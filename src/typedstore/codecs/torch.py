@@ -21,9 +21,11 @@ from typedstore.codecs._torch import to_torch as _as_torch
 from typedstore.codecs.safetensors import (
     Arrays,
     Header,
+    TensorFile,
     TensorFileDecoding,
     TensorSource,
     encode_tensors,
+    tensor_file,
 )
 from typedstore.errors import DecodeError, EncodeError
 from typedstore.protocols import Buffer
@@ -39,7 +41,7 @@ _GRAD = "typedstore.requires_grad"
 # The ``_metadata`` that ``state_dict()`` attaches (module versions), as tree JSON.
 _MODULE_METADATA = "typedstore.module_metadata"
 _SINGLE = "data"
-_KINDS = ("tensor", "parameter", "dict", "state_dict")
+_KINDS = ("tensor", "parameter", "dict", "state_dict", "file")
 
 
 class TorchCodec(TensorFileDecoding):
@@ -60,12 +62,15 @@ class TorchCodec(TensorFileDecoding):
         "torch.nn.parameter.Parameter",
         dict,
         collections.OrderedDict,
+        TensorFile,
     )
 
     def accepts(self, value: object) -> bool:
         """A storable tensor, or a non-empty dict of str to storable plain tensors."""
         if is_tensor(value):
             return storable(value)
+        if type(value) is TensorFile:
+            value = value.tensors
         if type(value) not in (dict, collections.OrderedDict) or not value:
             return False
         return all(
@@ -78,12 +83,17 @@ class TorchCodec(TensorFileDecoding):
         if not self.accepts(value):
             raise EncodeError(f"torch: cannot store a {type(value).__qualname__}")
         metadata = {"format": "pt"}
-        if is_tensor(value):
+        if isinstance(value, TensorFile):  # its metadata as given, nothing added
+            metadata = dict(value.metadata)
+            metadata[_KIND] = "file"
+            value = value.tensors
+        elif is_tensor(value):
             metadata[_KIND] = "parameter" if is_parameter(value) else "tensor"
             if value.requires_grad:
                 metadata[_GRAD] = json.dumps([_SINGLE])
             return encode_tensors({_SINGLE: raw_tensor(value)}, metadata)
-        metadata[_KIND] = "state_dict" if type(value) is collections.OrderedDict else "dict"
+        else:
+            metadata[_KIND] = "state_dict" if type(value) is collections.OrderedDict else "dict"
         tensors: dict[str, TensorSource] = {}
         aliases: dict[str, str] = {}
         seen: dict[Hashable, str] = {}
@@ -120,11 +130,15 @@ def _assemble(header: Header, arrays: Arrays, expected_type: type[Any] | None) -
         if name not in tensors:
             raise DecodeError(f"torch: requires_grad names a missing tensor {name!r:.80}")
         tensors[name].requires_grad_(True)
-    single = kind in ("tensor", "parameter") or (
-        kind == "dict"
-        and _KIND not in metadata
-        and expected_type is not None
-        and expected_type.__qualname__ in ("Tensor", "Parameter")
+    wants_file = kind == "file" or expected_type is TensorFile
+    single = not wants_file and (
+        kind in ("tensor", "parameter")
+        or (
+            kind == "dict"
+            and _KIND not in metadata
+            and expected_type is not None
+            and expected_type.__qualname__ in ("Tensor", "Parameter")
+        )
     )
     if single:
         if len(tensors) != 1:
@@ -144,6 +158,8 @@ def _assemble(header: Header, arrays: Arrays, expected_type: type[Any] | None) -
         if sorted(order) != sorted([*tensors, *aliases]):
             raise DecodeError("torch: the order does not name every tensor once")
         tensors = {name: tensors[aliases.get(name, name)] for name in order}
+    if wants_file:
+        return tensor_file(header, tensors)
     if kind == "dict":
         return tensors
     state = collections.OrderedDict(tensors)
