@@ -278,3 +278,19 @@ def test_metadata_travels_with_a_tensor_file(store: Path) -> None:
     assert all(same(as_file.tensors[k], v) for k, v in tensors.items())
     state = ts.DataStoreIO.serialize_write(tensors, "weights").read_deserialize(ts.TensorFile)
     assert dict(state.metadata) == {"format": "pt"}
+
+
+def test_weights_in_a_run_load_into_a_model_with_the_same_outputs(store: Path) -> None:
+    model, _ = trained()
+    experiment = ts.create_experiment("weights")
+    with experiment.run() as run:
+        run.fields.state = model.state_dict()
+        run.fields.outputs = ts.DataStore(weights=model.state_dict(), step=3)
+    experiment.persist()
+    fields = ts.load_experiment("weights").runs[0].fields
+    for state in (fields.state, fields.outputs.weights):
+        fresh = Net()
+        fresh.load_state_dict(state)
+        fresh.eval()
+        with torch.no_grad():
+            assert torch.equal(fresh(torch.arange(10)), model(torch.arange(10)))
