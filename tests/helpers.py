@@ -243,3 +243,10 @@ def decode_error_without(package: str, codec: str, path: Path) -> str:
         "    print(exc)\n"
     )
     return in_new_python(code)
+
+
+def store_in_worker(store: Any, value: int) -> Any:
+    """In a worker process: a DataStoreIO of an array written to ``store``."""
+    from typedstore.io import DataStoreIO
+
+    return DataStoreIO.serialize_write(np.full(3, value), "workers", store=store)

@@ -32,6 +32,15 @@ class DataStoreIO:
     def __repr__(self) -> str:
         return f"DataStoreIO({self.url!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (to or from a worker process) and copied as its reference: one in the
+        # default store stays in the default store of the process that loads it, which
+        # the options there name; one in a store of its own takes that store along.
+        store = self._store
+        if store is None or store.is_default:
+            return (DataStoreIO, (self._reference,))
+        return (_in_store, (self._reference, store))
+
     @property
     def reference(self) -> Reference:
         """The parsed reference."""
@@ -138,3 +147,7 @@ class DataStoreIO:
         Returns how many objects were removed. An empty prefix is refused.
         """
         return (store or default_store()).delete(relative_path_prefix)
+
+
+def _in_store(reference: Reference, store: Store) -> DataStoreIO:
+    return DataStoreIO(reference, store=store)

@@ -160,6 +160,10 @@ class Reference:
     def __str__(self) -> str:
         return self.url
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled and copied as its URL (its params mapping is read-only), parsed again.
+        return (Reference.parse, (self.url,))
+
 
 # The slots' own setters: what a frozen class's __init__ uses, without the validators.
 _set_key = Reference.__dict__["key"].__set__

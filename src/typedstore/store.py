@@ -88,8 +88,8 @@ class Store:
     settings, OptionValueError for bad values.
     """
 
-    __slots__ = ("_checksum", "_default", "_guards", "_opener", "_prefix", "_reader", "_viewer",
-                 "registry", "settings", "storage")  # fmt: skip
+    __slots__ = ("_checksum", "_default", "_given_storage", "_guards", "_opener", "_prefix",
+                 "_reader", "_viewer", "registry", "settings", "storage")  # fmt: skip
 
     def __init__(
         self,
@@ -108,6 +108,7 @@ class Store:
             given["datastore.url"] = url
         with options.ctx(given):  # checks the values as options do
             values = {key: options.get(key) for key in SETTINGS}
+        self._given_storage = storage is not None
         if storage is None:
             storage = storage_for_url(
                 values["datastore.url"],
@@ -146,6 +147,25 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({self.url!r})"
+
+    @property
+    def is_default(self) -> bool:
+        """Whether :func:`default_store` made this store from the options."""
+        return self._default
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Made again where it is loaded: the default store there, or this one's settings
+        # (its storage's absolute URL); a storage object, a registry or guards of its own
+        # have state that cannot travel.
+        if self._default:
+            return (default_store, ())
+        if self._given_storage or self.registry is not default_registry or self._guards:
+            raise TypeError(
+                f"{self!r} has a storage object, a registry or prefix guards of its own, "
+                "which cannot be pickled; make stores from settings (Store(url, "
+                "settings=...)) to pass them to other processes"
+            )
+        return (_store_from, ({**self.settings, "datastore.url": self.storage.url},))
 
     @property
     def url(self) -> str:
@@ -454,6 +474,10 @@ _current: ContextVar[Store | None] = ContextVar("typedstore_current_store", defa
 # Guards of every default store (experiments reserve their folders here).
 _default_guards: list[PrefixGuard] = []
 _default: tuple[int, Mapping[str, Any], str | None, Store] | None = None
+
+
+def _store_from(settings: dict[str, Any]) -> Store:
+    return Store(settings=settings)
 
 
 def default_store() -> Store:
