@@ -119,9 +119,58 @@ def test_persist_fails_or_replaces(store: Path) -> None:
 
 
 def test_name_clash_with_another_experiment(store: Path) -> None:
-    ts.create_experiment("same").persist()
-    with pytest.raises(ExperimentExistsError, match="taken"):
-        ts.create_experiment("same").persist(if_exists="replace")
+    first = ts.create_experiment("same")
+    first.persist()
+    with pytest.raises(ExperimentExistsError, match=f"already stored as experiment {first.id}"):
+        ts.create_experiment("same").persist()
+
+
+RERUN = """
+import sys
+import numpy as np
+import typedstore as ts
+
+ts.options.set("datastore.url", sys.argv[1])
+ts.options.set("database.url", sys.argv[2])
+experiment = ts.create_experiment("iris")
+with experiment.run() as run:
+    run.fields.outputs = ts.DataStore(weights=np.full(3, float(sys.argv[3])))
+experiment.persist(if_exists="replace")
+print(experiment.id)
+"""
+
+
+def test_a_script_run_again_replaces_the_experiment_of_its_name(tmp_path: Path) -> None:
+    root, db = tmp_path / "store", f"sqlite:///{tmp_path / 'db'}"
+    ids = []
+    for value in ("1", "2"):
+        result = subprocess.run(
+            [sys.executable, "-c", RERUN, str(root), db, value],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        ids.append(result.stdout.strip())
+    assert ids[0] != ids[1]
+    with ts.options.ctx({"datastore.url": str(root), "database.url": db}):
+        stored = ts.load_experiment("iris")
+        assert stored.id == ids[1]
+        assert np.array_equal(stored.runs[0].fields.outputs.weights, np.full(3, 2.0))
+        with pytest.raises(ExperimentNotFoundError):
+            ts.load_experiment(ids[0])
+    assert [p.name for p in root.iterdir()] == [ids[1]]  # the replaced one's objects went
+
+
+def test_after_persist_the_object_reads_the_new_generation(store: Path) -> None:
+    exp = ts.create_experiment("gen")
+    exp.fields.data = ts.DataStore(a=np.arange(3), b=np.ones(2))
+    exp.persist()
+    for load in (exp.reload, lambda: ts.load_experiment("gen")):
+        loaded = load()
+        loaded.persist(if_exists="replace")  # deletes the generation it was loaded from
+        assert np.array_equal(loaded.fields.data.a, np.arange(3))  # not read before
+        loaded.persist(if_exists="replace")
+        assert np.array_equal(loaded.fields.data.b, np.ones(2))
+    assert np.array_equal(ts.load_experiment("gen").fields.data.b, np.ones(2))
 
 
 def test_folder_holds_exactly_the_last_persist(store: Path) -> None:

@@ -464,6 +464,12 @@ class DataStore(AttrAccess, MutableMapping[str, Any]):
             url = store.serialize_write(self, relative_path_prefix, codec="datastore").url
             object.__setattr__(self, "_ts_stored", url)
             object.__setattr__(self, "_ts_store", store)
+            source = self._ts_source
+            if source is not None and any(v is _PENDING for v in self._ts_values.values()):
+                # Values not read yet are read from the new object from now on: the one
+                # they came from may go (a persist deletes the generation it replaces).
+                fresh = _load_lazy(store, Reference.parse(url), source.within)
+                object.__setattr__(self, "_ts_source", fresh._ts_source)
         return url
 
     @classmethod

@@ -181,8 +181,10 @@ class Experiment:
         new objects are written under a fresh generation folder first, one transaction
         then switches the rows, and only then are the previous objects deleted, so if the
         process dies at any point the previous version (rows and files) still loads.
-        Raises ExperimentExistsError when the experiment is stored and ``if_exists`` is
-        ``"fail"``, or when another experiment has its name, and PersistConflictError when
+        With ``if_exists="replace"``, a stored experiment of the same name (another id, as a
+        re-run script makes) is replaced too: its rows go in the same transaction, its
+        folder after it. Raises ExperimentExistsError when the experiment, or another of
+        its name, is stored and ``if_exists`` is ``"fail"``, and PersistConflictError when
         another process persisted the same experiment meanwhile and removed this persist's
         objects (nothing is changed then; retrying is safe).
         """
@@ -211,9 +213,10 @@ class Experiment:
                         raise _conflict(self) from exc
                     bar.update()
             with database.transaction() as conn:
-                self._check_can_persist(if_exists, conn)
+                replaced = self._check_can_persist(if_exists, conn)
                 _check_written(store, self, rows)
-                _delete_rows(conn, self.id)
+                for exp_id in {self.id, *replaced}:
+                    _delete_rows(conn, exp_id)
                 conn.execute(
                     "INSERT INTO experiments VALUES (?, ?, ?, ?, ?)",
                     (self.id, self.name, self.created_at, _now(), generation),
@@ -233,14 +236,19 @@ class Experiment:
             raise
         finally:
             _persisting.reset(token)
-        _collect(store, self.id)
+        for exp_id in (self.id, *replaced):
+            _collect(store, exp_id)
 
-    def _check_can_persist(self, if_exists: str, conn: sqlite3.Connection | None = None) -> None:
+    def _check_can_persist(
+        self, if_exists: str, conn: sqlite3.Connection | None = None
+    ) -> list[str]:
+        """The ids of other stored experiments of this name (to replace); raises if the
+        experiment may not be persisted."""
         with contextlib.ExitStack() as stack:
             if conn is None:
                 conn = stack.enter_context(database.reading())
             if conn is None:
-                return
+                return []
             try:
                 rows = conn.execute(
                     "SELECT id, name FROM experiments WHERE id = ? OR name = ?",
@@ -248,16 +256,14 @@ class Experiment:
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise DatabaseError(f"cannot read experiments: {exc}") from exc
-        for other_id, _ in rows:
-            if other_id != self.id:
-                raise ExperimentExistsError(
-                    f"experiment name {self.name!r} is taken by experiment {other_id}"
-                )
-            if if_exists == "fail":
-                raise ExperimentExistsError(
-                    f"experiment {self.name!r} ({self.id}) is already stored; "
-                    'use persist(if_exists="replace") to replace it'
-                )
+        others = [other_id for other_id, name in rows if other_id != self.id and name == self.name]
+        if rows and if_exists == "fail":
+            which = f"as experiment {others[0]}" if others else f"({self.id})"
+            raise ExperimentExistsError(
+                f"experiment {self.name!r} is already stored {which}; "
+                'use persist(if_exists="replace") to replace it'
+            )
+        return others
 
     def reload(self) -> Experiment:
         """Replace this object's fields and runs with the stored ones; return self."""
