@@ -215,7 +215,7 @@ class Experiment:
             with database.transaction() as conn:
                 replaced = self._check_can_persist(if_exists, conn)
                 _check_written(store, self, rows)
-                for exp_id in {self.id, *replaced}:
+                for exp_id in (self.id, *replaced):
                     _delete_rows(conn, exp_id)
                 conn.execute(
                     "INSERT INTO experiments VALUES (?, ?, ?, ?, ?)",

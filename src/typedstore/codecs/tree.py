@@ -209,8 +209,9 @@ def _holds(classes: ClassCatalog, value: object, depth: int) -> bool:
         return _zone_held(value.tzinfo)  # type: ignore[attr-defined]
     if is_tensor(value):
         return storable(value)
-    if _sparse.is_sparse(value):
-        return all(_holds(classes, a, depth + 1) for a in _sparse.parts(value)[2].values())
+    if _sparse.is_sparse(value):  # its parts are its values' dtype and int indices
+        values = np.empty(0, value.dtype)  # type: ignore[attr-defined]
+        return keeps_dtype(values.dtype) or _npy.accepts(values)
     return kind in classes
 
 
