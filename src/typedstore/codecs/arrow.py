@@ -12,7 +12,6 @@ import io
 import os
 import sys
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar
 
 from typedstore.codecs import tree
@@ -374,6 +373,8 @@ def _validate(batches: list[Any]) -> None:
         for column in columns:
             column.validate(full=True)
         return
+    from concurrent.futures import ThreadPoolExecutor  # slow to import; large tables only
+
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         list(pool.map(lambda column: column.validate(full=True), columns))
 
