@@ -186,6 +186,17 @@ def test_tensors_in_a_datastore_and_zero_copy(store: Path) -> None:
     assert all(same(view[k], v) for k, v in weights.items())
 
 
+def test_the_numpy_binding_reads_the_files_too(tmp_path: Path) -> None:
+    import safetensors.numpy
+
+    state = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "n": torch.tensor(3)}
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(join(codec.encode(state)))
+    loaded = safetensors.numpy.load_file(path)
+    assert loaded.keys() == state.keys()
+    assert all(np.array_equal(loaded[k], v.numpy()) for k, v in state.items())
+
+
 def test_typedstore_reads_files_the_official_library_writes(tmp_path: Path) -> None:
     tensors = {"a": sample(torch.bfloat16), "b": sample(torch.int64, (5,))}
     data = safetensors_torch.save(tensors, metadata={"format": "pt"})
