@@ -340,3 +340,35 @@ def test_get_into_a_pipe_or_a_symlinked_file(tmp_path: Path, cli_store: list[str
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"payload"
+
+
+def test_version_usage_errors_and_nothing_to_copy(
+    tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as version:
+        main(["--version"])
+    assert version.value.code == 0
+    assert capsys.readouterr().out.strip() == f"typedstore {ts.__version__}"
+    with pytest.raises(SystemExit) as usage:
+        main([*cli_store, "gc", "--older-than", "-5"])
+    assert usage.value.code == 2
+    assert "expected 0 seconds or more, got '-5'" in capsys.readouterr().err
+    missing, target = tmp_path / "missing", tmp_path / "target"
+    assert main([*cli_store, "copy", str(missing), str(target)]) == 1
+    assert "no objects to copy in" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_ends_get_quietly(tmp_path: Path, cli_store: list[str]) -> None:
+    with ts.options.ctx({"datastore.url": str(tmp_path / "s")}):
+        url = ts.DataStoreIO.write(os.urandom(24 << 20), "big").url
+    with subprocess.Popen(
+        [sys.executable, "-m", "typedstore", *cli_store, "get", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stderr is not None
+        assert len(child.stdout.read(10)) == 10  # the child is writing: then the reader goes
+        child.stdout.close()
+        assert child.wait(timeout=60) == 141
+        assert child.stderr.read() == b""

@@ -20,12 +20,14 @@ from typing import Any, BinaryIO, Protocol, TextIO
 import attrs
 import numpy as np
 
+from typedstore import __version__
 from typedstore._progress import progress
 from typedstore.codecs.safetensors import read_header
 from typedstore.datastore import DataStore, entry_table
 from typedstore.errors import (
     DecodeError,
     IntegrityError,
+    NotFoundError,
     StorageError,
     TypedStoreError,
     describe,
@@ -361,6 +363,8 @@ def _copy(args: argparse.Namespace, out: TextIO) -> int:
     source, target = source_store.storage, target_store.storage
     _others(source, None)
     keys = list(source.list())
+    if not keys:
+        raise NotFoundError(f"no objects to copy in {source.url}")
     sizes = {key: source.size(key) for key in keys}
     copied, copied_bytes, same, different = 0, 0, 0, []
     with progress(sum(sizes.values()), "copy", unit="B", minimum=4 << 20) as bar:
@@ -426,6 +430,13 @@ def _codec_name(text: str) -> str:
     return text
 
 
+def _seconds(text: str) -> float:
+    seconds = float(text)
+    if not seconds >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected 0 seconds or more, got {text!r}")
+    return seconds
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="typedstore",
@@ -435,6 +446,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--database", metavar="URL", help="database (option database.url)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--version", action="version", version=f"typedstore {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, run: Callable[[argparse.Namespace, TextIO], int], text: str) -> Any:
@@ -463,7 +475,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     collect = command("gc", _gc, "remove leftovers of interrupted writes and persists")
     collect.add_argument(
-        "--older-than", type=float, default=3600.0, metavar="SECONDS",
+        "--older-than", type=_seconds, default=3600.0, metavar="SECONDS",
         help="only what is older than this (default 3600: writes in progress are younger)",
     )  # fmt: skip
     command("verify", _verify, "decode every object; exit 1 if any is damaged").add_argument(
@@ -486,6 +498,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with options.ctx(overrides):
             return int(args.run(args, sys.stdout))
+    except BrokenPipeError:
+        # The reader went away (`typedstore get URL | head`): nothing to report. stdout
+        # goes nowhere from now on, or flushing it at exit would fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # as for a process ended by SIGPIPE
     except (TypedStoreError, OSError, ValueError) as exc:
         if args.debug:
             traceback.print_exc()
