@@ -278,10 +278,12 @@ def test_zero_copy_arrays_share_memory_with_the_map(store: Path) -> None:
 def test_zero_copy_of_small_objects_and_other_codecs(store: Path) -> None:
     small = ts.DataStoreIO.serialize_write(np.arange(3), "p")
     assert np.array_equal(small.read_deserialize(np.ndarray, zero_copy=True), np.arange(3))
-    other = ts.DataStoreIO.serialize_write(np.array(["a"]), "p")  # npy: decodes as usual
-    back = other.read_deserialize(np.ndarray, zero_copy=True)
-    assert back.flags.writeable
+    npy = ts.DataStoreIO.serialize_write(np.array(["a"]), "p")  # npy shares the bytes too
+    back = npy.read_deserialize(np.ndarray, zero_copy=True)
+    assert not back.flags.writeable
     assert back.tolist() == ["a"]
+    other = ts.DataStoreIO.serialize_write({"a": [1]}, "p")  # json: decodes as usual
+    assert other.read_deserialize(dict, zero_copy=True) == {"a": [1]}
 
 
 def test_the_storage_follows_every_change_of_options(

@@ -128,3 +128,36 @@ def test_random_bytes_give_decode_errors(data: bytes) -> None:
     for candidate in (data, b"\x93NUMPY\x01\x00" + data):
         with contextlib.suppress(DecodeError):
             codec.decode(candidate)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_views_share_the_stored_bytes(order: str) -> None:
+    array = np.arange(12, dtype=np.complex128).reshape(3, 4)
+    array = np.asfortranarray(array) if order == "F" else array
+    data = join(codec.encode(array))
+    view = codec.decode_view(memoryview(data))
+    assert view.dtype == array.dtype
+    assert np.array_equal(view, array)
+    assert view.flags.f_contiguous == (order == "F")
+    assert not view.flags.writeable
+    assert np.shares_memory(view, np.frombuffer(data, np.uint8))
+    empty = join(codec.encode(np.empty((0, 2), "U3")))
+    assert codec.decode_view(memoryview(empty)).shape == (0, 2)
+
+
+def test_storing_a_npy_file_as_it_is_checks_it_without_a_copy(store: Any) -> None:
+    import tracemalloc
+
+    import typedstore as ts
+
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(8 << 20, np.complex128))  # 128 MiB
+    data = buffer.getvalue()
+    tracemalloc.start()
+    try:
+        io_ = ts.DataStoreIO.write(data, "p", "npy")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert io_.read() == data

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from typedstore.errors import DecodeError, EncodeError
-from typedstore.protocols import Buffer
+from typedstore.protocols import Buffer, byte_view
 
 __all__ = ["NpyCodec"]
 
@@ -66,46 +66,65 @@ class NpyCodec:
 
     def decode(self, data: Buffer, expected_type: type[Any] | None = None) -> npt.NDArray[Any]:
         """A fresh array; DecodeError on any malformed or pickled content."""
-        view = memoryview(data)
-        if view.nbytes < 10 or bytes(view[:6]) != _MAGIC:
-            raise DecodeError("npy: not a .npy file (bad magic)")
-        header = io.BytesIO(bytes(view[: min(view.nbytes, 12 + _MAX_HEADER)]))
-        try:
-            major, minor = np.lib.format.read_magic(header)
-            if (major, minor) == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(
-                    header, max_header_size=_MAX_HEADER
-                )
-            elif (major, minor) == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(
-                    header, max_header_size=_MAX_HEADER
-                )
-            else:
-                raise DecodeError(f"npy: unsupported format version {major}.{minor}")
-        except DecodeError:
-            raise
-        except Exception as exc:  # numpy's header parser raises many kinds on bad input
-            raise DecodeError(f"npy: malformed header: {exc}") from exc
-        if dtype.hasobject:
-            raise DecodeError("npy: object arrays are refused (they would need pickle)")
-        if not _sized(dtype):
-            # np.empty widens "S0", "U0" and "V0" to one item of a byte or character:
-            # the array would hold memory the file never filled.
-            raise DecodeError(f"npy: dtype {dtype.str!r} has no size")
-        start = header.tell()
-        expected = math.prod(shape) * dtype.itemsize
-        if view.nbytes - start != expected:
-            raise DecodeError(
-                f"npy: shape {shape} of {dtype} needs {expected} bytes, "
-                f"file holds {view.nbytes - start}"
-            )
+        view, shape, fortran, dtype, start = _parse(data)
         out: npt.NDArray[Any] = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
-        if expected:
+        if out.nbytes:
             flat = out.T if fortran else out
-            flat.reshape(-1).view(np.uint8)[:] = np.frombuffer(
-                view, dtype=np.uint8, count=expected, offset=start
-            )
+            flat.reshape(-1).view(np.uint8)[:] = view[start:]
         return out
+
+    def decode_view(
+        self, data: Buffer, expected_type: type[Any] | None = None
+    ) -> npt.NDArray[Any]:
+        """As :meth:`decode`, but a read-only array over ``data`` (no copy)."""
+        view, shape, fortran, dtype, start = _parse(data)
+        count = math.prod(shape)
+        if not count:
+            return np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+        flat = np.frombuffer(view, dtype=dtype, count=count, offset=start)
+        flat.flags.writeable = False
+        return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+
+
+def _parse(data: Buffer) -> tuple[memoryview, tuple[int, ...], bool, np.dtype[Any], int]:
+    """The bytes, shape, order, dtype and data offset of a validated ``.npy`` file."""
+    view = byte_view(data)
+    if view.nbytes < 10 or bytes(view[:6]) != _MAGIC:
+        raise DecodeError("npy: not a .npy file (bad magic)")
+    # Only the header is copied for numpy's parser: its length follows the version.
+    wide = view[6] >= 2
+    length = int.from_bytes(view[8 : 12 if wide else 10], "little")
+    header = io.BytesIO(bytes(view[: (12 if wide else 10) + min(length, _MAX_HEADER + 1)]))
+    try:
+        major, minor = np.lib.format.read_magic(header)
+        if (major, minor) == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(
+                header, max_header_size=_MAX_HEADER
+            )
+        elif (major, minor) == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(
+                header, max_header_size=_MAX_HEADER
+            )
+        else:
+            raise DecodeError(f"npy: unsupported format version {major}.{minor}")
+    except DecodeError:
+        raise
+    except Exception as exc:  # numpy's header parser raises many kinds on bad input
+        raise DecodeError(f"npy: malformed header: {exc}") from exc
+    if dtype.hasobject:
+        raise DecodeError("npy: object arrays are refused (they would need pickle)")
+    if not _sized(dtype):
+        # np.empty widens "S0", "U0" and "V0" to one item of a byte or character:
+        # the array would hold memory the file never filled.
+        raise DecodeError(f"npy: dtype {dtype.str!r} has no size")
+    start = header.tell()
+    expected = math.prod(shape) * dtype.itemsize
+    if view.nbytes - start != expected:
+        raise DecodeError(
+            f"npy: shape {shape} of {dtype} needs {expected} bytes, "
+            f"file holds {view.nbytes - start}"
+        )
+    return view, shape, fortran, dtype, start
 
 
 @functools.lru_cache(maxsize=256)
