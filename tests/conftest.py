@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+import postgres
 import typedstore as ts
 from typedstore import database
 
@@ -38,3 +39,18 @@ def store(tmp_path: Path) -> Iterator[Path]:
         {"datastore.url": str(root), "database.url": f"sqlite:///{tmp_path / 'test.db'}"}
     ):
         yield root
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server on loopback for the whole session (its URL, without a database)."""
+    with postgres.postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty experiments database: an SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return postgres.new_database(request.getfixturevalue("postgres_server"))

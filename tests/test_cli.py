@@ -298,32 +298,32 @@ def test_put_refuses_a_file_its_name_promises_falsely(
 def test_show_names_a_damaged_field_in_one_line(
     tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import sqlite3
+    import base64
+    import json
+
+    def set_fields(fields: dict[str, object]) -> None:
+        with ts.database.transaction() as conn:
+            conn.execute("UPDATE experiments SET fields = :f", {"f": json.dumps(fields)})
+        ts.database.close_all()
 
     with ts.options.ctx({"datastore.url": str(tmp_path / "s"), "database.url": cli_store[3]}):
         experiment = ts.create_experiment("crafted")
         experiment.fields.a = 1
         experiment.fields.b = 2
         experiment.persist()
-    ts.database.close_all()
-    deep = b"\x80\x05" + b"]" * 100_000 + b"a" * 99_999 + b"."  # lists 100,000 deep
-    with sqlite3.connect(tmp_path / "db") as conn:
-        conn.execute("UPDATE fields SET kind = 'json', value = ? WHERE key = 'a'", ("[" * 10**5,))
-        conn.execute("UPDATE fields SET kind = 'codec', codec = 'pickle', value = ? "
-                     "WHERE key = 'b'", (deep,))  # fmt: skip
-    conn.close()
-    assert main([*cli_store, "show", "crafted"]) == 0
-    out = capsys.readouterr().out
-    unreadable = [line for line in out.splitlines() if "UNREADABLE" in line]
-    assert len(unreadable) == 1
-    assert unreadable[0].startswith("  fields.a = UNREADABLE: field 'a' of experiment 'crafted'")
-    assert "  fields.b = <list nested too deeply to show>" in out
-    with sqlite3.connect(tmp_path / "db") as conn:
-        conn.execute("UPDATE fields SET kind = 'json', value = '1' WHERE key = 'a'")
-    conn.close()
-    ts.database.close_all()
-    assert main([*cli_store, "show", "crafted"]) == 0
-    assert "fields.b = <list nested too deeply to show>" in capsys.readouterr().out
+        deep = b"\x80\x05" + b"]" * 100_000 + b"a" * 99_999 + b"."  # lists 100,000 deep
+        b = {"$codec": "pickle", "$base64": base64.b64encode(deep).decode()}
+        set_fields({"a": {"$codec": "json", "$base64": "W1s="}, "b": b})
+        assert main([*cli_store, "show", "crafted"]) == 0
+        out = capsys.readouterr().out
+        unreadable = [line for line in out.splitlines() if "UNREADABLE" in line]
+        assert len(unreadable) == 1
+        assert unreadable[0].startswith("  fields.a = UNREADABLE: codec 'json': malformed data")
+        assert unreadable[0].endswith("field 'a' of experiment 'crafted'")
+        assert "  fields.b = <list nested too deeply to show>" in out
+        set_fields({"a": 1, "b": b})
+        assert main([*cli_store, "show", "crafted"]) == 0
+        assert "fields.b = <list nested too deeply to show>" in capsys.readouterr().out
 
 
 def test_get_into_a_pipe_or_a_symlinked_file(tmp_path: Path, cli_store: list[str]) -> None:

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import base64
 import decimal
+import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,12 +19,13 @@ import numpy as np
 import pytest
 
 import typedstore as ts
-from helpers import files_under, using
+from helpers import files_under
 from typedstore.errors import (
     DatabaseError,
     DecodeError,
     ExperimentExistsError,
     ExperimentNotFoundError,
+    InvalidReferenceError,
     ReservedPrefixError,
     UnknownCodecError,
 )
@@ -36,6 +38,14 @@ class Model:
 
 
 ts.registry.register_attrs(Model, name="tests.experiment.Model")
+
+
+@pytest.fixture
+def store(tmp_path: Path, database_url: str) -> Iterator[Path]:
+    """A datastore root, with a new database of each kind."""
+    root = tmp_path / "store"
+    with ts.options.ctx({"datastore.url": str(root), "database.url": database_url}):
+        yield root
 
 
 def sample() -> ts.Experiment:
@@ -140,8 +150,10 @@ print(experiment.id)
 """
 
 
-def test_a_script_run_again_replaces_the_experiment_of_its_name(tmp_path: Path) -> None:
-    root, db = tmp_path / "store", f"sqlite:///{tmp_path / 'db'}"
+def test_a_script_run_again_replaces_the_experiment_of_its_name(
+    tmp_path: Path, database_url: str
+) -> None:
+    root, db = tmp_path / "store", database_url
     ids = []
     for value in ("1", "2"):
         result = subprocess.run(
@@ -295,7 +307,7 @@ PERSIST_LOOP = textwrap.dedent(
     import typedstore as ts
 
     ts.options.set("datastore.url", sys.argv[1])
-    ts.options.set("database.url", "sqlite:///" + sys.argv[2])
+    ts.options.set("database.url", sys.argv[2])
     exp = ts.load_experiment("crash")
     version = exp.fields.version
     print("ready", flush=True)
@@ -310,8 +322,8 @@ PERSIST_LOOP = textwrap.dedent(
 )
 
 
-def check_intact(store: Path, db: Path) -> int:
-    with using(store, db):
+def check_intact(store: Path, db: str) -> int:
+    with ts.options.ctx({"datastore.url": str(store), "database.url": db}):
         exp = ts.load_experiment("crash")
         version = int(exp.fields.version)
         assert np.array_equal(exp.fields.data.a, np.full(20_000, version))
@@ -322,9 +334,9 @@ def check_intact(store: Path, db: Path) -> int:
     return version
 
 
-def test_persist_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
-    store, db = tmp_path / "store", tmp_path / "crash.db"
-    with using(store, db):
+def test_persist_survives_sigkill_at_random_moments(tmp_path: Path, database_url: str) -> None:
+    store, db = tmp_path / "store", database_url
+    with ts.options.ctx({"datastore.url": str(store), "database.url": db}):
         exp = ts.create_experiment("crash")
         exp.fields.version = 0
         exp.fields.data = ts.DataStore(a=np.full(20_000, 0), b="0")
@@ -337,7 +349,7 @@ def test_persist_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
     versions = []
     for _ in range(25):
         child = subprocess.Popen(
-            [sys.executable, "-c", PERSIST_LOOP, str(store), str(db)],
+            [sys.executable, "-c", PERSIST_LOOP, str(store), db],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -352,7 +364,7 @@ def test_persist_survives_sigkill_at_random_moments(tmp_path: Path) -> None:
     assert versions == sorted(versions)
     assert versions[-1] > 0
     # Killed persists leave garbage generations; the next persist removes all of them.
-    with using(store, db):
+    with ts.options.ctx({"datastore.url": str(store), "database.url": db}):
         ts.load_experiment("crash").persist(if_exists="replace")
     assert len({f.split("/")[1] for f in files_under(store)}) == 1
     assert check_intact(store, db) == versions[-1]
@@ -379,20 +391,22 @@ def iter_urls(store: Path, prefix: str) -> Iterator[str]:
         yield f"datastore:///{prefix}/{path.name}?codec=raw"
 
 
-def execute(db: Path, sql: str, *args: Any) -> None:
-    with sqlite3.connect(db) as conn:
-        conn.execute(sql, args)
-    conn.close()
+def execute(sql: str, **params: Any) -> None:
+    """Change the current database's rows as another program could."""
+    with ts.database.transaction() as conn:
+        conn.execute(sql, params)
 
 
 def test_gc_and_load_leave_what_a_crafted_row_names_alone(store: Path) -> None:
     mine = ts.DataStoreIO.write(b"mine", "models").url
     experiment = sample()
     experiment.persist()
-    db = store.parent / "test.db"
     for bad in ("models", "../x"):
-        execute(db, "INSERT INTO experiments VALUES (?, ?, '', '', ?)", bad, f"n{bad}", "0" * 32)
-    execute(db, "UPDATE experiments SET generation = 'models' WHERE id = ?", experiment.id)
+        execute(
+            "INSERT INTO experiments VALUES (:id, :name, '', '', :generation, '{}')",
+            id=bad, name=f"n{bad}", generation="0" * 32,
+        )  # fmt: skip
+    execute("UPDATE experiments SET generation = 'models' WHERE id = :id", id=experiment.id)
     report = ts.maintenance.collect_garbage(older_than=0)
     assert report.generations == 0
     assert sorted(report.skipped) == [
@@ -400,7 +414,7 @@ def test_gc_and_load_leave_what_a_crafted_row_names_alone(store: Path) -> None:
         f"experiment row {experiment.id!r}: not a valid id and generation",
         "experiment row 'models': not a valid id and generation",
     ]
-    execute(db, "UPDATE experiments SET generation = ? WHERE id = ?", "0" * 32, experiment.id)
+    execute("UPDATE experiments SET generation = :g WHERE id = :id", g="0" * 32, id=experiment.id)
     assert ts.DataStoreIO(mine).read() == b"mine"
     with pytest.raises(DatabaseError, match="malformed id 'models'"):
         ts.load_experiment("nmodels")
@@ -419,40 +433,55 @@ def test_gc_skips_folders_that_are_not_generations(store: Path) -> None:
     assert (stray / "keep").read_bytes() == b"x"
 
 
-CRAFTED_FIELDS: dict[str, tuple[str, str | None, Any]] = {
-    "deep json": ("json", None, "[" * 100_000 + "]" * 100_000),
-    "json infinity": ("json", None, "[1e999]"),
-    "json not text": ("json", None, b"[1]"),
-    "npy of no size": (
-        "codec",
-        "npy",
-        b"\x93NUMPY\x01\x00v\x00{'descr': '|V0', 'fortran_order': False, 'shape': (2**40,), }"
-        + b" " * 52
-        + b"\n",
-    ),
-    "codec blob as text": ("codec", "pickle", "x"),
-    "unknown codec": ("codec", "nope", b"x"),
+NPY_OF_NO_SIZE = (
+    b"\x93NUMPY\x01\x00v\x00{'descr': '|V0', 'fortran_order': False, 'shape': (2**40,), }"
+    + b" " * 52
+    + b"\n"
+)
+
+#: Nodes a crafted row could hold for one field: each is that field's error alone.
+CRAFTED_NODES: dict[str, Any] = {
+    "npy of no size": {"$codec": "npy", "$base64": base64.b64encode(NPY_OF_NO_SIZE).decode()},
+    "unknown codec": {"$codec": "nope", "$base64": "eA=="},
+    "bad base64": {"$codec": "pickle", "$base64": "!!"},
+    "base64 not text": {"$codec": "pickle", "$base64": 1},
+    "hostile pickle": {
+        "$codec": "pickle",
+        "$base64": base64.b64encode(b"cos\nsystem\n(S'true'\ntR.").decode(),
+    },
+    "unknown tag": {"$eval": "1"},
+    "tag among keys": {"$datastore": "datastore:///p/k?codec=raw", "x": 1},
+    "datastore not text": {"$datastore": 5},
+    "reference outside the store": {"$datastore": "datastore:///../x?codec=raw"},
+    "not a reference": {"$datastore": "file:///etc/passwd"},
+    "migrated malformed": {"$malformed": "[1e999]"},
 }
 
 
-@pytest.mark.parametrize("name", sorted(CRAFTED_FIELDS))
-def test_a_crafted_field_row_is_a_clear_error(store: Path, name: str) -> None:
+def stored_document(experiment_id: str) -> dict[str, Any]:
+    with ts.database.reading() as conn:
+        assert conn is not None
+        ((text,),) = conn.execute(
+            "SELECT CAST(fields AS TEXT) FROM experiments WHERE id = :id", {"id": experiment_id}
+        )
+    document: dict[str, Any] = json.loads(text)
+    return document
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED_NODES))
+def test_a_crafted_field_is_a_clear_error_of_that_field(store: Path, name: str) -> None:
     experiment = sample()
     experiment.persist()
-    kind, codec, value = CRAFTED_FIELDS[name]
+    document = stored_document(experiment.id) | {"lr": CRAFTED_NODES[name]}
     execute(
-        store.parent / "test.db",
-        "UPDATE fields SET kind = ?, codec = ?, value = ? WHERE owner = ? AND key = 'lr'",
-        kind,
-        codec,
-        value,
-        experiment.id,
-    )
+        "UPDATE experiments SET fields = :f WHERE id = :id",
+        f=json.dumps(document), id=experiment.id,
+    )  # fmt: skip
     loaded = ts.load_experiment(experiment.id)  # the other fields load
     assert loaded.fields.tags == ["a", "b"]
     assert loaded.fields.pair == (1, 2)
     assert set(loaded.fields.unreadable) == {"lr"}
-    expected = (DecodeError, DatabaseError, UnknownCodecError)
+    expected = (DecodeError, DatabaseError, UnknownCodecError, InvalidReferenceError)
     where = f"field 'lr' of experiment '{experiment.name}'"
     with pytest.raises(expected, match=where):
         _ = loaded.fields.lr
@@ -465,3 +494,32 @@ def test_a_crafted_field_row_is_a_clear_error(store: Path, name: str) -> None:
     again = ts.load_experiment(experiment.id)
     assert set(again.fields.unreadable) == {"lr"}
     assert again.fields.note == "added"
+    assert stored_document(experiment.id)["lr"] == CRAFTED_NODES[name]
+
+
+#: Whole documents a crafted row could hold: loading the experiment is a DatabaseError.
+CRAFTED_DOCUMENTS = {
+    "deep json": '{"lr":' + "[" * 100_000 + "]" * 100_000 + "}",
+    "json infinity": '{"lr":1e999}',
+    "not an object": "[1]",
+    "duplicate keys": '{"lr":1,"lr":2}',
+    "not json": "{lr: 1}",
+    "nan": '{"lr":NaN}',
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED_DOCUMENTS))
+def test_a_crafted_document_is_a_clear_error(store: Path, name: str) -> None:
+    experiment = sample()
+    experiment.persist()
+    text = CRAFTED_DOCUMENTS[name]
+    try:
+        execute("UPDATE experiments SET fields = :f WHERE id = :id", f=text, id=experiment.id)
+    except DatabaseError:
+        # PostgreSQL's JSON type refuses text that is not JSON: such rows cannot exist.
+        assert ts.options.get("database.url").startswith("postgresql")
+        assert name in ("not json", "nan", "deep json")
+        return
+    with pytest.raises(DatabaseError, match=f"experiment '{experiment.name}' has malformed"):
+        ts.load_experiment(experiment.id)
+    assert [e.name for e in ts.list_experiments()] == [experiment.name]

@@ -26,7 +26,8 @@ PRELUDE = textwrap.dedent(
     import numpy as np
     import typedstore as ts
     ts.options.set("datastore.url", sys.argv[1])
-    ts.options.set("database.url", "sqlite:///" + sys.argv[2])
+    db = sys.argv[2]
+    ts.options.set("database.url", db if "://" in db else "sqlite:///" + db)
     """
 )
 
@@ -163,16 +164,16 @@ print(json.dumps({"wins": wins, "conflicts": conflicts}))
 """
 
 
-def test_two_processes_persisting_one_experiment(tmp_path: Path) -> None:
-    store, db = tmp_path / "store", tmp_path / "db"
-    with using(store, db):
+def test_two_processes_persisting_one_experiment(tmp_path: Path, database_url: str) -> None:
+    store, db = tmp_path / "store", database_url
+    with ts.options.ctx({"datastore.url": str(store), "database.url": db}):
         exp = ts.create_experiment("shared")
         exp.fields.version = 0
         exp.fields.data = ts.DataStore(v=np.full(20_000, 0))
         exp.persist()
     ts.database.close_all()
     procs = [
-        python(PERSISTER, str(store), str(db), str(n), stdin=subprocess.PIPE) for n in (1, 2)
+        python(PERSISTER, str(store), db, str(n), stdin=subprocess.PIPE) for n in (1, 2)
     ]
     for proc in procs:
         assert proc.stdout is not None
@@ -183,7 +184,7 @@ def test_two_processes_persisting_one_experiment(tmp_path: Path) -> None:
         assert proc.returncode == 0, err
         results.append(json.loads(out))
     assert sum(r["wins"] for r in results) >= 15
-    with using(store, db):
+    with ts.options.ctx({"datastore.url": str(store), "database.url": db}):
         final = ts.load_experiment("shared")
         version = final.fields.version
         assert np.array_equal(final.fields.data.v, np.full(20_000, version))

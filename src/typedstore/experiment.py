@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import re
-import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any, Literal
 
 import attrs
 
-from typedstore import _strictjson, database
+from typedstore import database
+from typedstore import fields as fields_format
 from typedstore._progress import progress
-from typedstore.attrdict import AttrAccess
-from typedstore.codecs import json as json_codec
-from typedstore.datastore import DataStore
+from typedstore.database import Connection
 from typedstore.errors import (
     DatabaseError,
-    EncodeError,
     ExperimentExistsError,
     ExperimentNotFoundError,
     PersistConflictError,
@@ -29,10 +25,10 @@ from typedstore.errors import (
     StorageError,
     TypedStoreError,
 )
+from typedstore.fields import Fields
 from typedstore.options import options
-from typedstore.protocols import byte_view
 from typedstore.reference import Reference
-from typedstore.store import Store, current_store, default_store, reserve_prefixes
+from typedstore.store import Store, default_store, reserve_prefixes
 
 __all__ = [
     "ID_PATTERN",
@@ -67,60 +63,6 @@ def _check_id(instance: Any, attribute: attrs.Attribute[Any], value: object) -> 
 
 # While an experiment persists, writes under its own folder are its own, not a caller's.
 _persisting: ContextVar[str | None] = ContextVar("typedstore_persisting", default=None)
-
-
-@attrs.frozen
-class _Unreadable:
-    """A stored field that could not be decoded: its row, kept to be written back as it
-    was, and why it could not be read."""
-
-    row: tuple[str, str | None, bytes | str]
-    error: TypedStoreError
-
-
-class Fields(AttrAccess, MutableMapping[str, Any]):
-    """The fields of an experiment or run: a mapping whose values are also attributes.
-
-    Plain data is kept inline as JSON, DataStores as their references (their contents go
-    to the datastore), anything else through the codec registry as an inline blob. A
-    loaded field that cannot be decoded (its class is not registered here, say) raises
-    its error when it is read, and the other fields load; persisting keeps it as stored.
-    """
-
-    __slots__ = ("_ts_values",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        object.__setattr__(self, "_ts_values", {})
-        self.update(*args, **kwargs)
-
-    def __getitem__(self, key: str) -> Any:
-        value = self._ts_values[key]
-        if type(value) is _Unreadable:
-            raise value.error.with_traceback(None)
-        return value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._ts_values[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self._ts_values[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._ts_values)
-
-    def __len__(self) -> int:
-        return len(self._ts_values)
-
-    def __repr__(self) -> str:
-        shown = {
-            k: "<unreadable>" if type(v) is _Unreadable else v for k, v in self._ts_values.items()
-        }
-        return f"Fields({shown!r})"
-
-    @property
-    def unreadable(self) -> Mapping[str, TypedStoreError]:
-        """The fields that could not be decoded when loaded, with the error each raises."""
-        return {k: v.error for k, v in self._ts_values.items() if type(v) is _Unreadable}
 
 
 @attrs.define(eq=False)
@@ -196,38 +138,50 @@ class Experiment:
         prefix = f"{self.id}/{generation}"
         token = _persisting.set(self.id)
         try:
-            owners = [(self.id, self.fields)] + [(run.id, run.fields) for run in self.runs]
+            owners = [self.fields] + [run.fields for run in self.runs]
             with (
                 options.ctx({"datastore.relative_path_prefix": prefix}),
                 progress(len(owners), f"persist {self.name}", unit="run", minimum=20) as bar,
             ):
-                rows = []
-                for owner, fields in owners:
+                documents = []
+                urls: list[str] = []
+                for fields in owners:
                     try:
-                        rows.append((owner, _encode_fields(fields, prefix)))
+                        document, written = fields_format.encode(fields, prefix)
                     except StorageError as exc:
                         # A folder that vanished under a write: another persist collected it.
                         vanished = isinstance(exc.__cause__, FileNotFoundError)
                         if not vanished or generation in store.children(self.id):
                             raise
                         raise _conflict(self) from exc
+                    documents.append(document)
+                    urls += written
                     bar.update()
             with database.transaction() as conn:
                 replaced = self._check_can_persist(if_exists, conn)
-                _check_written(store, self, rows)
+                _check_written(store, self, urls)
                 for exp_id in (self.id, *replaced):
                     _delete_rows(conn, exp_id)
                 conn.execute(
-                    "INSERT INTO experiments VALUES (?, ?, ?, ?, ?)",
-                    (self.id, self.name, self.created_at, _now(), generation),
+                    "INSERT INTO experiments (id, name, created_at, persisted_at, generation, "
+                    "fields) VALUES (:id, :name, :created_at, :persisted_at, :generation, "
+                    ":fields)",
+                    {
+                        "id": self.id,
+                        "name": self.name,
+                        "created_at": self.created_at,
+                        "persisted_at": _now(),
+                        "generation": generation,
+                        "fields": documents[0],
+                    },
                 )
                 conn.executemany(
-                    "INSERT INTO runs VALUES (?, ?, ?)",
-                    [(run.id, self.id, i) for i, run in enumerate(self.runs)],
-                )
-                conn.executemany(
-                    "INSERT INTO fields VALUES (?, ?, ?, ?, ?, ?)",
-                    [(owner, *row) for owner, encoded in rows for row in encoded],
+                    "INSERT INTO runs (id, experiment_id, position, fields) "
+                    "VALUES (:id, :experiment_id, :position, :fields)",
+                    [
+                        {"id": run.id, "experiment_id": self.id, "position": i, "fields": doc}
+                        for i, (run, doc) in enumerate(zip(self.runs, documents[1:], strict=True))
+                    ],
                 )
         except BaseException:
             # The rows still name the previous generation: this one is garbage.
@@ -239,9 +193,7 @@ class Experiment:
         for exp_id in (self.id, *replaced):
             _collect(store, exp_id)
 
-    def _check_can_persist(
-        self, if_exists: str, conn: sqlite3.Connection | None = None
-    ) -> list[str]:
+    def _check_can_persist(self, if_exists: str, conn: Connection | None = None) -> list[str]:
         """The ids of other stored experiments of this name (to replace); raises if the
         experiment may not be persisted."""
         with contextlib.ExitStack() as stack:
@@ -249,13 +201,10 @@ class Experiment:
                 conn = stack.enter_context(database.reading())
             if conn is None:
                 return []
-            try:
-                rows = conn.execute(
-                    "SELECT id, name FROM experiments WHERE id = ? OR name = ?",
-                    (self.id, self.name),
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise DatabaseError(f"cannot read experiments: {exc}") from exc
+            rows = conn.execute(
+                "SELECT id, name FROM experiments WHERE id = :id OR name = :name",
+                {"id": self.id, "name": self.name},
+            )
         others = [other_id for other_id, name in rows if other_id != self.id and name == self.name]
         if rows and if_exists == "fail":
             which = f"as experiment {others[0]}" if others else f"({self.id})"
@@ -281,15 +230,11 @@ class Experiment:
         _collect(default_store(), self.id)
 
 
-def _check_written(
-    store: Store, experiment: Experiment, rows: list[tuple[str, list[_FieldRow]]]
-) -> None:
+def _check_written(store: Store, experiment: Experiment, urls: list[str]) -> None:
     """Inside the commit transaction: this persist's objects are all still there."""
-    for _, encoded in rows:
-        for _, _, kind, _, value in encoded:
-            written = kind == "datastore" and isinstance(value, str)
-            if written and not store.exists(Reference.parse(str(value)).key):
-                raise _conflict(experiment)
+    for url in urls:
+        if not store.exists(Reference.parse(url).key):
+            raise _conflict(experiment)
 
 
 def _conflict(experiment: Experiment) -> PersistConflictError:
@@ -308,18 +253,13 @@ def _collect(store: Store, exp_id: str) -> None:
     committed before (and its generation is kept) or finds its objects gone and fails.
     """
     with database.transaction() as conn:
-        try:
-            row = conn.execute(
-                "SELECT generation FROM experiments WHERE id = ?", (exp_id,)
-            ).fetchone()
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"cannot read experiment {exp_id}: {exc}") from exc
-        if row is None:
+        rows = conn.execute("SELECT generation FROM experiments WHERE id = :id", {"id": exp_id})
+        if not rows:
             store.storage.delete(exp_id)
             return
         for folder in store.children(exp_id):
             # Only generations are the experiment's to remove: anything else stays.
-            if folder != row[0] and is_id(folder):
+            if folder != rows[0][0] and is_id(folder):
                 store.storage.delete(f"{exp_id}/{folder}")
 
 
@@ -336,39 +276,30 @@ def load_experiment(id_or_name: str) -> Experiment:
     with database.reading() as conn:
         if conn is None:
             raise ExperimentNotFoundError(f"no experiment {id_or_name!r} (no database yet)")
-        try:
-            row = conn.execute(
-                "SELECT id, name, created_at FROM experiments WHERE id = ? OR name = ? "
-                "ORDER BY id = ? DESC LIMIT 1",
-                (id_or_name, id_or_name, id_or_name),
-            ).fetchone()
-            if row is None:
-                raise ExperimentNotFoundError(f"no experiment with id or name {id_or_name!r}")
-            exp_id, name, created_at = row
-            _check_row_id(exp_id)
-            run_ids = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT id FROM runs WHERE experiment_id = ? ORDER BY position", (exp_id,)
-                )
-            ]
-            for run_id in run_ids:
-                _check_row_id(run_id)
-            label = f"experiment {name!r}"
-            fields = {exp_id: _read_fields(conn, exp_id, label)}
-            for run_id in run_ids:
-                fields[run_id] = _read_fields(conn, run_id, f"run {run_id} of {label}")
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"cannot read experiment {id_or_name!r}: {exc}") from exc
-    try:
-        return Experiment(
-            id=exp_id,
-            name=name,
-            fields=fields[exp_id],
-            runs=[Run(id=run_id, fields=fields[run_id]) for run_id in run_ids],
-            created_at=created_at,
+        rows = conn.execute(
+            "SELECT id, name, created_at, CAST(fields AS TEXT) FROM experiments "
+            "WHERE id = :key OR name = :key ORDER BY CASE WHEN id = :key THEN 0 ELSE 1 END",
+            {"key": id_or_name},
         )
-    except ValueError as exc:
+        if not rows:
+            raise ExperimentNotFoundError(f"no experiment with id or name {id_or_name!r}")
+        exp_id, name, created_at, document = rows[0]
+        _check_row_id(exp_id)
+        runs = conn.execute(
+            "SELECT id, CAST(fields AS TEXT) FROM runs WHERE experiment_id = :id ORDER BY position",
+            {"id": exp_id},
+        )
+    label = f"experiment {name!r}"
+    fields = fields_format.decode(document, label)
+    loaded = []
+    for run_id, run_document in runs:
+        _check_row_id(run_id)
+        loaded.append(
+            Run(id=run_id, fields=fields_format.decode(run_document, f"run {run_id} of {label}"))
+        )
+    try:
+        return Experiment(id=exp_id, name=name, fields=fields, runs=loaded, created_at=created_at)
+    except (ValueError, TypeError) as exc:
         raise DatabaseError(f"experiment {id_or_name!r} has a malformed row: {exc}") from exc
 
 
@@ -382,84 +313,17 @@ def list_experiments() -> list[ExperimentInfo]:
     with database.reading() as conn:
         if conn is None:
             return []
-        try:
-            rows = conn.execute(
-                "SELECT e.id, e.name, e.created_at, e.persisted_at, "
-                "(SELECT count(*) FROM runs r WHERE r.experiment_id = e.id) "
-                "FROM experiments e ORDER BY e.created_at, e.name"
-            ).fetchall()
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"cannot list experiments: {exc}") from exc
+        rows = conn.execute(
+            "SELECT e.id, e.name, e.created_at, e.persisted_at, "
+            "(SELECT count(*) FROM runs r WHERE r.experiment_id = e.id) "
+            "FROM experiments e ORDER BY e.created_at, e.name"
+        )
     return [ExperimentInfo(*row) for row in rows]
 
 
-def _delete_rows(conn: sqlite3.Connection, exp_id: str) -> None:
-    conn.execute(
-        "DELETE FROM fields WHERE owner = ? OR owner IN "
-        "(SELECT id FROM runs WHERE experiment_id = ?)",
-        (exp_id, exp_id),
-    )
-    conn.execute("DELETE FROM runs WHERE experiment_id = ?", (exp_id,))
-    conn.execute("DELETE FROM experiments WHERE id = ?", (exp_id,))
-
-
-_FieldRow = tuple[int, str, str, str | None, bytes | str]
-
-
-def _encode_fields(fields: Fields, prefix: str) -> list[_FieldRow]:
-    rows: list[_FieldRow] = []
-    for position, (key, value) in enumerate(fields._ts_values.items()):
-        if type(key) is not str:
-            raise EncodeError(f"field names are strings, got {key!r}")
-        if type(value) is _Unreadable:  # kept as it was stored
-            rows.append((position, key, *value.row))
-            continue
-        try:
-            rows.append((position, key, *_encode_value(value, prefix)))
-        except TypedStoreError as exc:
-            exc.add_note(f"field {key!r}")
-            raise
-    return rows
-
-
-def _encode_value(value: Any, prefix: str) -> tuple[str, str | None, bytes | str]:
-    if type(value) is DataStore:
-        return "datastore", None, value.to_url(prefix)
-    registry = current_store().registry
-    if registry.get("json").accepts(value):
-        return "json", None, json.dumps(value, separators=(",", ":"))
-    codec = registry.for_value(value)
-    return "codec", codec.name, b"".join(byte_view(c) for c in codec.encode(value))
-
-
-def _read_fields(conn: sqlite3.Connection, owner: str, label: str) -> Fields:
-    fields = Fields()
-    values = fields._ts_values
-    for key, kind, codec, value in conn.execute(
-        "SELECT key, kind, codec, value FROM fields WHERE owner = ? ORDER BY position", (owner,)
-    ):
-        if type(key) is not str:
-            raise DatabaseError(f"{label} has a field named {key!r:.80}, not a string")
-        try:
-            values[key] = _decode_value(kind, codec, value)
-        except TypedStoreError as exc:
-            exc.add_note(f"field {key!r} of {label}")
-            values[key] = _Unreadable((kind, codec, value), exc)
-        except Exception as exc:  # a row is untrusted input, like a stored object
-            error = DatabaseError(f"field {key!r} of {label} is malformed: {exc!r:.200}")
-            error.__cause__ = exc
-            values[key] = _Unreadable((kind, codec, value), error)
-    return fields
-
-
-def _decode_value(kind: str, codec: str | None, value: Any) -> Any:
-    if kind == "json" and type(value) is str:
-        return _strictjson.loads(value, max_depth=json_codec.MAX_DEPTH)
-    if kind == "datastore":
-        return DataStore.from_url(value, lazy=True)
-    if kind == "codec" and codec is not None and isinstance(value, bytes):
-        return current_store().registry.get(codec).decode(memoryview(value), None)
-    raise DatabaseError(f"malformed field row (kind {kind!r})")
+def _delete_rows(conn: Connection, exp_id: str) -> None:
+    conn.execute("DELETE FROM runs WHERE experiment_id = :id", {"id": exp_id})
+    conn.execute("DELETE FROM experiments WHERE id = :id", {"id": exp_id})
 
 
 def _refuse_experiment_prefix(prefix: str) -> None:
@@ -469,10 +333,7 @@ def _refuse_experiment_prefix(prefix: str) -> None:
     with database.reading() as conn:
         if conn is None:
             return
-        try:
-            found = conn.execute("SELECT 1 FROM experiments WHERE id = ?", (head,)).fetchone()
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"cannot check experiments: {exc}") from exc
+        found = conn.execute("SELECT 1 FROM experiments WHERE id = :id", {"id": head})
     if found:
         raise ReservedPrefixError(
             f"prefix {prefix!r} is inside the datastore folder of experiment {head}, which "

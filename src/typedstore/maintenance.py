@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterator
 
@@ -11,8 +10,9 @@ import attrs
 from typedstore import _strictjson, database
 from typedstore.codecs.safetensors import read_header
 from typedstore.datastore import DataStore
-from typedstore.errors import DatabaseError, DecodeError, TypedStoreError, describe
+from typedstore.errors import DecodeError, TypedStoreError, describe
 from typedstore.experiment import is_id
+from typedstore.fields import datastore_urls
 from typedstore.policy import LARGE
 from typedstore.protocols import RemovesTemporary, TracksChanges
 from typedstore.reference import Reference
@@ -74,10 +74,10 @@ def collect_garbage(older_than: float = 3600.0, *, store: Store | None = None) -
             if folder != current and modified is not None and modified <= cutoff:
                 with database.transaction() as conn:
                     # Re-read under the write lock: a persist may have just committed it.
-                    row = conn.execute(
-                        "SELECT generation FROM experiments WHERE id = ?", (exp_id,)
-                    ).fetchone()
-                    if row is not None and row[0] != folder:
+                    rows = conn.execute(
+                        "SELECT generation FROM experiments WHERE id = :id", {"id": exp_id}
+                    )
+                    if rows and rows[0][0] != folder:
                         storage.delete(prefix)
                         generations += 1
     return GcReport(temporary, generations, tuple(skipped))
@@ -87,10 +87,7 @@ def _experiment_generations() -> list[tuple[str, str]]:
     with database.reading() as conn:
         if conn is None:
             return []
-        try:
-            return list(conn.execute("SELECT id, generation FROM experiments"))
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"cannot list experiments: {exc}") from exc
+        return [(row[0], row[1]) for row in conn.execute("SELECT id, generation FROM experiments")]
 
 
 def _referenced() -> dict[str, str]:
@@ -98,14 +95,15 @@ def _referenced() -> dict[str, str]:
     with database.reading() as conn:
         if conn is None:
             return {}
-        try:
-            urls = [
-                row[0] for row in conn.execute("SELECT value FROM fields WHERE kind = 'datastore'")
-            ]
-        except sqlite3.Error as exc:
-            raise DatabaseError(f"cannot read experiments: {exc}") from exc
+        # Only documents that name a DataStore are parsed.
+        documents = conn.execute(
+            "SELECT CAST(fields AS TEXT) FROM experiments "
+            "WHERE CAST(fields AS TEXT) LIKE '%\"$datastore\"%' UNION ALL "
+            "SELECT CAST(fields AS TEXT) FROM runs "
+            "WHERE CAST(fields AS TEXT) LIKE '%\"$datastore\"%'"
+        )
     refs = {}
-    for url in urls:
+    for url in (url for (document,) in documents for url in datastore_urls(document)):
         try:
             refs[Reference.parse(url).key] = url
         except TypedStoreError:

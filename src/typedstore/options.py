@@ -78,7 +78,8 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
             "sqlite:///typedstore.db",
             _str,
             "Where experiments are kept: sqlite:///PATH (relative to the current directory), "
-            "sqlite:////ABSOLUTE/PATH or sqlite:///:memory:.",
+            "sqlite:////ABSOLUTE/PATH, sqlite:///:memory:, or any SQLAlchemy URL such as "
+            "postgresql+psycopg://USER@HOST/NAME (extra 'postgres').",
         ),
         "datastore.relative_path_prefix": _Spec(
             None, _opt_str, "Prefix used when a write names none (None means 'default')."
