@@ -250,3 +250,13 @@ def store_in_worker(store: Any, value: int) -> Any:
     from typedstore.io import DataStoreIO
 
     return DataStoreIO.serialize_write(np.full(3, value), "workers", store=store)
+
+
+def datastore_in_worker(options: dict[str, Any], index: int) -> Any:
+    """In a worker process started with default options: a DataStore, which pickles by
+    storing itself under the options the parent passed."""
+    import typedstore as ts
+
+    for key, value in options.items():
+        ts.options.set(key, value)
+    return ts.DataStore(weights=np.full(3, index), score=index / 10)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import typedstore as ts
-from helpers import store_in_worker
+from helpers import datastore_in_worker, store_in_worker
 
 
 def test_references_pickle_and_copy() -> None:
@@ -50,3 +50,39 @@ def test_workers_return_objects_they_wrote(tmp_path: Path, method: str) -> None:
     for i, io in enumerate(ios):
         assert np.array_equal(io.read_deserialize(), np.full(3, i))
     assert len({io.reference.key for io in ios}) == 4
+
+
+def test_joblib_loky_workers_return_objects_they_wrote(tmp_path: Path) -> None:
+    joblib = pytest.importorskip("joblib")
+    store = ts.Store(str(tmp_path / "shared"))
+    with joblib.parallel_config(backend="loky", n_jobs=2):
+        ios = joblib.Parallel()(joblib.delayed(store_in_worker)(store, i) for i in range(4))
+    assert [int(io.read_deserialize()[0]) for io in ios] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork", "loky"])
+def test_runs_computed_in_workers_persist_with_their_datastores(
+    store: Path, method: str
+) -> None:
+    settings = {"datastore.url": str(store)}  # spawned workers start with default options
+    # Set for the process: a pool unpickles results in a thread of its own, which does not
+    # see the fixture's options.ctx (contextvars are per thread).
+    ts.options.set("datastore.url", str(store))
+    if method == "loky":
+        joblib = pytest.importorskip("joblib")
+        with joblib.parallel_config(backend="loky", n_jobs=2):
+            jobs = (joblib.delayed(datastore_in_worker)(settings, i) for i in range(4))
+            results = joblib.Parallel()(jobs)
+    else:
+        context = multiprocessing.get_context(method)
+        with ProcessPoolExecutor(2, mp_context=context) as pool:
+            results = list(pool.map(datastore_in_worker, [settings] * 4, range(4)))
+    experiment = ts.create_experiment("parallel")
+    for result in results:
+        with experiment.run() as run:
+            run.fields.outputs = result
+    experiment.persist()
+    loaded = ts.load_experiment("parallel")
+    for i, run in enumerate(loaded.runs):
+        assert np.array_equal(run.fields.outputs.weights, np.full(3, i))
+        assert run.fields.outputs.score == i / 10

@@ -284,3 +284,82 @@ def test_wrong_credentials(s3_endpoint: str, bucket: str) -> None:
                 ts.DataStoreIO("datastore:///p/0123?codec=raw").read()
     finally:
         require_auth("inf")
+
+
+TEAM_MEMBER = """
+import json, sys
+import numpy as np
+import typedstore as ts
+
+ts.options.set("datastore.url", sys.argv[1])
+ts.options.set("datastore.storage_options", json.loads(sys.argv[2]))
+ts.options.set("database.url", sys.argv[3])
+n = int(sys.argv[4])
+print("ready", flush=True)
+sys.stdin.readline()
+own = ts.create_experiment(f"own-{n}")
+for i in range(3):
+    with own.run() as run:
+        run.fields.member = n
+        run.fields.data = ts.DataStore(w=np.full(1000, n * 10 + i))
+own.persist()
+wins = conflicts = 0
+for i in range(6):
+    shared = ts.create_experiment("shared")
+    shared.fields.version = n * 100 + i
+    shared.fields.data = ts.DataStore(w=np.full(1000, n * 100 + i))
+    try:
+        shared.persist(if_exists="replace")
+        wins += 1
+    except ts.errors.PersistConflictError:
+        conflicts += 1
+print(json.dumps({"wins": wins, "conflicts": conflicts}))
+"""
+
+
+def test_a_team_of_processes_shares_postgresql_and_s3(
+    s3_endpoint: str, bucket: str, postgres_server: str, tmp_path: Path
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from postgres import new_database
+
+    store, options = f"s3://{bucket}/team", s3_options(s3_endpoint)
+    database = new_database(postgres_server)
+    machines = [tmp_path / f"machine-{n}" for n in range(4)]
+    members = []
+    for n, cwd in enumerate(machines):
+        cwd.mkdir()
+        args = [sys.executable, "-c", TEAM_MEMBER, store, json.dumps(options), database, str(n)]
+        pipe = subprocess.PIPE
+        members.append(
+            subprocess.Popen(args, cwd=cwd, stdin=pipe, stdout=pipe, stderr=pipe, text=True)
+        )
+    for member in members:
+        assert member.stdout is not None
+        assert member.stdout.readline().strip() == "ready"
+    results = []
+    for member in members:  # all started: go at once
+        out, err = member.communicate("go\n", timeout=300)
+        assert member.returncode == 0, err
+        results.append(json.loads(out))
+    assert sum(r["wins"] + r["conflicts"] for r in results) == 24
+    assert sum(r["wins"] for r in results) >= 6
+    assert all(list(cwd.iterdir()) == [] for cwd in machines), "nothing is written locally"
+    with ts.options.ctx(
+        {"datastore.url": store, "datastore.storage_options": options, "database.url": database}
+    ):
+        infos = {info.name: info for info in ts.list_experiments()}
+        assert sorted(infos) == ["own-0", "own-1", "own-2", "own-3", "shared"]
+        for n in range(4):
+            own = ts.load_experiment(f"own-{n}")
+            for i, run in enumerate(own.runs):
+                assert run.fields.member == n
+                assert np.array_equal(run.fields.data.w, np.full(1000, n * 10 + i))
+        shared = ts.load_experiment("shared")  # one clean winner
+        assert np.array_equal(shared.fields.data.w, np.full(1000, shared.fields.version))
+        storage = storage_for_url(store, storage_options=options)
+        folders = {key.split("/", 1)[0] for key in storage.list()}
+        assert folders == {info.id for info in infos.values()}, "no objects left behind"
