@@ -14,6 +14,7 @@ from typedstore.experiment import (
 from typedstore.io import DataStoreIO
 from typedstore.options import Options, options
 from typedstore.protocols import Buffer, Codec, Reader, Storage
+from typedstore.query import Condition, FoundRun, find_runs
 from typedstore.reference import Reference
 from typedstore.registry import CodecRegistry, registry
 from typedstore.storage import (
@@ -29,10 +30,12 @@ __all__ = [
     "Buffer",
     "Codec",
     "CodecRegistry",
+    "Condition",
     "DataStore",
     "DataStoreIO",
     "Experiment",
     "ExperimentInfo",
+    "FoundRun",
     "FsspecStorage",
     "LocalStorage",
     "MemoryStorage",
@@ -46,6 +49,7 @@ __all__ = [
     "create_experiment",
     "default_store",
     "errors",
+    "find_runs",
     "list_experiments",
     "load_experiment",
     "maintenance",

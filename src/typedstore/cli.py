@@ -38,6 +38,7 @@ from typedstore.maintenance import collect_garbage, detect_codec, verify
 from typedstore.options import options
 from typedstore.policy import PART
 from typedstore.protocols import NAME_PATTERN, Storage
+from typedstore.query import Condition, find_runs
 from typedstore.reference import Reference
 from typedstore.registry import registry
 from typedstore.store import Store, default_store
@@ -320,6 +321,8 @@ def _codecs(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _experiments(args: argparse.Namespace, out: TextIO) -> int:
+    if args.where:
+        return _runs(args.where, out)
     infos = list_experiments()
     if not infos:
         print("no experiments", file=out)
@@ -328,6 +331,30 @@ def _experiments(args: argparse.Namespace, out: TextIO) -> int:
     rows += [(e.id, e.name, str(e.runs), e.persisted_at) for e in infos]
     _table(rows, out)
     return 0
+
+
+def _runs(conditions: list[Condition], out: TextIO) -> int:
+    found = find_runs(*conditions)
+    if not found:
+        print("no runs match", file=out)
+        return 0
+    rows = [("EXPERIMENT", "RUN", "ID", "FIELDS")]
+    for run in found:
+        unreadable = run.fields.unreadable
+        shown = ", ".join(
+            f"{key}=UNREADABLE" if key in unreadable else f"{key}={_short(run.fields[key])}"
+            for key in run.fields
+        )
+        rows.append((run.experiment, str(run.position), run.id, shown))
+    _table(rows, out)
+    return 0
+
+
+def _condition(text: str) -> Condition:
+    try:
+        return Condition.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _show(args: argparse.Namespace, out: TextIO) -> int:
@@ -466,7 +493,12 @@ def _parser() -> argparse.ArgumentParser:
     put.add_argument("--prefix", default=None)
     put.add_argument("--codec", type=_codec_name, default=None)
     command("rm", _rm, "delete every object under a prefix").add_argument("prefix")
-    command("experiments", _experiments, "list the stored experiments")
+    experiments = command("experiments", _experiments, "list the stored experiments")
+    experiments.add_argument(
+        "--where", type=_condition, action="append", metavar="COND",
+        help="list the runs, of any experiment, whose field meets COND instead, such as "
+        "'accuracy > 0.9' or \"model == 'svm'\" (repeat to require several)",
+    )  # fmt: skip
     copy = command("copy", _copy, "copy every object of one datastore to another (same keys)")
     copy.add_argument("source", metavar="SRC_URL")
     copy.add_argument("target", metavar="DST_URL")

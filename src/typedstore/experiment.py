@@ -16,6 +16,7 @@ from typedstore import database
 from typedstore import fields as fields_format
 from typedstore._progress import progress
 from typedstore.database import Connection
+from typedstore.datastore import DataStore
 from typedstore.errors import (
     DatabaseError,
     ExperimentExistsError,
@@ -213,6 +214,36 @@ class Experiment:
                 'use persist(if_exists="replace") to replace it'
             )
         return others
+
+    def to_pandas(self, *, datastores: Literal["lazy", "reference"] = "lazy") -> Any:
+        """The runs' fields as a pandas DataFrame: one row per run, indexed by run id,
+        one column per field name (NaN where a run lacks it).
+
+        DataStores are kept as they are (loading lazily), or with
+        ``datastores="reference"`` given as their reference URLs (a DataStore not stored
+        yet stays itself). A field that cannot be decoded raises its error.
+        """
+        if datastores not in ("lazy", "reference"):
+            raise ValueError(f"datastores must be 'lazy' or 'reference', got {datastores!r}")
+        try:
+            import pandas
+        except ImportError as exc:
+            exc.add_note("Experiment.to_pandas needs pandas: pip install pandas")
+            raise
+        rows = []
+        for run in self.runs:
+            row = dict(run.fields)
+            if datastores == "reference":
+                for key, value in row.items():
+                    if type(value) is DataStore and value.reference is not None:
+                        row[key] = value.reference
+            rows.append(row)
+        index = pandas.Index([run.id for run in self.runs], name="run", dtype=object)
+        return (
+            pandas.DataFrame.from_records(rows, index=index)
+            if rows
+            else pandas.DataFrame(index=index)
+        )
 
     def reload(self) -> Experiment:
         """Replace this object's fields and runs with the stored ones; return self."""
