@@ -18,6 +18,9 @@ same run):
   strings and categoricals) as Arrow IPC, against Feather, Parquet and pickle.
 - ``s3``: 64 MiB through an S3 server on loopback (moto), against plain s3fs, and one
   column of a 100-column frame against the whole frame.
+- ``experiments``: persist and load of experiments of 1,000 to 100,000 runs of 10 scalar
+  fields (1,000 and 10,000 with ``--quick``), and of 100 runs each holding a DataStore, on
+  SQLite and on PostgreSQL (a server started on loopback), against mltraq on SQLite.
 - ``dispatch``: registry lookups for already-seen types.
 - ``small``: thousands of small values, one object each (run last: after mass deletes,
   ext4 makes new files slow for a while).
@@ -799,6 +802,114 @@ def _s3_table_reads(rounds: int, mib: int) -> list[dict[str, Any]]:
     return reads.rows("table read", whole, reads.payload)
 
 
+def experiments(tmp: Path, rounds: int, sizes: list[int]) -> list[dict[str, Any]]:
+    """Persist and load of whole experiments on SQLite and PostgreSQL, against mltraq (the
+    tracker typedstore's DataStore comes from) on SQLite when it is installed."""
+    from typedstore.testing.postgres import new_database, postgres_server
+
+    try:
+        import mltraq
+    except ImportError:  # optional contender
+        mltraq = None
+    rows = []
+    with postgres_server() as server:
+        databases = {
+            "SQLite": f"sqlite:///{tmp / 'experiments.db'}",
+            "PostgreSQL": new_database(server),
+        }
+        for n in sizes:
+            # The 100,000-run rounds take tens of seconds with mltraq's load.
+            n_rounds = rounds if n <= 10_000 else 3
+            rows += _experiment_rows(tmp, f"{n:,} runs x 10 fields", n, False, databases,
+                                     mltraq, n_rounds)  # fmt: skip
+        rows += _experiment_rows(tmp, "100 runs x DataStore", 100, True, databases, mltraq,
+                                 rounds)  # fmt: skip
+    ts.database.close_all()
+    return rows
+
+
+def _experiment_rows(
+    tmp: Path, label: str, n: int, datastores: bool, databases: dict[str, str], mltraq: Any,
+    rounds: int,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """One persist and one load per contender and round: each persist stores a new
+    experiment, each load loads one persisted before the timings."""
+    ts.options.set("datastore.url", str(tmp / "ts.datastore"))
+    ts.options.set("progress", False)
+    names = (f"e{i}" for i in range(10**9))
+
+    def fields(i: int) -> dict[str, Any]:
+        if datastores:
+            return {"i": i, "outputs": np.full(1000, i, dtype=np.float64)}
+        return {f"f{k}": i * 0.5 + k for k in range(10)}
+
+    def ts_experiment() -> ts.Experiment:
+        experiment = ts.create_experiment(f"{label} {next(names)}")
+        for i in range(n):
+            with experiment.run() as run:
+                values = fields(i)
+                if datastores:
+                    values["outputs"] = ts.DataStore(w=values["outputs"])
+                run.fields.update(values)
+        return experiment
+
+    def ts_contender(url: str) -> tuple[tuple[Op, Op], tuple[None, Op], str]:
+        built: list[ts.Experiment] = []
+
+        def persist() -> None:
+            with ts.options.ctx({"database.url": url}):
+                built.pop().persist()
+
+        with ts.options.ctx({"database.url": url}):
+            stored = ts_experiment()
+            stored.persist()
+
+        def load() -> Any:
+            with ts.options.ctx({"database.url": url}):
+                return ts.load_experiment(stored.id)
+
+        return (lambda: built.append(ts_experiment()), persist), (None, load), stored.name
+
+    persists: dict[str, tuple[Op | None, Op]] = {}
+    loads: dict[str, tuple[Op | None, Op]] = {}
+    if mltraq is not None:
+        mltraq.options().set("datastore.url", f"file://{tmp / 'mltraq.datastore'}")
+        mltraq.options().set("tqdm.disable", True)
+        session = mltraq.create_session(f"sqlite:///{tmp / 'mltraq.db'}")
+        pending: list[Any] = []
+
+        def ml_experiment() -> Any:
+            experiment = session.create_experiment(f"{label} {next(names)}")
+            experiment.add_runs(i=range(n))
+            for run in experiment.runs.values():
+                values = fields(run.params.i)
+                if datastores:
+                    values["outputs"] = mltraq.DataStore(w=values["outputs"])
+                for key, value in values.items():
+                    run.fields[key] = value
+            return experiment
+
+        stored_ml = ml_experiment()
+        stored_ml.persist()
+        persists["mltraq, SQLite"] = (
+            lambda: pending.append(ml_experiment()),
+            lambda: pending.pop().persist(),
+        )
+        loads["mltraq, SQLite"] = (None, lambda: session.load_experiment(stored_ml.name))
+    for db, url in databases.items():
+        persist, load, _ = ts_contender(url)
+        persists[f"typedstore, {db}"] = persist
+        loads[f"typedstore, {db}"] = load
+    baseline = next(iter(persists))
+    rows = []
+    for op, contenders in (("persist", persists), ("load", loads)):
+        runner = Runner(rounds, 0)
+        runner.run(contenders)
+        rows += runner.rows(f"{op}, {label}", baseline, 0)
+    ts.options.reset("progress")
+    return rows
+
+
 def dispatch() -> list[dict[str, Any]]:
     """Registry lookups for already-seen types (ratio against 1 us)."""
     values = {
@@ -1107,7 +1218,10 @@ def write_docs() -> None:
 
 
 #: The groups of measurements, in the order they run (small last: see the module notes).
-GROUPS = ("large", "datastore", "checkpoint", "torch", "tables", "s3", "dispatch", "small")
+GROUPS = (
+    "large", "datastore", "checkpoint", "torch", "tables", "s3", "experiments", "dispatch",
+    "small",
+)  # fmt: skip
 
 
 def main() -> None:
@@ -1193,6 +1307,9 @@ def main() -> None:
             show(f"tables, pandas frames of {mib} MiB", tables(tmp, mib, rounds))
         if "s3" in run:
             show("S3 on loopback (moto server), 64 MiB", s3(rounds))
+        if "experiments" in run:
+            sizes = [1000, 10_000] if args.quick else [1000, 10_000, 100_000]
+            show("experiments", experiments(tmp, rounds, sizes))
         if "dispatch" in run:
             show("dispatch", dispatch())
         if "small" in run:

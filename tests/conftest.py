@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-import postgres
 import typedstore as ts
 from typedstore import database
+from typedstore.testing import postgres
 
 # Shared CI machines are noisy: no per-example deadline, fewer examples unless asked.
 settings.register_profile(
@@ -44,6 +44,7 @@ def store(tmp_path: Path) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A PostgreSQL server on loopback for the whole session (its URL, without a database)."""
+    pytest.importorskip("pgserver", reason="the PostgreSQL tests need the test extra")
     with postgres.postgres_server() as url:
         yield url
 

@@ -136,7 +136,7 @@ def test_errors_do_not_show_the_password(postgres_server: str) -> None:
 
 
 def test_postgresql_keeps_fields_in_a_json_column(postgres_server: str, tmp_path: Path) -> None:
-    from postgres import new_database
+    from typedstore.testing.postgres import new_database
 
     url = new_database(postgres_server)
     with ts.options.ctx({"database.url": url, "datastore.url": str(tmp_path / "s")}):

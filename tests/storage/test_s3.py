@@ -324,7 +324,7 @@ def test_a_team_of_processes_shares_postgresql_and_s3(
     import subprocess
     import sys
 
-    from postgres import new_database
+    from typedstore.testing.postgres import new_database
 
     store, options = f"s3://{bucket}/team", s3_options(s3_endpoint)
     database = new_database(postgres_server)

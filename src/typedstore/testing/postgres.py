@@ -1,7 +1,17 @@
-"""A real PostgreSQL server for the tests, on loopback, from the pgserver package's binaries."""
+"""A throwaway PostgreSQL server on loopback, for tests and benchmarks of a team set-up.
+
+    from typedstore.testing.postgres import new_database, postgres_server
+
+    with postgres_server() as server:
+        ts.options.set("database.url", new_database(server))
+
+It runs the PostgreSQL binaries of the ``pgserver`` package (in the test extra), as an
+unprivileged user when the caller is root, which PostgreSQL refuses to run as.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -12,15 +22,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
+__all__ = ["new_database", "postgres_server"]
 
 #: PostgreSQL refuses to run as root: then the server runs as this unprivileged user.
 UNPRIVILEGED = "nobody"
 
 
 def _bindir() -> Path:
-    pgserver = pytest.importorskip("pgserver", reason="the PostgreSQL tests need the test extra")
-    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+    # Found, not imported: importing pgserver sets up its own server machinery.
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("a PostgreSQL server for tests needs pgserver: pip install pgserver")
+    return Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 
 def _free_port() -> int:
@@ -32,7 +45,9 @@ def _free_port() -> int:
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
-    """Start a PostgreSQL server on 127.0.0.1 in a temporary directory; yield its URL."""
+    """Start a PostgreSQL server on 127.0.0.1 in a temporary directory; yield its URL
+    (``postgresql+psycopg://postgres@127.0.0.1:PORT``, no database); stop and remove it
+    when the block ends."""
     bindir = _bindir()
     user = UNPRIVILEGED if os.geteuid() == 0 else None
     # Not under pytest's own temporary directory, which only its owner may enter.
