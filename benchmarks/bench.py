@@ -19,7 +19,8 @@ same run):
 - ``s3``: 64 MiB through an S3 server on loopback (moto), against plain s3fs, and one
   column of a 100-column frame against the whole frame.
 - ``experiments``: persist and load of experiments of 1,000 to 100,000 runs of 10 scalar
-  fields (1,000 and 10,000 with ``--quick``), and of 100 runs each holding a DataStore, on
+  fields (1,000 and 10,000 with ``--quick``), and of 100 runs each holding a 1 MiB
+  DataStore (flushed to disk before the commit, and not), on
   SQLite and on PostgreSQL (a server started on loopback), against mltraq on SQLite.
 - ``dispatch``: registry lookups for already-seen types.
 - ``small``: thousands of small values, one object each (run last: after mass deletes,
@@ -822,8 +823,8 @@ def experiments(tmp: Path, rounds: int, sizes: list[int]) -> list[dict[str, Any]
             n_rounds = rounds if n <= 10_000 else 3
             rows += _experiment_rows(tmp, f"{n:,} runs x 10 fields", n, False, databases,
                                      mltraq, n_rounds)  # fmt: skip
-        rows += _experiment_rows(tmp, "100 runs x DataStore", 100, True, databases, mltraq,
-                                 rounds)  # fmt: skip
+        rows += _experiment_rows(tmp, "100 runs x 1 MiB DataStore", 100, True, databases,
+                                 mltraq, rounds)  # fmt: skip
     ts.database.close_all()
     return rows
 
@@ -840,7 +841,7 @@ def _experiment_rows(
 
     def fields(i: int) -> dict[str, Any]:
         if datastores:
-            return {"i": i, "outputs": np.full(1000, i, dtype=np.float64)}
+            return {"i": i, "outputs": np.full(MiB // 8, i, dtype=np.float64)}
         return {f"f{k}": i * 0.5 + k for k in range(10)}
 
     def ts_experiment() -> ts.Experiment:
@@ -853,11 +854,11 @@ def _experiment_rows(
                 run.fields.update(values)
         return experiment
 
-    def ts_contender(url: str) -> tuple[tuple[Op, Op], tuple[None, Op], str]:
+    def ts_contender(url: str, durable: bool = True) -> tuple[tuple[Op, Op], tuple[None, Op]]:
         built: list[ts.Experiment] = []
 
         def persist() -> None:
-            with ts.options.ctx({"database.url": url}):
+            with ts.options.ctx({"database.url": url, "persist.durable": durable}):
                 built.pop().persist()
 
         with ts.options.ctx({"database.url": url}):
@@ -868,7 +869,7 @@ def _experiment_rows(
             with ts.options.ctx({"database.url": url}):
                 return ts.load_experiment(stored.id)
 
-        return (lambda: built.append(ts_experiment()), persist), (None, load), stored.name
+        return (lambda: built.append(ts_experiment()), persist), (None, load)
 
     persists: dict[str, tuple[Op | None, Op]] = {}
     loads: dict[str, tuple[Op | None, Op]] = {}
@@ -897,9 +898,14 @@ def _experiment_rows(
         )
         loads["mltraq, SQLite"] = (None, lambda: session.load_experiment(stored_ml.name))
     for db, url in databases.items():
-        persist, load, _ = ts_contender(url)
+        persist, load = ts_contender(url)
         persists[f"typedstore, {db}"] = persist
         loads[f"typedstore, {db}"] = load
+    if datastores:
+        # mltraq never flushes its objects to disk; this is typedstore doing the same.
+        persists["typedstore, SQLite, persist.durable=False"] = ts_contender(
+            databases["SQLite"], durable=False
+        )[0]
     baseline = next(iter(persists))
     rows = []
     for op, contenders in (("persist", persists), ("load", loads)):

@@ -379,3 +379,71 @@ def test_garbage_only_in_temporary_files(tmp_path: Path, tmpfile: bool) -> None:
     assert [name.startswith("~tmp-") for name in left] == [True]
     with pytest.raises(TypedStoreError):
         ts.LocalStorage(store).read("p/" + next((store / "p").iterdir()).name)
+
+
+FLUSH_ORDER = """
+import sqlite3
+durable = sys.argv[3] == "durable"
+ts.options.set("persist.durable", durable)
+events = []
+real_fsync = os.fsync
+
+
+def recording_fsync(fd):
+    real_fsync(fd)
+    events.append(["flushed", os.readlink(f"/proc/self/fd/{fd}")])
+
+
+os.fsync = recording_fsync
+
+
+real_connect = sqlite3.connect
+
+
+def tracing_connect(*args, **kwargs):
+    # The database's own statements, in order with the flushes: COMMIT among them.
+    conn = real_connect(*args, **kwargs)
+    conn.set_trace_callback(lambda sql: events.append(["sql", sql]))
+    return conn
+
+
+sqlite3.connect = tracing_connect
+experiment = ts.create_experiment("flushed")
+experiment.fields.data = ts.DataStore(a=np.arange(10))
+for i in range(5):
+    with experiment.run() as run:
+        run.fields.data = ts.DataStore(v=np.full(1000, i))
+experiment.persist()
+print(json.dumps({"id": experiment.id, "events": events}))
+"""
+
+
+def unflushed_at_commit(store: Path, db: Path, mode: str) -> list[str]:
+    """What a power cut right after the persist's commit could lose that its rows name:
+    objects, and folders on their paths, not flushed to disk before the COMMIT."""
+    proc = python(FLUSH_ORDER, str(store), str(db), mode)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    events = result["events"]
+    commits = [i for i, (kind, what) in enumerate(events) if kind == "sql" and what == "COMMIT"]
+    inserted = next(i for i, (kind, what) in enumerate(events)
+                    if kind == "sql" and what.startswith("INSERT INTO experiments"))  # fmt: skip
+    commit = next(i for i in commits if i > inserted)
+    flushed = {what for kind, what in events[:commit] if kind == "flushed"}
+    root = os.path.realpath(store)
+    needed = [os.path.join(root, key) for key in files_under(store)]
+    needed += [root, os.path.join(root, result["id"])]
+    needed += {os.path.dirname(path) for path in needed[:-2]}
+    assert len(files_under(store)) == 6
+    return sorted(path for path in needed if path not in flushed)
+
+
+def test_persist_flushes_its_objects_before_it_commits(tmp_path: Path) -> None:
+    assert unflushed_at_commit(tmp_path / "store", tmp_path / "db", "durable") == []
+
+
+def test_the_flush_order_check_sees_a_persist_that_does_not_flush(tmp_path: Path) -> None:
+    # persist.durable=False: the same check finds every object and folder unflushed.
+    missing = unflushed_at_commit(tmp_path / "store", tmp_path / "db", "not-durable")
+    assert len(missing) == 6 + 3

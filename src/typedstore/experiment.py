@@ -28,6 +28,7 @@ from typedstore.errors import (
 )
 from typedstore.fields import Fields
 from typedstore.options import options
+from typedstore.protocols import Syncs
 from typedstore.reference import Reference
 from typedstore.store import Store, default_store, reserve_prefixes
 
@@ -121,9 +122,10 @@ class Experiment:
         """Store the experiment: rows in the database, DataStores in its datastore folder.
 
         Afterwards the folder holds exactly what this persist wrote. It is crash-safe: the
-        new objects are written under a fresh generation folder first, one transaction
-        then switches the rows, and only then are the previous objects deleted, so if the
-        process dies at any point the previous version (rows and files) still loads.
+        new objects are written under a fresh generation folder first (and flushed to disk,
+        unless option ``persist.durable`` is off), one transaction then switches the rows,
+        and only then are the previous objects deleted, so if the process dies, or the
+        power fails, at any point the previous version (rows and files) still loads.
         With ``if_exists="replace"``, a stored experiment of the same name (another id, as a
         re-run script makes) is replaced too: its rows go in the same transaction, its
         folder after it. Raises ExperimentExistsError when the experiment, or another of
@@ -158,6 +160,10 @@ class Experiment:
                     documents.append(document)
                     urls += written
                     bar.update()
+            if urls and options.get("persist.durable") and isinstance(store.storage, Syncs):
+                # Flushed before the commit: a power cut then never keeps rows whose
+                # objects it loses.
+                store.storage.sync(prefix)
             with database.transaction() as conn:
                 replaced = self._check_can_persist(if_exists, conn)
                 _check_written(store, self, urls)

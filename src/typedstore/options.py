@@ -97,6 +97,13 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
         "datastore.fsync": _Spec(
             False, _bool, "fsync each object and its directory so writes survive power loss."
         ),
+        "persist.durable": _Spec(
+            True,
+            _bool,
+            "Before persist commits an experiment's rows, flush the objects it wrote (and "
+            "their folders) to disk, so that no row survives a power cut that its objects "
+            "do not.",
+        ),
         "progress": _Spec(
             True,
             _bool,

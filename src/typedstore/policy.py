@@ -22,6 +22,7 @@ __all__ = [
     "PAGE",
     "PART",
     "SMALL",
+    "SYNC_THREADS",
 ]
 
 #: An object of at least this many bytes is large. Large objects are written to a
@@ -61,6 +62,10 @@ FOOTER_FIRST_READ = 64 << 10
 #: remote storages (S3 needs 5 MiB per part at least), and the command line's ``get`` and
 #: ``copy``. It bounds the memory a transfer needs beyond its buffers.
 PART = 8 << 20
+
+#: Files flushed to disk at once when a folder of them is synced: the filesystem's journal
+#: commits concurrent flushes together, so several in flight cost little more than one.
+SYNC_THREADS = 8
 
 #: Storages kept for reuse, one per URL and options (each holds open folders or a
 #: connection pool); past it they are all dropped and made again as used.

@@ -209,6 +209,16 @@ class TracksChanges(Protocol):
 
 
 @runtime_checkable
+class Syncs(Protocol):
+    """A storage whose writes may sit in memory (a page cache) before they reach the disk."""
+
+    def sync(self, prefix: str) -> None:
+        """Flush every object under ``prefix``, and the folders that name them, to disk:
+        afterwards they survive power loss."""
+        ...
+
+
+@runtime_checkable
 class RemovesTemporary(Protocol):
     """A storage whose interrupted writes can leave temporary files behind."""
 

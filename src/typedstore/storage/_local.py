@@ -16,7 +16,7 @@ from pathlib import Path
 
 from typedstore.errors import InvalidKeyError, NotFoundError, StorageError
 from typedstore.keys import check_key, is_valid_segment
-from typedstore.policy import LARGE, OPEN_FOLDERS, SMALL
+from typedstore.policy import LARGE, OPEN_FOLDERS, SMALL, SYNC_THREADS
 from typedstore.protocols import Buffer, Reader, byte_view, check_range
 
 __all__ = ["LocalStorage"]
@@ -303,6 +303,57 @@ class LocalStorage:
         except FileNotFoundError:
             return None
         return newest
+
+    def sync(self, prefix: str) -> None:
+        """Flush every object under ``prefix`` to disk, then its folders and the folders
+        above it up to the root (which name them), so that all survive power loss."""
+        segments = check_key(prefix, what="prefix").split("/")
+        real = self._contained(os.path.join(self._root, *segments))
+        if not os.path.lexists(real):
+            return
+        files, folders = [], []
+        if os.path.isdir(real):
+            try:
+                # fwalk: each folder by a descriptor, never through a symlink.
+                for dirpath, dirnames, filenames, _ in os.fwalk(real):
+                    dirnames[:] = [d for d in dirnames if is_valid_segment(d)]
+                    folders.append(dirpath)
+                    files += [os.path.join(dirpath, n) for n in filenames if is_valid_segment(n)]
+            except OSError as exc:
+                raise StorageError(f"cannot list {prefix!r} to flush it to disk: {exc}") from exc
+        else:
+            files.append(real)
+        folders.reverse()  # deepest first: a folder is named only once its contents are
+        root, above = self._root_real(), real
+        while above != root:
+            above = os.path.dirname(above)
+            folders.append(above)
+        if len(files) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(SYNC_THREADS, len(files))) as pool:
+                list(pool.map(self._flush, files))
+        else:
+            for path in files:
+                self._flush(path)
+        for path in folders:
+            self._flush(path)
+
+    def _flush(self, path: str) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return  # removed meanwhile: nothing of it to keep
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return  # a symlink: its target is an object of its own
+            raise StorageError(f"cannot open {path} to flush it to disk: {exc}") from exc
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise StorageError(f"cannot flush {path} to disk: {exc}") from exc
+        finally:
+            os.close(fd)
 
     def remove_temporary(self, older_than: float) -> int:
         """Remove temporary files (``~tmp-*``) older than ``older_than`` seconds."""

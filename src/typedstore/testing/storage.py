@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from typedstore.errors import InvalidKeyError, NotFoundError, StorageError
-from typedstore.protocols import MapsMemory, OpensReaders, Storage
+from typedstore.protocols import MapsMemory, OpensReaders, Storage, Syncs
 from typedstore.store import Store
 
 __all__ = ["BAD_KEYS", "BAD_PREFIXES", "StorageTests"]
@@ -202,3 +202,16 @@ class StorageTests:
                 assert bytes(view) == storage.read(key)
         with pytest.raises(NotFoundError), storage.open_view("p/missing"):
             pass
+
+    def test_sync(self, storage: Storage) -> None:
+        if not isinstance(storage, Syncs):
+            pytest.skip("the storage has nothing to flush")
+        storage.write("p/q/a", [b"abc"])
+        storage.write("p/b", [b"def"])
+        storage.sync("p")  # a folder of folders
+        storage.sync("p/b")  # one object
+        storage.sync("nothing/here")  # nothing: nothing to do
+        assert storage.read("p/q/a") == b"abc"
+        assert storage.read("p/b") == b"def"
+        with pytest.raises(InvalidKeyError):
+            storage.sync("../p")
