@@ -41,6 +41,77 @@ def test_demo_in_a_fresh_directory(tmp_path: Path) -> None:
     # Running it again adds a second experiment; nothing clashes.
     assert run("demo", cwd=tmp_path).returncode == 0
     assert run("experiments", cwd=tmp_path).stdout.count("experiment-") == 2
+    verified = run("verify", cwd=tmp_path)  # the demo's own class is known to every command
+    assert verified.returncode == 0, verified.stdout
+    assert verified.stdout == "6 objects checked, 0 damaged\n"
+
+
+MODELS = """
+import attrs
+import typedstore as ts
+
+
+@attrs.define
+class Model:
+    weight: float
+
+
+ts.registry.register_class(Model, name="models.Model")
+
+
+class Legacy:
+    def __init__(self, x):
+        self.x = x
+"""
+
+WRITE_WITH_MODELS = """
+import sys
+import typedstore as ts
+import models
+
+ts.options.set("codecs.pickle.allow", ["models.Legacy"])
+print(ts.DataStoreIO.serialize_write(models.Model(0.5), "m").url)
+print(ts.DataStoreIO.serialize_write(models.Legacy(3), "m", codec="pickle").url)
+"""
+
+
+def test_verify_tells_damage_from_what_this_process_cannot_decode(tmp_path: Path) -> None:
+    (tmp_path / "models.py").write_text(MODELS)
+    written = subprocess.run([sys.executable, "-c", WRITE_WITH_MODELS], cwd=tmp_path,
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    bare = run("verify", cwd=tmp_path)
+    assert bare.returncode == 0, bare.stdout
+    lines = bare.stdout.splitlines()
+    assert sorted(line.split()[:3] for line in lines[:2]) == [["NOT", "DECODABLE", "HERE"]] * 2
+    assert "models.Model" in bare.stdout
+    assert "models.Legacy" in bare.stdout
+    assert lines[2:] == [
+        "2 objects checked, 0 damaged",
+        "2 not decodable under this process's registry and options: --import the module "
+        "that registers their classes, or --allow-pickle them",
+    ]
+    told = run("--import", "models", "--allow-pickle", "models.Legacy", "verify", cwd=tmp_path)
+    assert (told.returncode, told.stdout) == (0, "2 objects checked, 0 damaged\n")
+    # Damage is still damage: a byte of the pickle flipped.
+    (path,) = (p for p in (tmp_path / "typedstore.datastore" / "m").iterdir()
+               if p.read_bytes().startswith(b"\x80"))  # fmt: skip
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    damaged = run("--import", "models", "--allow-pickle", "models.Legacy", "verify", cwd=tmp_path)
+    assert damaged.returncode == 1
+    assert damaged.stdout.startswith("DAMAGED ")
+
+
+def test_global_flags_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--import", "no_such_module_here", "codecs"]) == 1
+    assert "--import no_such_module_here: ModuleNotFoundError" in capsys.readouterr().err
+    for bad in ("novalue", "=x", "a..b=1"):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--storage-option", bad, "codecs"])
+        assert exit_info.value.code == 2
+        assert "expected KEY=VALUE" in capsys.readouterr().err
 
 
 @pytest.fixture

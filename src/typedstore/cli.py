@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import stat
@@ -82,9 +83,13 @@ class DemoModel:
     labels: list[str]
 
 
-def _demo(args: argparse.Namespace, out: TextIO) -> int:
+def _register_demo_model() -> None:
+    # Every command knows the demo's class, so that the demo's objects verify and show.
     if DemoModel not in registry.get("tree").types:
         registry.register_class(DemoModel, name="typedstore.demo.DemoModel")
+
+
+def _demo(args: argparse.Namespace, out: TextIO) -> int:
     storage = default_store().storage
     print(f"datastore: {storage.url}", file=out)
     print(f"database:  {options.get('database.url')}\n", file=out)
@@ -441,14 +446,49 @@ def _gc(args: argparse.Namespace, out: TextIO) -> int:
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
     _others(default_store().storage, args.prefix)
-    checked = damaged = 0
+    checked = damaged = unreadable = 0
     for _, damage in verify(args.prefix):
         checked += 1
-        if damage is not None:
+        if damage is None:
+            continue
+        if damage.damaged:
             damaged += 1
             print(f"DAMAGED {damage.reference}: {damage.error}", file=out)
+        else:
+            unreadable += 1
+            print(f"NOT DECODABLE HERE {damage.reference}: {damage.error}", file=out)
     print(f"{checked} objects checked, {damaged} damaged", file=out)
+    if unreadable:
+        print(
+            f"{unreadable} not decodable under this process's registry and options: "
+            "--import the module that registers their classes, or --allow-pickle them",
+            file=out,
+        )
     return 1 if damaged else 0
+
+
+def _storage_option(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return key, value
+
+
+def _import_modules(names: list[str]) -> None:
+    if not names:
+        return
+    # As `python -m` would: a project's own modules import from where the command runs.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise TypedStoreError(f"--import {name}: {type(exc).__name__}: {exc}") from exc
 
 
 def _codec_name(text: str) -> str:
@@ -471,6 +511,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--datastore", metavar="URL", help="datastore root (option datastore.url)")
     parser.add_argument("--database", metavar="URL", help="database (option database.url)")
+    parser.add_argument(
+        "--storage-option", type=_storage_option, action="append", default=[],
+        metavar="KEY=VALUE",
+        help="an fsspec option of a remote datastore (option datastore.storage_options); "
+        "VALUE is JSON or a string, and dots in KEY nest: "
+        "client_kwargs.endpoint_url=http://127.0.0.1:9000 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow-pickle", action="append", default=[], metavar="PATTERN",
+        help="let pickles build these classes too (option codecs.pickle.allow), a glob over "
+        "module.qualname such as 'sklearn.*' (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--import", dest="imports", action="append", default=[], metavar="MODULE",
+        help="import MODULE first (from the current directory too), so that the codecs "
+        "and classes it registers are known (repeatable)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument("--version", action="version", version=f"typedstore {__version__}")
@@ -527,7 +584,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["database.url"] = args.database
     if args.quiet:
         overrides["progress"] = False
+    if args.storage_option:
+        merged = dict(options.get("datastore.storage_options") or {})
+        for key, value in args.storage_option:
+            *path, last = key.split(".")
+            node = merged
+            for part in path:
+                # Copied on the way down: the option's own mappings stay as they were.
+                child = node.get(part)
+                node[part] = dict(child) if isinstance(child, Mapping) else {}
+                node = node[part]
+            node[last] = value
+        overrides["datastore.storage_options"] = merged
+    if args.allow_pickle:
+        allowed = [*options.get("codecs.pickle.allow"), *args.allow_pickle]
+        overrides["codecs.pickle.allow"] = allowed
     try:
+        _register_demo_model()
+        _import_modules(args.imports)
         with options.ctx(overrides):
             return int(args.run(args, sys.stdout))
     except BrokenPipeError:

@@ -48,6 +48,7 @@ __all__ = [
     "TypedStoreError",
     "UnknownCodecError",
     "UnknownOptionError",
+    "UnregisteredClassError",
     "UnsafeDataError",
     "decode_error",
     "decoding",
@@ -93,6 +94,10 @@ class DecodeError(TypedStoreError, ValueError):
 
 class UnsafeDataError(DecodeError):
     """Stored data asks to build something that is not allowed (pickle allow-list)."""
+
+
+class UnregisteredClassError(DecodeError):
+    """Stored data names a class that this process has not registered."""
 
 
 class IntegrityError(DecodeError):

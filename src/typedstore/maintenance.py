@@ -10,7 +10,14 @@ import attrs
 from typedstore import _strictjson, database
 from typedstore.codecs.safetensors import read_header
 from typedstore.datastore import DataStore
-from typedstore.errors import DecodeError, TypedStoreError, describe
+from typedstore.errors import (
+    DecodeError,
+    TypedStoreError,
+    UnknownCodecError,
+    UnregisteredClassError,
+    UnsafeDataError,
+    describe,
+)
 from typedstore.experiment import is_id
 from typedstore.fields import datastore_urls
 from typedstore.policy import LARGE
@@ -40,6 +47,13 @@ class Damage:
     key: str
     reference: str | None
     error: str
+    #: False when the bytes may well be sound but this process cannot decode them: a
+    #: class it has not registered, a pickle its options refuse, a codec it lacks.
+    damaged: bool = True
+
+
+# Errors of this process's registry and options, not of the stored bytes.
+_NOT_HERE = (UnregisteredClassError, UnsafeDataError, UnknownCodecError)
 
 
 def collect_garbage(older_than: float = 3600.0, *, store: Store | None = None) -> GcReport:
@@ -145,7 +159,9 @@ def verify(
 ) -> Iterator[tuple[str, Damage | None]]:
     """Decode every object under ``prefix`` (all objects when None), checking checksums.
 
-    Yields ``(key, None)`` for a sound object and ``(key, Damage)`` for a damaged one.
+    Yields ``(key, None)`` for a sound object and ``(key, Damage)`` for one that does not
+    decode (``Damage.damaged`` is False when only this process's registry or options
+    stand in the way).
     Objects named by experiments are read with their references (exact codec and
     checksum); others with the codec their content looks like, so a damaged loose object
     may only show as not decodable by any codec it resembles.
@@ -161,6 +177,6 @@ def verify(
             else:
                 DataStore.from_url(url, store=store).load()
         except TypedStoreError as exc:
-            yield key, Damage(key, url, describe(exc))
+            yield key, Damage(key, url, describe(exc), damaged=not isinstance(exc, _NOT_HERE))
             continue
         yield key, None

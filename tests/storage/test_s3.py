@@ -258,6 +258,25 @@ def test_copy_local_store_to_s3(
     assert len(files_under(local)) == 3
 
 
+def test_cli_commands_take_storage_options(
+    s3_endpoint: str, s3_store: FsspecStorage, bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = ts.DataStoreIO.serialize_write(np.arange(4), "cli").url
+    flags = [
+        "--datastore", f"s3://{bucket}/root",
+        "--storage-option", "key=testing", "--storage-option", "secret=testing",
+        "--storage-option", f"client_kwargs.endpoint_url={s3_endpoint}",
+        "--storage-option", "client_kwargs.region_name=us-east-1",
+    ]  # fmt: skip
+    with ts.options.ctx({"datastore.storage_options": None}):  # only the flags
+        assert main([*flags, "ls"]) == 0
+        assert ts.Reference.parse(url).key in capsys.readouterr().out
+        assert main([*flags, "verify"]) == 0
+        assert capsys.readouterr().out == "1 objects checked, 0 damaged\n"
+        assert main([*flags, "info", url]) == 0
+        assert "safetensors" in capsys.readouterr().out
+
+
 def test_wrong_credentials(s3_endpoint: str, bucket: str) -> None:
     import urllib.request
 

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from typedstore import _strictjson
 from typedstore.codecs.classes import ClassCatalog
 from typedstore.codecs.npy import NpyCodec
-from typedstore.errors import DecodeError
+from typedstore.errors import DecodeError, UnregisteredClassError
 
 __all__ = ["make_converter", "rebuild"]
 
@@ -113,7 +113,7 @@ def rebuild(
     type_id = metadata[_TYPE]
     spec = classes.by_id(type_id)
     if spec is None or spec.kind != "attrs":
-        raise DecodeError(
+        raise UnregisteredClassError(
             f"attrs: type id {type_id!r} is not registered; register its class with "
             "typedstore.registry.register_class"
         )

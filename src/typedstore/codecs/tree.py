@@ -40,7 +40,7 @@ from typedstore.codecs.safetensors import (
     encode_tensors,
     keeps_dtype,
 )
-from typedstore.errors import DecodeError, EncodeError
+from typedstore.errors import DecodeError, EncodeError, UnregisteredClassError
 from typedstore.protocols import Buffer
 
 __all__ = ["MAX_DEPTH", "TreeCodec", "dumps", "loads"]
@@ -591,7 +591,7 @@ class _Decoder:
     def spec(self, type_id: Any, enum: bool) -> ClassSpec:
         spec = self.classes.by_id(type_id) if type(type_id) is str else None
         if spec is None:
-            raise DecodeError(
+            raise UnregisteredClassError(
                 f"tree: type id {type_id!r:.80} is not registered; register its class with "
                 "typedstore.registry.register_class"
             )
