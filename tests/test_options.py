@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 import typedstore as ts
 from typedstore.errors import OptionValueError, UnknownOptionError
+from typedstore.options import env_name
 
 
 def test_defaults() -> None:
@@ -103,3 +108,78 @@ def test_ctx_is_invisible_to_other_tasks() -> None:
 def test_keys_and_descriptions() -> None:
     assert "datastore.url" in ts.options.names()
     assert all(ts.options.describe(key) for key in ts.options.names())
+
+
+def test_every_option_has_its_own_environment_variable() -> None:
+    names = [env_name(key) for key in ts.options.names()]
+    assert len(set(names)) == len(names)
+    assert env_name("datastore.relative_path_prefix") == "TYPEDSTORE_DATASTORE_RELATIVE_PATH_PREFIX"
+
+
+@pytest.mark.parametrize(
+    ("key", "text", "value"),
+    [
+        ("datastore.url", "s3://bucket/x", "s3://bucket/x"),
+        ("database.url", "sqlite:///:memory:", "sqlite:///:memory:"),
+        ("datastore.fsync", "1", True),
+        ("datastore.fsync", "Yes", True),
+        ("datastore.fsync", "false", False),
+        ("persist.durable", "off", False),
+        ("datastore.relative_path_prefix", "", None),
+        ("datastore.relative_path_prefix", "runs", "runs"),
+        ("datastore.relative_path_prefix", "1", "1"),
+        ("datastore.checksum", "sha256", "sha256"),
+        ("codecs.arrow.compression", "null", None),
+        ("codecs.pickle.allow", "sklearn.*, mypkg.Model", ("sklearn.*", "mypkg.Model")),
+        ("codecs.pickle.allow", '["a.*"]', ("a.*",)),
+        ("datastore.storage_options", '{"anon": true}', {"anon": True}),
+    ],
+)
+def test_options_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, key: str, text: str, value: object
+) -> None:
+    monkeypatch.setenv(env_name(key), text)
+    ts.options.reset()
+    assert ts.options.get(key) == value
+    ts.options.set(key, ts.options.get(key))  # set and ctx still win
+    with ts.options.ctx({"progress": False}):
+        assert ts.options.get(key) == value
+    monkeypatch.delenv(env_name(key))
+    assert ts.options.get(key) == value  # read once, until reset
+    ts.options.reset(key)
+    assert ts.options.get(key) == ts.Options().get(key)
+
+
+@pytest.mark.parametrize(
+    ("key", "text"),
+    [
+        ("datastore.fsync", "maybe"),
+        ("datastore.storage_options", "[1, 2]"),
+        ("datastore.checksum", "md5"),
+        ("datastore.url", ""),
+    ],
+)
+def test_a_bad_environment_value_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, key: str, text: str
+) -> None:
+    monkeypatch.setenv(env_name(key), text)
+    ts.options.reset()
+    with pytest.raises(ts.errors.OptionValueError, match=env_name(key)):
+        ts.options.get(key)
+
+
+def test_the_environment_configures_a_fresh_process(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "TYPEDSTORE_DATASTORE_URL": str(tmp_path / "from-env"),
+        "TYPEDSTORE_DATABASE_URL": f"sqlite:///{tmp_path / 'from-env.db'}",
+    }
+    code = "import typedstore as ts; print(ts.DataStoreIO.write(b'x', 'p').url)"
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "from-env" / "p").is_dir()
+    cli = subprocess.run([sys.executable, "-m", "typedstore", "ls"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert cli.returncode == 0, cli.stderr
+    assert ts.Reference.parse(result.stdout.strip()).key in cli.stdout

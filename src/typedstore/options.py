@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
@@ -13,7 +15,7 @@ import attrs
 
 from typedstore.errors import OptionValueError, UnknownOptionError
 
-__all__ = ["Options", "options"]
+__all__ = ["Options", "env_name", "options"]
 
 
 def _str(value: Any) -> str:
@@ -124,6 +126,42 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
     }
 )
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def env_name(key: str) -> str:
+    """The environment variable of option ``key``: ``datastore.url`` is read from
+    ``TYPEDSTORE_DATASTORE_URL``."""
+    return "TYPEDSTORE_" + key.upper().replace(".", "_")
+
+
+def _from_env(key: str, spec: _Spec, text: str) -> Any:
+    """The value an environment variable gives an option: JSON when it parses as JSON the
+    option takes, else text (true/false/1/0/yes/no/on/off for booleans, empty for None,
+    commas between patterns)."""
+    candidates: list[Any] = []
+    with contextlib.suppress(ValueError):
+        candidates.append(json.loads(text))
+    lowered = text.strip().lower()
+    if lowered in _TRUE or lowered in _FALSE:
+        candidates.append(lowered in _TRUE)
+    if not text.strip():
+        candidates.append(None)
+    candidates.append(tuple(part.strip() for part in text.split(",") if part.strip()))
+    candidates.append(text)
+    error: Exception | None = None
+    for candidate in candidates:
+        try:
+            return spec.check(candidate)
+        except TypeError as exc:
+            error = exc
+    raise OptionValueError(
+        f"environment variable {env_name(key)}={text!r:.80} is no value of option {key!r}: "
+        f"{error}"
+    )
+
+
 _overrides: ContextVar[Mapping[str, Any]] = ContextVar(
     "typedstore_option_overrides", default=MappingProxyType({})
 )
@@ -134,12 +172,17 @@ class Options:
 
     ``set`` changes a value for the whole process; ``ctx`` overrides values only inside a
     ``with`` block and only for the current thread or asyncio task (it uses contextvars).
+    An option neither set nor overridden takes the value of its environment variable
+    (``TYPEDSTORE_`` and the key in capitals with ``_`` for ``.``, see :func:`env_name`),
+    read when it is first needed and again after ``reset``, else its default.
     Unknown keys raise :class:`~typedstore.errors.UnknownOptionError`, values of the wrong
     type :class:`~typedstore.errors.OptionValueError`.
     """
 
     def __init__(self) -> None:
         self._values: dict[str, Any] = {}
+        # From the environment: key -> (the variable's text, its value), read on first use.
+        self._env: dict[str, tuple[str, Any]] = {}
         self._lock = threading.Lock()
         # Bumped by every set and reset: lets hot paths keep what they derived from options.
         self._generation = 0
@@ -158,7 +201,18 @@ class Options:
         overrides = _overrides.get()
         if key in overrides:
             return overrides[key]
-        return self._values.get(key, spec.default)
+        if key in self._values:
+            return self._values[key]
+        return self._from_environment(key, spec)
+
+    def _from_environment(self, key: str, spec: _Spec) -> Any:
+        cached = self._env.get(key)
+        if cached is not None:
+            return cached[1]
+        text = os.environ.get(env_name(key))
+        value = spec.default if text is None else _from_env(key, spec, text)
+        self._env[key] = (text or "", value)
+        return value
 
     def set(self, key: str, value: Any) -> None:
         """Set option ``key`` for the whole process."""
@@ -168,13 +222,16 @@ class Options:
             self._generation += 1
 
     def reset(self, key: str | None = None) -> None:
-        """Restore ``key`` (or every option when None) to its default."""
+        """Forget what ``set`` gave ``key`` (every option when None): it takes its
+        environment variable again (read anew), else its default."""
         with self._lock:
             if key is None:
                 self._values.clear()
+                self._env.clear()
             else:
                 self._spec(key)
                 self._values.pop(key, None)
+                self._env.pop(key, None)
             self._generation += 1
 
     @contextlib.contextmanager
