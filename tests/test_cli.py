@@ -157,12 +157,23 @@ def test_put_get_info_ls_rm(
     assert re.search(r"^w\s+<f4\s+\[3, 4\]\s+48", info, re.MULTILINE)
 
     assert main([*cli_store, "ls", "up"]) == 0
-    listing = capsys.readouterr().out
-    assert len(re.findall(r"^up/[0-9a-f]{32}\s+(safetensors|npy)\s", listing, re.MULTILINE)) == 2
-    assert re.search(r"^up/[0-9a-f]{32}\s+raw\s+5$", listing, re.MULTILINE)
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[0].split() == ["REFERENCE", "SIZE", "CODEC", "FROM"]
+    # What ls prints, get and info take as it is; a bare key works too.
+    assert {line.split()[0] for line in listing[1:]} == {npy_url, st_url, raw_url}
+    assert all(line.split()[2] == "content" for line in listing[1:])
+    for url in (raw_url, ts.Reference.parse(raw_url).key):
+        assert main([*cli_store, "get", url]) == 0
+        assert capsys.readouterr().out == "hello"
+        assert main([*cli_store, "info", url]) == 0
+        assert f"reference: {raw_url}" in capsys.readouterr().out
+    assert main([*cli_store, "info", ts.Reference.parse(st_url).key]) == 0
+    assert "codec:     safetensors" in capsys.readouterr().out
 
+    assert main([*cli_store, "rm", raw_url]) == 0
+    assert f"removed 1 object under {ts.Reference.parse(raw_url).key}" in capsys.readouterr().out
     assert main([*cli_store, "rm", "up"]) == 0
-    assert "removed 3 objects under up" in capsys.readouterr().out
+    assert "removed 2 objects under up" in capsys.readouterr().out
     assert main([*cli_store, "ls", "up"]) == 0
     assert "no objects" in capsys.readouterr().out
 
@@ -230,7 +241,9 @@ def test_codecs(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["info", "not-a-reference"], "does not start with"),
+        (["info", "not-a-key"], "no object under key 'not-a-key'"),
+        (["info", "datastore://host/p/k?codec=raw"], "datastore:///"),
+        (["info", "../x"], "'..'"),
         (["get", "datastore:///p/missing?codec=raw"], "no object under key 'p/missing'"),
         (["show", "nope"], "no experiment"),
         (["rm", "../x"], "refusing to delete"),

@@ -35,7 +35,8 @@ from typedstore.errors import (
 )
 from typedstore.experiment import Fields, create_experiment, list_experiments, load_experiment
 from typedstore.io import DataStoreIO
-from typedstore.maintenance import collect_garbage, detect_codec, verify
+from typedstore.keys import check_key
+from typedstore.maintenance import collect_garbage, detect_codec, references, verify
 from typedstore.options import options
 from typedstore.policy import PART
 from typedstore.protocols import NAME_PATTERN, Storage
@@ -151,19 +152,32 @@ def _others(storage: Storage, prefix: str | None) -> None:
 def _ls(args: argparse.Namespace, out: TextIO) -> int:
     store = default_store()
     _others(store.storage, args.prefix)
-    rows = [("KEY", "CODEC*", "SIZE")]
+    known = references()
+    rows = [("REFERENCE", "SIZE", "CODEC FROM")]
     for key in store.storage.list(args.prefix):
-        rows.append((key, detect_codec(store, key), str(store.storage.size(key))))
+        url = known.get(key)
+        source = "experiment" if url is not None else "content"
+        url = url or str(Reference(key, detect_codec(store, key)))
+        rows.append((url, str(store.storage.size(key)), source))
     if len(rows) == 1:
         print("no objects", file=out)
         return 0
     _table(rows, out)
-    print("* guessed from the content; the reference holds the real codec", file=out)
     return 0
 
 
+def _reference(text: str) -> Reference:
+    """A reference as given, or the reference of a bare key: with the codec an
+    experiment's reference names, else the one the content looks like."""
+    if text.startswith("datastore:"):
+        return Reference.parse(text)
+    key = check_key(text)
+    url = references().get(key)
+    return Reference.parse(url) if url else Reference(key, detect_codec(default_store(), key))
+
+
 def _info(args: argparse.Namespace, out: TextIO) -> int:
-    ref = Reference.parse(args.url)
+    ref = _reference(args.url)
     store = default_store()
     size = store.storage.size(ref.key)
     print(f"reference: {ref}", file=out)
@@ -192,7 +206,7 @@ def _info(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _get(args: argparse.Namespace, out: TextIO) -> int:
-    ref = Reference.parse(args.url)
+    ref = _reference(args.url)
     storage = default_store().storage
     size = storage.size(ref.key)
     expected = ref.params.get("sha256")
@@ -301,8 +315,11 @@ def _put(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _rm(args: argparse.Namespace, out: TextIO) -> int:
-    removed = DataStoreIO.delete(args.prefix)
-    print(f"removed {removed} object{'s' * (removed != 1)} under {args.prefix}", file=out)
+    prefix = args.prefix
+    if prefix.startswith("datastore:"):
+        prefix = Reference.parse(prefix).key
+    removed = DataStoreIO.delete(prefix)
+    print(f"removed {removed} object{'s' * (removed != 1)} under {prefix}", file=out)
     return 0
 
 
@@ -540,16 +557,28 @@ def _parser() -> argparse.ArgumentParser:
 
     command("demo", _demo, "run the main job: an experiment with a DataStore, persisted, reloaded")
     command("codecs", _codecs, "list the registered codecs")
-    command("ls", _ls, "list stored objects with their size").add_argument("prefix", nargs="?")
-    command("info", _info, "describe a stored object without loading it").add_argument("url")
+    command("ls", _ls, "list stored objects: their references and sizes").add_argument(
+        "prefix", nargs="?", help="only the objects under this key prefix (default: all)"
+    )
+    obj = "a reference (datastore:///KEY?codec=...), or an object's bare key"
+    command("info", _info, "describe a stored object without loading it").add_argument(
+        "url", metavar="REFERENCE", help=obj
+    )
     get = command("get", _get, "write a stored object's bytes to a file or stdout")
-    get.add_argument("url")
-    get.add_argument("-o", "--output", metavar="FILE")
+    get.add_argument("url", metavar="REFERENCE", help=obj)
+    get.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
     put = command("put", _put, "store a file as it is (.npy and .safetensors as such, else raw)")
-    put.add_argument("file")
-    put.add_argument("--prefix", default=None)
-    put.add_argument("--codec", type=_codec_name, default=None)
-    command("rm", _rm, "delete every object under a prefix").add_argument("prefix")
+    put.add_argument("file", help="the regular file to store")
+    put.add_argument(
+        "--prefix", default=None, help="key prefix (default: option datastore.relative_path_prefix)"
+    )
+    put.add_argument(
+        "--codec", type=_codec_name, default=None,
+        help="store the file's values in this codec's format instead",
+    )  # fmt: skip
+    command("rm", _rm, "delete every object under a prefix").add_argument(
+        "prefix", help="a key prefix, an object's key, or its reference"
+    )
     experiments = command("experiments", _experiments, "list the stored experiments")
     experiments.add_argument(
         "--where", type=_condition, action="append", metavar="COND",
@@ -557,8 +586,8 @@ def _parser() -> argparse.ArgumentParser:
         "'accuracy > 0.9' or \"model == 'svm'\" (repeat to require several)",
     )  # fmt: skip
     copy = command("copy", _copy, "copy every object of one datastore to another (same keys)")
-    copy.add_argument("source", metavar="SRC_URL")
-    copy.add_argument("target", metavar="DST_URL")
+    copy.add_argument("source", metavar="SRC_URL", help="the datastore to copy from")
+    copy.add_argument("target", metavar="DST_URL", help="the datastore to copy to")
     copy.add_argument(
         "--storage-options", metavar="JSON", help="fsspec options for remote stores (JSON)"
     )
@@ -568,9 +597,11 @@ def _parser() -> argparse.ArgumentParser:
         help="only what is older than this (default 3600: writes in progress are younger)",
     )  # fmt: skip
     command("verify", _verify, "decode every object; exit 1 if any is damaged").add_argument(
-        "prefix", nargs="?"
+        "prefix", nargs="?", help="only the objects under this key prefix (default: all)"
     )
-    command("show", _show, "show an experiment's fields and runs").add_argument("experiment")
+    command("show", _show, "show an experiment's fields and runs").add_argument(
+        "experiment", help="the experiment's id or name"
+    )
     return parser
 
 

@@ -25,7 +25,7 @@ from typedstore.protocols import RemovesTemporary, TracksChanges
 from typedstore.reference import Reference
 from typedstore.store import Store, default_store
 
-__all__ = ["Damage", "GcReport", "collect_garbage", "detect_codec", "verify"]
+__all__ = ["Damage", "GcReport", "collect_garbage", "detect_codec", "references", "verify"]
 
 
 @attrs.frozen
@@ -104,8 +104,9 @@ def _experiment_generations() -> list[tuple[str, str]]:
         return [(row[0], row[1]) for row in conn.execute("SELECT id, generation FROM experiments")]
 
 
-def _referenced() -> dict[str, str]:
-    """Key -> reference, for every DataStore an experiment's rows name."""
+def references() -> dict[str, str]:
+    """Key -> reference URL, for every DataStore an experiment's rows name: their exact
+    codec and checksum, which the objects alone may not tell."""
     with database.reading() as conn:
         if conn is None:
             return {}
@@ -167,7 +168,7 @@ def verify(
     may only show as not decodable by any codec it resembles.
     """
     store = store or default_store()
-    known = _referenced()
+    known = references()
     for key in store.storage.list(prefix):
         url = known.get(key)
         try:
