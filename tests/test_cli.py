@@ -456,3 +456,45 @@ def test_a_reader_that_goes_away_ends_get_quietly(tmp_path: Path, cli_store: lis
         child.stdout.close()
         assert child.wait(timeout=60) == 141
         assert child.stderr.read() == b""
+
+
+def test_json_output_for_scripts(
+    tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    with ts.options.ctx({"datastore.url": str(tmp_path / "s"), "database.url": cli_store[3]}):
+        experiment = ts.create_experiment("scripted")
+        experiment.fields.lr = 0.5
+        with experiment.run() as run_:
+            run_.fields.accuracy = 0.9
+            run_.fields.outputs = ts.DataStore(w=np.ones(3, np.float32))
+            run_.fields.pair = (1, 2)
+        experiment.persist()
+        loose = ts.DataStoreIO.write(b"loose", "mine").url
+    ts.database.close_all()
+
+    def output(*args: str) -> Any:
+        assert main([*cli_store, *args, "--json"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    listed = output("ls")
+    assert [(o["codec"], o["codec_from"]) for o in listed] == [
+        ("datastore", "experiment"), ("raw", "content")
+    ]
+    assert listed[1] == {"reference": loose, "key": ts.Reference.parse(loose).key,
+                         "codec": "raw", "size": 5, "codec_from": "content"}  # fmt: skip
+    info = output("info", listed[0]["reference"])
+    assert info["codec"] == "datastore"
+    assert (info["tensors"][0]["dtype"], info["tensors"][0]["shape"]) == ("<f4", [3])
+    (stored,) = output("experiments")
+    assert (stored["name"], stored["runs"]) == ("scripted", 1)
+    (found,) = output("experiments", "--where", "accuracy > 0.8")
+    assert found["experiment"] == "scripted"
+    assert found["fields"]["accuracy"] == 0.9
+    assert found["fields"]["outputs"]["datastore"] == listed[0]["reference"]
+    assert found["fields"]["pair"]["type"] == "builtins.tuple"
+    shown = output("show", "scripted")
+    assert shown["fields"] == {"lr": 0.5}
+    assert shown["runs"][0]["fields"]["outputs"]["keys"] == ["w"]
+    assert output("verify") == {"checked": 2, "damaged": [], "not_decodable_here": []}

@@ -36,7 +36,7 @@ from typedstore.errors import (
 from typedstore.experiment import Fields, create_experiment, list_experiments, load_experiment
 from typedstore.io import DataStoreIO
 from typedstore.keys import check_key
-from typedstore.maintenance import collect_garbage, detect_codec, references, verify
+from typedstore.maintenance import Damage, collect_garbage, detect_codec, references, verify
 from typedstore.options import options
 from typedstore.policy import PART
 from typedstore.protocols import NAME_PATTERN, Storage
@@ -64,6 +64,31 @@ def _short(value: Any) -> str:
     except RecursionError:  # a value from someone else's database may nest without end
         return f"<{type(value).__qualname__} nested too deeply to show>"
     return text if len(text) <= 70 else text[:67] + "..."
+
+
+def _json(value: Any, out: TextIO) -> int:
+    """Print one JSON document (the --json output of a command); exit code 0."""
+    print(json.dumps(value, indent=2, ensure_ascii=False), file=out)
+    return 0
+
+
+def _field_json(fields: Fields) -> dict[str, Any]:
+    """Fields for --json: plain values as they are, others described."""
+    shown: dict[str, Any] = {}
+    unreadable = fields.unreadable
+    for key in fields:
+        if key in unreadable:
+            shown[key] = {"unreadable": describe(unreadable[key])}
+            continue
+        value = fields[key]
+        if isinstance(value, DataStore):
+            shown[key] = {"datastore": value.reference, "keys": list(value.keys())}
+        elif registry.get("json").accepts(value):
+            shown[key] = value
+        else:
+            shown[key] = {"type": f"{type(value).__module__}.{type(value).__qualname__}",
+                          "repr": _short(value)}  # fmt: skip
+    return shown
 
 
 def _table(rows: Sequence[tuple[str, ...]], out: TextIO) -> None:
@@ -154,11 +179,17 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
     _others(store.storage, args.prefix)
     known = references()
     rows = [("REFERENCE", "SIZE", "CODEC FROM")]
+    listed = []
     for key in store.storage.list(args.prefix):
         url = known.get(key)
         source = "experiment" if url is not None else "content"
-        url = url or str(Reference(key, detect_codec(store, key)))
-        rows.append((url, str(store.storage.size(key)), source))
+        ref = Reference.parse(url) if url else Reference(key, detect_codec(store, key))
+        size = store.storage.size(key)
+        rows.append((str(ref), str(size), source))
+        listed.append({"reference": str(ref), "key": key, "codec": ref.codec, "size": size,
+                       "codec_from": source})  # fmt: skip
+    if args.json:
+        return _json(listed, out)
     if len(rows) == 1:
         print("no objects", file=out)
         return 0
@@ -180,27 +211,43 @@ def _info(args: argparse.Namespace, out: TextIO) -> int:
     ref = _reference(args.url)
     store = default_store()
     size = store.storage.size(ref.key)
+    described: dict[str, Any] = {"reference": str(ref), "key": ref.key, "codec": ref.codec,
+                                 "size": size}  # fmt: skip
+    tensors: Mapping[str, Any] = {}
+    entries: Mapping[str, Any] = {}
+    if ref.codec in _SAFETENSORS_BASED:
+        with store.open(ref.key) as reader:
+            header = read_header(reader)
+        tensors = header.tensors
+        described["metadata"] = dict(header.metadata)
+        if header.metadata.get("typedstore.kind") == "datastore":
+            try:
+                entries = entry_table(header)
+            except DecodeError as exc:
+                # The header is still worth showing when the table is damaged.
+                described["entries_error"] = describe(exc)
+        described["tensors"] = [
+            {"name": name, "dtype": entry.dtype.str, "shape": list(entry.shape),
+             "bytes": entry.nbytes, "entry_codec": entries[name].codec if name in entries
+             else None}
+            for name, entry in tensors.items()
+        ]  # fmt: skip
+    if args.json:
+        return _json(described, out)
     print(f"reference: {ref}", file=out)
     print(f"key:       {ref.key}", file=out)
     print(f"codec:     {ref.codec}", file=out)
     print(f"size:      {size} bytes", file=out)
-    if ref.codec not in _SAFETENSORS_BASED:
+    if "metadata" not in described:
         return 0
-    with store.open(ref.key) as reader:
-        header = read_header(reader)
-    tensors, metadata = header.tensors, header.metadata
-    print(f"metadata:  {json.dumps(dict(metadata), indent=2) if metadata else '{}'}", file=out)
-    entries: Mapping[str, Any] = {}
-    if metadata.get("typedstore.kind") == "datastore":
-        try:
-            entries = entry_table(header)
-        except DecodeError as exc:
-            # The header is still worth showing when the table is damaged.
-            print(f"entries:   unreadable ({exc})", file=out)
+    metadata = described["metadata"]
+    print(f"metadata:  {json.dumps(metadata, indent=2) if metadata else '{}'}", file=out)
+    if "entries_error" in described:
+        print(f"entries:   unreadable ({described['entries_error']})", file=out)
     rows = [("TENSOR", "DTYPE", "SHAPE", "BYTES", "ENTRY CODEC")]
-    for name, entry in tensors.items():
-        codec = entries[name].codec if name in entries else ""
-        rows.append((name, entry.dtype.str, str(list(entry.shape)), str(entry.nbytes), codec))
+    for tensor in described["tensors"]:
+        rows.append((tensor["name"], tensor["dtype"], str(tensor["shape"]), str(tensor["bytes"]),
+                     tensor["entry_codec"] or ""))  # fmt: skip
     _table(rows, out)
     return 0
 
@@ -344,8 +391,10 @@ def _codecs(args: argparse.Namespace, out: TextIO) -> int:
 
 def _experiments(args: argparse.Namespace, out: TextIO) -> int:
     if args.where:
-        return _runs(args.where, out)
+        return _runs(args.where, args.json, out)
     infos = list_experiments()
+    if args.json:
+        return _json([attrs.asdict(info) for info in infos], out)
     if not infos:
         print("no experiments", file=out)
         return 0
@@ -355,8 +404,15 @@ def _experiments(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def _runs(conditions: list[Condition], out: TextIO) -> int:
+def _runs(conditions: list[Condition], as_json: bool, out: TextIO) -> int:
     found = find_runs(*conditions)
+    if as_json:
+        return _json(
+            [{"experiment": run.experiment, "experiment_id": run.experiment_id,
+              "position": run.position, "id": run.id, "fields": _field_json(run.fields)}
+             for run in found],
+            out,
+        )  # fmt: skip
     if not found:
         print("no runs match", file=out)
         return 0
@@ -381,6 +437,14 @@ def _condition(text: str) -> Condition:
 
 def _show(args: argparse.Namespace, out: TextIO) -> int:
     experiment = load_experiment(args.experiment)
+    if args.json:
+        return _json(
+            {"id": experiment.id, "name": experiment.name, "created_at": experiment.created_at,
+             "fields": _field_json(experiment.fields),
+             "runs": [{"id": run.id, "fields": _field_json(run.fields)}
+                      for run in experiment.runs]},
+            out,
+        )  # fmt: skip
     print(
         f"experiment {experiment.name} ({experiment.id}), created {experiment.created_at}", file=out
     )
@@ -463,21 +527,29 @@ def _gc(args: argparse.Namespace, out: TextIO) -> int:
 
 def _verify(args: argparse.Namespace, out: TextIO) -> int:
     _others(default_store().storage, args.prefix)
-    checked = damaged = unreadable = 0
+    checked = 0
+    damaged: list[Damage] = []
+    unreadable: list[Damage] = []
     for _, damage in verify(args.prefix):
         checked += 1
-        if damage is None:
-            continue
-        if damage.damaged:
-            damaged += 1
-            print(f"DAMAGED {damage.reference}: {damage.error}", file=out)
-        else:
-            unreadable += 1
-            print(f"NOT DECODABLE HERE {damage.reference}: {damage.error}", file=out)
-    print(f"{checked} objects checked, {damaged} damaged", file=out)
+        if damage is not None:
+            (damaged if damage.damaged else unreadable).append(damage)
+            if not args.json:
+                label = "DAMAGED" if damage.damaged else "NOT DECODABLE HERE"
+                print(f"{label} {damage.reference}: {damage.error}", file=out)
+    if args.json:
+        _json(
+            {"checked": checked,
+             "damaged": [{"reference": d.reference, "error": d.error} for d in damaged],
+             "not_decodable_here": [{"reference": d.reference, "error": d.error}
+                                    for d in unreadable]},
+            out,
+        )  # fmt: skip
+        return 1 if damaged else 0
+    print(f"{checked} objects checked, {len(damaged)} damaged", file=out)
     if unreadable:
         print(
-            f"{unreadable} not decodable under this process's registry and options: "
+            f"{len(unreadable)} not decodable under this process's registry and options: "
             "--import the module that registers their classes, or --allow-pickle them",
             file=out,
         )
@@ -557,13 +629,18 @@ def _parser() -> argparse.ArgumentParser:
 
     command("demo", _demo, "run the main job: an experiment with a DataStore, persisted, reloaded")
     command("codecs", _codecs, "list the registered codecs")
-    command("ls", _ls, "list stored objects: their references and sizes").add_argument(
+    def as_json(sub: Any) -> None:
+        sub.add_argument("--json", action="store_true", help="print one JSON document")
+
+    ls = command("ls", _ls, "list stored objects: their references and sizes")
+    ls.add_argument(
         "prefix", nargs="?", help="only the objects under this key prefix (default: all)"
     )
+    as_json(ls)
     obj = "a reference (datastore:///KEY?codec=...), or an object's bare key"
-    command("info", _info, "describe a stored object without loading it").add_argument(
-        "url", metavar="REFERENCE", help=obj
-    )
+    info = command("info", _info, "describe a stored object without loading it")
+    info.add_argument("url", metavar="REFERENCE", help=obj)
+    as_json(info)
     get = command("get", _get, "write a stored object's bytes to a file or stdout")
     get.add_argument("url", metavar="REFERENCE", help=obj)
     get.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
@@ -585,6 +662,7 @@ def _parser() -> argparse.ArgumentParser:
         help="list the runs, of any experiment, whose field meets COND instead, such as "
         "'accuracy > 0.9' or \"model == 'svm'\" (repeat to require several)",
     )  # fmt: skip
+    as_json(experiments)
     copy = command("copy", _copy, "copy every object of one datastore to another (same keys)")
     copy.add_argument("source", metavar="SRC_URL", help="the datastore to copy from")
     copy.add_argument("target", metavar="DST_URL", help="the datastore to copy to")
@@ -596,12 +674,14 @@ def _parser() -> argparse.ArgumentParser:
         "--older-than", type=_seconds, default=3600.0, metavar="SECONDS",
         help="only what is older than this (default 3600: writes in progress are younger)",
     )  # fmt: skip
-    command("verify", _verify, "decode every object; exit 1 if any is damaged").add_argument(
+    check = command("verify", _verify, "decode every object; exit 1 if any is damaged")
+    check.add_argument(
         "prefix", nargs="?", help="only the objects under this key prefix (default: all)"
     )
-    command("show", _show, "show an experiment's fields and runs").add_argument(
-        "experiment", help="the experiment's id or name"
-    )
+    as_json(check)
+    show = command("show", _show, "show an experiment's fields and runs")
+    show.add_argument("experiment", help="the experiment's id or name")
+    as_json(show)
     return parser
 
 
