@@ -27,10 +27,11 @@ class _Silent:
 
 @contextlib.contextmanager
 def progress(
-    total: int, description: str, *, unit: str = "it", minimum: int = 0
+    total: int, description: str, *, unit: str = "it", minimum: int = 0, leave: bool = False
 ) -> Iterator[Progress]:
     """A tqdm bar on stderr when option ``progress`` is on, stderr is a terminal and
-    ``total`` reaches ``minimum``; otherwise a bar that shows nothing."""
+    ``total`` reaches ``minimum``; otherwise a bar that shows nothing. ``leave`` keeps the
+    finished bar, with its final rate, on screen."""
     if not options.get("progress") or total < minimum or not sys.stderr.isatty():
         yield _Silent()
         return
@@ -44,6 +45,6 @@ def progress(
         unit_scale=scale,
         unit_divisor=1024 if scale else 1000,
         file=sys.stderr,
-        leave=False,
+        leave=leave,
     ) as bar:
         yield bar

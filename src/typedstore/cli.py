@@ -307,7 +307,7 @@ def _stream(
 ) -> _Digest | None:
     """Copy the object ``key`` to ``sink`` (if any) in chunks, feeding ``digest`` (if any);
     return the digest."""
-    with progress(size, "get", unit="B", minimum=4 << 20) as bar:
+    with progress(size, "get", unit="B", minimum=4 << 20, leave=True) as bar:
         for start in range(0, size, PART):
             chunk = storage.read(key, start, PART)
             if digest is not None:
@@ -328,14 +328,27 @@ def _check(ref: Reference, digest: _Digest | None, expected: str) -> None:
         )
 
 
-def _read_regular(path: Path) -> bytes:
+def _read_regular(path: Path) -> bytearray:
     """The bytes of a regular file: a pipe would block, a device never end."""
     # Non-blocking: opening a pipe would otherwise wait for a writer.
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     with open(fd, "rb", buffering=0) as file:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise StorageError(f"{path} is not a regular file; put stores files only")
-        return file.read()
+        data = bytearray(info.st_size)
+        view, done = memoryview(data), 0
+        with progress(info.st_size, "put", unit="B", minimum=4 << 20, leave=True) as bar:
+            while done < info.st_size:
+                got = file.readinto(view[done : done + PART])
+                if not got:
+                    break
+                done += got
+                bar.update(got)
+        view.release()
+        del data[done:]  # the file shrank meanwhile, or grew: what it holds now is stored
+        data += file.read()
+    return data
 
 
 # Files that are stored as they are, under the codec whose format they are.
@@ -480,7 +493,7 @@ def _copy(args: argparse.Namespace, out: TextIO) -> int:
         raise NotFoundError(f"no objects to copy in {source.url}")
     sizes = {key: source.size(key) for key in keys}
     copied, copied_bytes, same, different = 0, 0, 0, []
-    with progress(sum(sizes.values()), "copy", unit="B", minimum=4 << 20) as bar:
+    with progress(sum(sizes.values()), "copy", unit="B", minimum=4 << 20, leave=True) as bar:
         for key in keys:
             # Objects are never changed in place: one already there must be this one.
             if target_store.exists(key):
