@@ -99,9 +99,7 @@ def test_shared_and_cyclic_references_survive() -> None:
 
 
 @pytest.mark.parametrize("value", NUMPY_VALUES, ids=lambda v: type(v).__name__)
-def test_numpy_objects_are_refused_both_ways(value: Any) -> None:
-    with pytest.raises(EncodeError, match="'safetensors' or 'npy' codec"):
-        codec.encode(value)
+def test_numpy_objects_are_never_built_from_pickle_opcodes(value: Any) -> None:
     data = pickle.dumps(value, protocol=5)
     for allow in ([], ["numpy.*"], ["*"]):
         with (
@@ -109,6 +107,26 @@ def test_numpy_objects_are_refused_both_ways(value: Any) -> None:
             pytest.raises(UnsafeDataError, match="never built from a pickle"),
         ):
             codec.decode(data)
+
+
+# What the npy codec holds goes beside the pickle; the rest stays refused at write time.
+BESIDE = [0, 1, 2, 3, 4, 6, 9]
+
+
+@pytest.mark.parametrize("index", range(len(NUMPY_VALUES)))
+def test_numpy_objects_go_beside_the_pickle_or_are_refused(index: int) -> None:
+    value = NUMPY_VALUES[index]
+    if index not in BESIDE:
+        with pytest.raises(EncodeError, match="'safetensors' or 'npy' codec"):
+            codec.encode(value)
+        return
+    back = round_trip(codec, value)
+    for got, want in zip(back, value, strict=True) if type(value) is tuple else [(back, value)]:
+        assert type(got) is type(want)
+        if isinstance(want, np.ndarray | np.generic):
+            assert (got.dtype, got.tobytes()) == (want.dtype, want.tobytes())
+        else:
+            assert got == want
 
 
 def test_defaultdict_factory_survives() -> None:
@@ -358,3 +376,108 @@ except ts.errors.UnsafeDataError as exc:
     assert "refused:" in out
     assert "posix.system" in out
     assert not marker.exists()
+
+
+# --- numpy values kept beside the pickle (version 2) -----------------------------------
+
+
+def model_like() -> Point:
+    """A user object holding numpy values, as a fitted scikit-learn model does."""
+    weights = np.arange(12, dtype=np.float32).reshape(3, 4)
+    model = Point(1, 2)
+    model.__dict__.update(
+        coef=weights,
+        same_coef=weights,  # one array, twice
+        transposed=np.asfortranarray(weights),
+        classes=np.array(["setosa", "virginica"]),
+        records=np.zeros(2, dtype=[("a", "<i4"), ("b", "<f8", (2,))]),
+        n_iter=np.int64(7),
+        score=np.float64(0.25),
+        flag=np.bool_(True),
+        dtype=np.dtype(">u2"),
+        stamp=np.datetime64("2024-01-02", "D"),
+        nested={"bias": np.ones(2), "tags": ["a"]},
+    )
+    return model
+
+
+def test_numpy_values_inside_an_allowed_object_come_back_exactly() -> None:
+    value = model_like()
+    with ts.options.ctx({"codecs.pickle.allow": ["helpers.Point"]}):
+        data = b"".join(bytes(c) for c in codec.encode(value))
+        assert data.startswith(b"\x00typedstore pickle+arrays\n")
+        back = codec.decode(memoryview(data))
+    assert type(back) is Point
+    for name in ("coef", "transposed", "classes", "records"):
+        got, want = back.__dict__[name], value.__dict__[name]
+        assert type(got) is np.ndarray
+        assert (got.dtype, got.shape, got.tobytes()) == (want.dtype, want.shape, want.tobytes())
+        assert got.flags.writeable
+    state = back.__dict__
+    assert state["transposed"].flags.f_contiguous
+    assert state["same_coef"] is state["coef"]
+    for name in ("n_iter", "score", "flag", "stamp"):
+        got, want = back.__dict__[name], value.__dict__[name]
+        assert (type(got), got) == (type(want), want)
+    assert state["dtype"] == np.dtype(">u2")
+    assert np.array_equal(state["nested"]["bias"], np.ones(2))
+    assert state["nested"]["tags"] == ["a"]
+
+
+def test_values_without_numpy_are_written_as_version_1_wrote_them() -> None:
+    value = {"a": [1, 2.5], "b": (None, "x")}
+    (data,) = codec.encode(value)
+    assert bytes(data) == pickle.dumps(value, protocol=5)
+
+
+def test_unrestricted_loads_numpy_values_beside_the_pickle_too() -> None:
+    value = {"w": np.arange(3), "s": np.float32(2.5)}
+    data = b"".join(bytes(c) for c in codec.encode(value))
+    with ts.options.ctx({"codecs.pickle.unrestricted": True}):
+        back = codec.decode(memoryview(data))
+    assert np.array_equal(back["w"], np.arange(3))
+    assert type(back["s"]) is np.float32
+
+
+def crafted(pickled: bytes, arrays: list[bytes], count: int | None = None) -> bytes:
+    parts = [b"\x00typedstore pickle+arrays\n", struct.pack("<Q", len(pickled)), pickled]
+    parts.append(struct.pack("<I", len(arrays) if count is None else count))
+    for array in arrays:
+        parts += [struct.pack("<Q", len(array)), array]
+    return b"".join(parts)
+
+
+def with_pid(pid: object) -> bytes:
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj: object) -> object:
+            return pid if obj == "marker" else None
+
+    import io
+
+    file = io.BytesIO()
+    Pickler(file, protocol=5).dump(["marker"])
+    return file.getvalue()
+
+
+NPY = bytes(b"".join(bytes(c) for c in ts.registry.get("npy").encode(np.arange(3))))
+
+CRAFTED_OBJECTS = {
+    "unknown id": crafted(with_pid(("file", "/etc/passwd")), []),
+    "index past the arrays": crafted(with_pid(("array", 1)), [NPY]),
+    "negative index": crafted(with_pid(("array", -1)), [NPY]),
+    "object dtype": crafted(with_pid(("dtype", "O")), []),
+    "record dtype": crafted(with_pid(("dtype", "[('a', '<i4')]")), []),
+    "id not a tuple": crafted(with_pid("array"), [NPY]),
+    "array count past the end": crafted(with_pid(("array", 0)), [], count=2**32 - 1),
+    "array length past the end": crafted(with_pid(("array", 0)), [NPY])[:-5],
+    "trailing bytes": crafted(with_pid(("array", 0)), [NPY]) + b"x",
+    "pickle length past the end": b"\x00typedstore pickle+arrays\n" + struct.pack("<Q", 2**60),
+    "an array of objects": crafted(with_pid(("array", 0)), [NPY.replace(b"<i8", b"|O8")]),
+    "persistent id in a bare pickle": with_pid(("array", 0)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CRAFTED_OBJECTS))
+def test_crafted_objects_with_numpy_values_are_clear_errors(name: str) -> None:
+    with pytest.raises(DecodeError):
+        codec.decode(memoryview(CRAFTED_OBJECTS[name]))

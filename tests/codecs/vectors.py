@@ -267,6 +267,18 @@ def _official(value: Any) -> bytes:
 
 #: codec -> format version -> case name -> case. A version's cases never change once
 #: its vectors are written; a new version adds a new entry.
+def _pickled_arrays() -> dict[str, Any]:
+    weights = np.arange(6, dtype=np.float32).reshape(2, 3)
+    return {
+        "weights": weights,
+        "again": weights,
+        "labels": np.array(["a", "bc"]),
+        "step": np.int64(7),
+        "dtype": np.dtype(">u2"),
+        "plain": [1, 2.5],
+    }
+
+
 CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
     "raw": {
         1: {
@@ -416,7 +428,12 @@ CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
             "array": Case(
                 lambda: np.arange(5, dtype=np.int16), refused="never built from a pickle"
             ),
-        }
+        },
+        2: {
+            "tuple": Case(lambda: (1, "two", 3.0, None), stable=False),
+            # numpy values beside the pickle, as .npy.
+            "arrays": Case(_pickled_arrays, stable=False),
+        },
     },
 }
 

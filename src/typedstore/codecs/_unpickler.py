@@ -398,8 +398,14 @@ class _Stop(Exception):
 class _Loader:
     """One load: the stack, the memo and what the pickle has spent."""
 
-    def __init__(self, data: bytes, allow: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        allow: tuple[str, ...],
+        persistent: Callable[[Any], Any] | None = None,
+    ) -> None:
         self.data = data
+        self.persistent = persistent
         self.pos = 0
         self.stack: list[Any] = []
         self.marks: list[list[Any]] = []
@@ -928,8 +934,16 @@ def _build(loader: _Loader) -> None:
     loader.build(loader.stack[-1], state)
 
 
+@_op(b"Q")
+def _binpersid(loader: _Loader) -> None:
+    pid = loader.pop()
+    if loader.persistent is None:
+        raise UnsafeDataError("pickle uses persistent ids, which this object does not carry")
+    loader.stack.append(loader.persistent(pid))
+
+
 _UNSUPPORTED = {
-    b"P": "persistent ids", b"Q": "persistent ids", b"\x82": "the extension registry",
+    b"P": "persistent ids", b"\x82": "the extension registry",
     b"\x83": "the extension registry", b"\x84": "the extension registry",
     b"\x97": "out-of-band buffers", b"\x98": "out-of-band buffers",
     b"i": "Python 2 classes", b"o": "Python 2 classes", b"S": "Python 2 strings",
@@ -1012,9 +1026,15 @@ def _run(loader: _Loader) -> None:
 _unpack_float = struct.Struct(">d").unpack_from
 
 
-def load(data: bytes, allow: tuple[str, ...]) -> Any:
-    """Interpret the pickle ``data``; DecodeError (UnsafeDataError when refused) on failure."""
-    loader = _Loader(data, allow)
+def load(
+    data: bytes, allow: tuple[str, ...], persistent: Callable[[Any], Any] | None = None
+) -> Any:
+    """Interpret the pickle ``data``; DecodeError (UnsafeDataError when refused) on failure.
+
+    ``persistent`` resolves the pickle's persistent ids (the values kept out of it),
+    raising DecodeError for one it does not know; without it, they are refused.
+    """
+    loader = _Loader(data, allow, persistent)
     try:
         _run(loader)
     except DecodeError:
