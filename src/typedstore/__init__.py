@@ -1,6 +1,6 @@
 """typedstore: typed serialization of large values, out of the database and back."""
 
-from typedstore import errors, maintenance, testing
+from typedstore import errors, maintenance, mltraq, testing
 from typedstore.codecs.safetensors import TensorFile
 from typedstore.datastore import DataStore
 from typedstore.experiment import (
@@ -53,6 +53,7 @@ __all__ = [
     "list_experiments",
     "load_experiment",
     "maintenance",
+    "mltraq",
     "options",
     "register_storage",
     "registry",

@@ -37,6 +37,7 @@ from typedstore.experiment import Fields, create_experiment, list_experiments, l
 from typedstore.io import DataStoreIO
 from typedstore.keys import check_key
 from typedstore.maintenance import Damage, collect_garbage, detect_codec, references, verify
+from typedstore.mltraq import import_mltraq
 from typedstore.options import options
 from typedstore.policy import PART
 from typedstore.protocols import NAME_PATTERN, Storage
@@ -448,6 +449,20 @@ def _condition(text: str) -> Condition:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _import_mltraq(args: argparse.Namespace, out: TextIO) -> int:
+    report = import_mltraq(
+        args.database_url, args.datastore_dir, if_exists="replace" if args.replace else "fail"
+    )
+    for name in report.experiments:
+        print(f"imported experiment {name}", file=out)
+    print(f"imported {len(report.objects)} DataStore files that no experiment holds", file=out)
+    for url, reference in report.objects.items():
+        print(f"  {url} -> {reference}", file=out)
+    for what in report.skipped:
+        print(f"skipped {what}", file=sys.stderr)
+    return 1 if report.skipped else 0
+
+
 def _show(args: argparse.Namespace, out: TextIO) -> int:
     experiment = load_experiment(args.experiment)
     if args.json:
@@ -692,6 +707,18 @@ def _parser() -> argparse.ArgumentParser:
         "prefix", nargs="?", help="only the objects under this key prefix (default: all)"
     )
     as_json(check)
+    moved = command(
+        "import-mltraq", _import_mltraq,
+        "move an mltraq store (experiments and DataStores) into this one; the old one stays",
+    )  # fmt: skip
+    moved.add_argument("database_url", metavar="MLTRAQ_DATABASE_URL",
+                       help="mltraq's database, such as sqlite:///mltraq.db")  # fmt: skip
+    moved.add_argument("datastore_dir", metavar="MLTRAQ_DATASTORE_DIR",
+                       help="mltraq's datastore folder, such as mltraq.datastore")  # fmt: skip
+    moved.add_argument(
+        "--replace", action="store_true",
+        help="replace experiments of the same names already stored here",
+    )  # fmt: skip
     show = command("show", _show, "show an experiment's fields and runs")
     show.add_argument("experiment", help="the experiment's id or name")
     as_json(show)

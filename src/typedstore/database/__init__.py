@@ -25,6 +25,7 @@ __all__ = [
     "Database",
     "close_all",
     "open_database",
+    "open_foreign",
     "reading",
     "transaction",
 ]
@@ -71,6 +72,22 @@ def open_database(url: str | None = None, *, create: bool = True) -> Database | 
             raise
         _databases[key] = db
         return db
+
+
+def open_foreign(url: str) -> Database:
+    """Another program's database, to read: nothing is created or changed in it (an SQLite
+    file is opened read-only), nothing cached (the caller closes it). Raises
+    DatabaseError when it cannot be opened."""
+    path = _sqlite_path(url)
+    if path is not None:
+        if path != ":memory:" and not os.path.exists(path):
+            raise DatabaseError(f"no database file {path}")
+        from typedstore.database._sqlite import SQLiteDatabase
+
+        return SQLiteDatabase(path, read_only=True)
+    from typedstore.database._sqlalchemy import SQLAlchemyDatabase
+
+    return SQLAlchemyDatabase(url)
 
 
 def _sqlite_path(url: str) -> str | None:

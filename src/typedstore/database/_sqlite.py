@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -35,13 +36,18 @@ class _Connection:
 class SQLiteDatabase:
     """One SQLite file (or ``:memory:``), one connection shared under a lock."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
         self.path = path
         self._lock = threading.RLock()
+        # Read-only opens another program's file without changing a byte of it.
+        target = f"file:{urllib.parse.quote(path)}?mode=ro" if read_only else path
         try:
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                target, timeout=30, isolation_level=None, check_same_thread=False,
+                uri=read_only,
+            )  # fmt: skip
             conn.execute("PRAGMA foreign_keys = ON")
-            if path != ":memory:":
+            if path != ":memory:" and not read_only:
                 conn.execute("PRAGMA journal_mode = WAL")
         except sqlite3.Error as exc:
             raise DatabaseError(f"cannot open the database {path}: {exc}") from exc
