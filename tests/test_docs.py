@@ -1,4 +1,5 @@
-"""The documentation's code runs: docs/examples/*.py and the README's Python blocks."""
+"""The documentation's code runs: docs/examples/*.py, every Python block of the docs
+pages and of the README."""
 
 from __future__ import annotations
 
@@ -42,6 +43,33 @@ def test_example_runs(path: Path, tmp_path: Path) -> None:
 def test_seed_examples_have_recorded_output() -> None:
     for name in ("datastore_01", "datastore_02"):
         assert (ROOT / "docs" / "examples" / f"{name}.out").is_file()
+
+
+def _docs_blocks() -> list[tuple[str, int, str]]:
+    found = []
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        blocks = re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)
+        for i, block in enumerate(blocks):
+            if not block.lstrip().startswith("--8<--"):  # an example: run as one above
+                found.append((page.name, i, block))
+    return found
+
+
+DOCS_BLOCKS = _docs_blocks()
+
+
+def test_the_docs_have_python_blocks() -> None:
+    assert len(DOCS_BLOCKS) >= 10
+
+
+@pytest.mark.parametrize(("page", "index", "block"), DOCS_BLOCKS,
+                         ids=[f"{page}#{i}" for page, i, _ in DOCS_BLOCKS])  # fmt: skip
+def test_docs_python_blocks_run(page: str, index: int, block: str, tmp_path: Path) -> None:
+    # A block about an optional library (torch, duckdb) runs where it is installed.
+    for module in re.findall(r"^(?:import|from) (\w+)", block, re.MULTILINE):
+        pytest.importorskip(module, reason=f"{page} block {index} needs {module}")
+    result = run_python(block, tmp_path)
+    assert result.returncode == 0, result.stderr
 
 
 def test_readme_python_blocks_run(tmp_path: Path) -> None:
