@@ -21,6 +21,7 @@ __all__ = [
     "OPEN_FOLDERS",
     "PAGE",
     "PART",
+    "PARTS_IN_FLIGHT",
     "SMALL",
     "SYNC_THREADS",
 ]
@@ -62,6 +63,9 @@ FOOTER_FIRST_READ = 64 << 10
 #: remote storages (S3 needs 5 MiB per part at least), and the command line's ``get`` and
 #: ``copy``. It bounds the memory a transfer needs beyond its buffers.
 PART = 8 << 20
+
+#: Parts a remote storage transfers at once (threads, each with one part in memory).
+PARTS_IN_FLIGHT = 4
 
 #: Files flushed to disk at once when a folder of them is synced: the filesystem's journal
 #: commits concurrent flushes together, so several in flight cost little more than one.

@@ -7,14 +7,16 @@ the rest of typedstore stays strictly typed.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from typedstore.errors import NotFoundError, StorageError
 from typedstore.keys import check_key, is_valid_segment
-from typedstore.policy import PART
+from typedstore.policy import PART, PARTS_IN_FLIGHT
 from typedstore.protocols import Buffer, Reader, byte_view, check_range
 
 __all__ = ["FsspecStorage"]
@@ -48,6 +50,9 @@ class FsspecStorage:
         self._url = url
         self._root = str(root).rstrip("/")
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        # S3 (s3fs): parts go up and down several at once, as its own requests.
+        self._s3 = "s3" in _protocols(fs) and hasattr(fs, "call_s3")
         self.bytes_read = 0
 
     @property
@@ -69,6 +74,21 @@ class FsspecStorage:
         with self._lock:
             self.bytes_read += n
 
+    @property
+    def parallel(self) -> bool:
+        """Whether reads fetch several parts at once."""
+        return self._s3
+
+    def map_parts(self, fill: Any, pieces: list[Any]) -> Iterator[int]:
+        """``fill`` over ``pieces`` on the transfer threads, results in order."""
+        return self._threads().map(fill, pieces)
+
+    def _threads(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="typedstore")
+            return self._pool
+
     def write(self, key: str, chunks: Sequence[Buffer]) -> int:
         """Upload the chunks in order, in parts; the object appears only when complete.
 
@@ -77,6 +97,8 @@ class FsspecStorage:
         store could then not be copied to a directory)."""
         path = self._path(key)
         self._check_free(key, path)
+        if self._s3:
+            return self._write_s3(key, path, chunks)
         total = 0
         try:
             f = self._fs.open(path, "wb", block_size=PART)
@@ -93,6 +115,61 @@ class FsspecStorage:
             _abort(f)
             if isinstance(exc, Exception):
                 raise self._error(key, "write", exc) from exc
+            raise
+        return total
+
+    def _write_s3(self, key: str, path: str, chunks: Sequence[Buffer]) -> int:
+        """One request for an object of up to one part, else a multipart upload with
+        PARTS_IN_FLIGHT parts in flight: memory beyond the buffers stays within what
+        those parts take (the client holds a few copies of each while it sends it)."""
+        bucket, name, _ = self._fs.split_path(path)
+        try:
+            rest = iter(chunks)
+            head: list[memoryview] = []
+            size = 0
+            for chunk in rest:
+                head.append(byte_view(chunk))
+                size += head[-1].nbytes
+                if size > PART:
+                    break
+            else:
+                body = b"".join(head)
+                self._fs.call_s3("put_object", Bucket=bucket, Key=name, Body=body)
+                return size
+            views = itertools.chain(head, (byte_view(chunk) for chunk in rest))
+            return self._multipart(bucket, name, views)
+        except Exception as exc:
+            raise self._error(key, "write", exc) from exc
+        finally:
+            self._fs.invalidate_cache(path)
+
+    def _multipart(self, bucket: str, name: str, views: Iterator[memoryview]) -> int:
+        upload = self._fs.call_s3("create_multipart_upload", Bucket=bucket, Key=name)["UploadId"]
+        pool = self._threads()
+
+        def send(number: int, body: bytes) -> dict[str, Any]:
+            out = self._fs.call_s3("upload_part", Bucket=bucket, Key=name, UploadId=upload,
+                                   PartNumber=number, Body=body)  # fmt: skip
+            return {"PartNumber": number, "ETag": out["ETag"]}
+
+        parts: list[dict[str, Any]] = []
+        pending: list[Future[dict[str, Any]]] = []
+        total = 0
+        try:
+            for number, body in enumerate(_parts(views), start=1):
+                if len(pending) >= PARTS_IN_FLIGHT:
+                    parts.append(pending.pop(0).result())
+                pending.append(pool.submit(send, number, body))
+                total += len(body)
+            parts += [future.result() for future in pending]
+            self._fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=name,
+                             UploadId=upload, MultipartUpload={"Parts": parts})  # fmt: skip
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            with contextlib.suppress(Exception):
+                self._fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=name,
+                                 UploadId=upload)  # fmt: skip
             raise
         return total
 
@@ -212,20 +289,53 @@ class _RemoteReader:
         return self._storage.read(self._key, start, max(0, min(length, self.size - start)))
 
     def readinto(self, start: int, *buffers: Buffer) -> int:
-        # Ranged requests of at most a part each, copied into the buffers as they
-        # arrive: memory stays bounded whatever the object's size.
-        done = 0
+        # Ranged requests of at most a part each, several at once on S3, copied into the
+        # buffers as they arrive: memory stays bounded whatever the object's size.
+        pieces: list[tuple[memoryview, int]] = []
+        offset = start
         for buffer in buffers:
             target = byte_view(buffer)
-            filled = 0
-            while filled < target.nbytes:
-                part = self.read(start + done, min(PART, target.nbytes - filled))
-                if not part:
-                    return done
-                target[filled : filled + len(part)] = part
-                filled += len(part)
-                done += len(part)
+            for at in range(0, target.nbytes, PART):
+                pieces.append((target[at : at + PART], offset + at))
+            offset += target.nbytes
+        if len(pieces) > 1 and self._storage.parallel:
+            filled = list(self._storage.map_parts(self._fill, pieces))
+        else:
+            filled = [self._fill(piece) for piece in pieces]
+        done = 0
+        for (target, _), got in zip(pieces, filled, strict=True):
+            done += got
+            if got < target.nbytes:  # the object ended here
+                break
         return done
+
+    def _fill(self, piece: tuple[memoryview, int]) -> int:
+        target, offset = piece
+        data = self.read(offset, target.nbytes) if offset < self.size else b""
+        target[: len(data)] = data
+        return len(data)
+
+
+def _parts(views: Iterator[memoryview]) -> Iterator[bytes]:
+    """The bytes of the views in parts of PART (the last may be smaller)."""
+    pending: list[memoryview] = []
+    size = 0
+    for view in views:
+        while view.nbytes:
+            take = view[: PART - size]
+            pending.append(take)
+            size += take.nbytes
+            view = view[take.nbytes :]
+            if size == PART:
+                yield b"".join(pending)
+                pending, size = [], 0
+    if size:
+        yield b"".join(pending)
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = getattr(fs, "protocol", ())
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 def _abort(f: Any) -> None:
