@@ -498,3 +498,31 @@ def test_json_output_for_scripts(
     assert shown["fields"] == {"lr": 0.5}
     assert shown["runs"][0]["fields"]["outputs"]["keys"] == ["w"]
     assert output("verify") == {"checked": 2, "damaged": [], "not_decodable_here": []}
+
+
+COPY_MEMORY = """
+import sys, tracemalloc
+import numpy as np
+import typedstore as ts
+from typedstore.cli import main
+
+with ts.options.ctx({"datastore.url": sys.argv[1]}):
+    ts.DataStoreIO.serialize_write(np.ones(8 * 2**20), "big")  # 64 MiB
+tracemalloc.start()
+assert main(["--quiet", "copy", sys.argv[1], sys.argv[2]]) == 0
+print(tracemalloc.get_traced_memory()[1])
+"""
+
+
+def test_copy_streams_objects_with_bounded_memory(tmp_path: Path) -> None:
+    from typedstore.policy import PART
+
+    result = subprocess.run(
+        [sys.executable, "-c", COPY_MEMORY, str(tmp_path / "a"), str(tmp_path / "b")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.split()[-1]) < 2 * PART  # one part, never the 64 MiB object
+    with ts.options.ctx({"datastore.url": str(tmp_path / "b")}):
+        (key,) = ts.default_store().storage.list()
+        assert ts.default_store().storage.size(key) > 64 * 2**20

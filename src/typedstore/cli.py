@@ -40,7 +40,7 @@ from typedstore.maintenance import Damage, collect_garbage, detect_codec, refere
 from typedstore.mltraq import import_mltraq
 from typedstore.options import options
 from typedstore.policy import PART
-from typedstore.protocols import NAME_PATTERN, Storage
+from typedstore.protocols import NAME_PATTERN, Storage, WritesStreams
 from typedstore.query import Condition, find_runs
 from typedstore.reference import Reference
 from typedstore.registry import registry
@@ -518,7 +518,11 @@ def _copy(args: argparse.Namespace, out: TextIO) -> int:
                     different.append(key)
             else:
                 # References are root-relative: the same keys make the same references work.
-                target.write(key, [source.read(key)])
+                if isinstance(target, WritesStreams):
+                    with source_store.open(key) as reader:
+                        target.write_from(key, reader, sizes[key])
+                else:
+                    target.write(key, [source.read(key)])
                 copied += 1
                 copied_bytes += sizes[key]
             bar.update(sizes[key])

@@ -209,6 +209,16 @@ class TracksChanges(Protocol):
 
 
 @runtime_checkable
+class WritesStreams(Protocol):
+    """A storage that stores an object from a reader, a part at a time."""
+
+    def write_from(self, key: str, reader: Reader, size: int) -> int:
+        """Store ``size`` bytes read from ``reader`` under ``key`` atomically, holding
+        only a few parts in memory at a time; return the size."""
+        ...
+
+
+@runtime_checkable
 class Syncs(Protocol):
     """A storage whose writes may sit in memory (a page cache) before they reach the disk."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -97,6 +97,26 @@ class FsspecStorage:
         store could then not be copied to a directory)."""
         path = self._path(key)
         self._check_free(key, path)
+        return self._write_chunks(key, path, chunks)
+
+    def write_from(self, key: str, reader: Reader, size: int) -> int:
+        """Store ``size`` bytes of ``reader`` under ``key``, a part at a time: memory
+        stays within the parts in flight whatever the size."""
+        path = self._path(key)
+        self._check_free(key, path)
+
+        def parts() -> Iterator[bytes]:
+            for start in range(0, size, PART):
+                want = min(PART, size - start)
+                data = reader.read(start, want)
+                if len(data) != want:
+                    got = start + len(data)
+                    raise StorageError(f"the source ended after {got} of its {size} bytes")
+                yield data
+
+        return self._write_chunks(key, path, parts())
+
+    def _write_chunks(self, key: str, path: str, chunks: Iterable[Buffer]) -> int:
         if self._s3:
             return self._write_s3(key, path, chunks)
         total = 0
@@ -118,7 +138,7 @@ class FsspecStorage:
             raise
         return total
 
-    def _write_s3(self, key: str, path: str, chunks: Sequence[Buffer]) -> int:
+    def _write_s3(self, key: str, path: str, chunks: Iterable[Buffer]) -> int:
         """One request for an object of up to one part, else a multipart upload with
         PARTS_IN_FLIGHT parts in flight: memory beyond the buffers stays within what
         those parts take (the client holds a few copies of each while it sends it)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import mmap
 import os
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from typedstore.errors import InvalidKeyError, NotFoundError, StorageError
 from typedstore.keys import check_key, is_valid_segment
-from typedstore.policy import LARGE, OPEN_FOLDERS, SMALL, SYNC_THREADS
+from typedstore.policy import LARGE, OPEN_FOLDERS, PART, SMALL, SYNC_THREADS
 from typedstore.protocols import Buffer, Reader, byte_view, check_range
 
 __all__ = ["LocalStorage"]
@@ -107,16 +108,30 @@ class LocalStorage:
             total += view.nbytes
         if total <= SMALL and len(views) > 1:
             views = [memoryview(b"".join(views))]  # one system call beats several
+        body = functools.partial(_write_views, views, total)
         try:
-            self._write(key, parent, name, views, total)
+            self._write(key, parent, name, body, total)
         except _CannotLink:
             # This system refuses to name a file by its /proc/self/fd link (a security
             # module, a container): named temporary files from now on.
             self._tmpfile = 0
-            self._write(key, parent, name, views, total)
+            self._write(key, parent, name, body, total)
         return total
 
-    def _write(self, key: str, parent: str, name: str, views: list[memoryview], total: int) -> None:
+    def write_from(self, key: str, reader: Reader, size: int) -> int:
+        """Store ``size`` bytes of ``reader`` under ``key`` atomically, a part at a time:
+        memory stays within one part whatever the size."""
+        parent, name = _split(key)
+        try:
+            self._write(key, parent, name, functools.partial(_write_parts, reader, size), size)
+        except _CannotLink:
+            self._tmpfile = 0
+            self._write(key, parent, name, functools.partial(_write_parts, reader, size), size)
+        return size
+
+    def _write(
+        self, key: str, parent: str, name: str, body: Callable[[int], int], total: int
+    ) -> None:
         for attempt in (1, 2):
             directory = self._folder(parent)
             try:
@@ -134,7 +149,7 @@ class LocalStorage:
                 os.close(directory)
                 raise StorageError(f"cannot write {key!r} under {self.url}: {exc}") from exc
         try:
-            self._fill(key, directory, name, fd, tmp, views, total)
+            self._fill(key, directory, name, fd, tmp, body, total)
         finally:
             os.close(directory)
 
@@ -145,21 +160,16 @@ class LocalStorage:
         name: str,
         fd: int,
         tmp: str | None,
-        views: list[memoryview],
+        body: Callable[[int], int],
         total: int,
     ) -> None:
-        """Write ``views`` to the new file ``fd`` and give it the name ``name``."""
+        """Write the object's ``total`` bytes to the new file ``fd`` with ``body`` and
+        give it the name ``name``."""
         try:
             try:
                 if total >= LARGE:
                     _preallocate(fd, total)
-                # One call for all the chunks: a file written so reads back faster.
-                if len(views) == 1:
-                    done = os.pwrite(fd, views[0], 0)
-                    if done < total:
-                        done += _vectored(os.pwritev, fd, done, [views[0][done:]])
-                else:
-                    done = _vectored(os.pwritev, fd, 0, views)
+                done = body(fd)
                 if done != total:
                     raise OSError(errno.EIO, "the system wrote less than asked")
                 if self._fsync:
@@ -641,6 +651,27 @@ class LocalStorage:
         if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
             return NotFoundError(f"no object under key {key!r} in {self.url}")
         return StorageError(f"cannot read {key!r} under {self.url}: {exc}")
+
+
+def _write_views(views: list[memoryview], total: int, fd: int) -> int:
+    # One call for all the chunks: a file written so reads back faster.
+    if len(views) == 1:
+        done = os.pwrite(fd, views[0], 0)
+        if done < total:
+            done += _vectored(os.pwritev, fd, done, [views[0][done:]])
+        return done
+    return _vectored(os.pwritev, fd, 0, views)
+
+
+def _write_parts(reader: Reader, size: int, fd: int) -> int:
+    part = memoryview(bytearray(min(PART, size)))
+    done = 0
+    while done < size:
+        got = reader.readinto(done, part[: min(PART, size - done)])
+        if not got:
+            raise StorageError(f"the source ended after {done} of its {size} bytes")
+        done += _vectored(os.pwritev, fd, done, [part[:got]])
+    return done
 
 
 def _split(key: str, *, what: str = "key") -> tuple[str, str]:

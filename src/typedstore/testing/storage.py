@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from typedstore.errors import InvalidKeyError, NotFoundError, StorageError
-from typedstore.protocols import MapsMemory, OpensReaders, Storage, Syncs
+from typedstore.policy import PART
+from typedstore.protocols import MapsMemory, OpensReaders, Storage, Syncs, WritesStreams
 from typedstore.store import Store
 
 __all__ = ["BAD_KEYS", "BAD_PREFIXES", "StorageTests"]
@@ -215,3 +216,20 @@ class StorageTests:
         assert storage.read("p/b") == b"def"
         with pytest.raises(InvalidKeyError):
             storage.sync("../p")
+
+    def test_write_from(self, storage: Storage) -> None:
+        if not isinstance(storage, WritesStreams):
+            pytest.skip("the storage writes from buffers only")
+        data = np.random.default_rng(0).integers(0, 255, 3 * PART + 5, np.uint8).tobytes()
+        source = Store(storage=storage)
+        storage.write("src/big", [data])
+        with source.open("src/big") as reader:
+            assert storage.write_from("dst/big", reader, len(data)) == len(data)
+        assert storage.read("dst/big") == data
+        with source.open("src/big") as reader:
+            assert storage.write_from("dst/empty", reader, 0) == 0
+        assert storage.read("dst/empty") == b""
+        # A source shorter than announced stores nothing.
+        with source.open("src/big") as reader, pytest.raises(StorageError):
+            storage.write_from("dst/short", reader, len(data) + 1)
+        assert list(storage.list("dst")) == ["dst/big", "dst/empty"]
