@@ -874,7 +874,9 @@ def _experiment_rows(
     persists: dict[str, tuple[Op | None, Op]] = {}
     loads: dict[str, tuple[Op | None, Op]] = {}
     if mltraq is not None:
-        mltraq.options().set("datastore.url", f"file://{tmp / 'mltraq.datastore'}")
+        # mltraq drops the slash after file:// (its paths are relative): four slashes
+        # give it the absolute path of the benchmark's own folder.
+        mltraq.options().set("datastore.url", f"file:///{tmp.resolve() / 'mltraq.datastore'}")
         mltraq.options().set("tqdm.disable", True)
         session = mltraq.create_session(f"sqlite:///{tmp / 'mltraq.db'}")
         pending: list[Any] = []
