@@ -153,3 +153,23 @@ def test_postgresql_keeps_fields_in_a_json_column(postgres_server: str, tmp_path
             )
             ((value,),) = conn.execute("SELECT fields -> 'a' ->> 'nested' FROM experiments")
         assert (kind, value) == ("json", "a")
+
+
+def test_without_sqlalchemy_the_error_says_what_to_install(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = """
+import sys
+sys.modules["sqlalchemy"] = None  # as if not installed
+import typedstore as ts
+ts.options.set("database.url", "postgresql+psycopg://someone@127.0.0.1:1/db")
+try:
+    ts.list_experiments()
+except ts.errors.DatabaseError as exc:
+    print(exc)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path,
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'typedstore[postgres]'" in result.stdout

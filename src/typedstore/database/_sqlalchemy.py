@@ -21,11 +21,10 @@ def _import() -> Any:
     try:
         import sqlalchemy
     except ImportError as exc:
-        exc.add_note(
+        raise DatabaseError(
             "a database other than SQLite needs SQLAlchemy and a driver: "
             "pip install 'typedstore[postgres]' for PostgreSQL"
-        )
-        raise
+        ) from exc
     return sqlalchemy
 
 
