@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -20,6 +20,9 @@ from typedstore.policy import PART, PARTS_IN_FLIGHT
 from typedstore.protocols import Buffer, Reader, byte_view, check_range
 
 __all__ = ["FsspecStorage"]
+
+# A part of a read: the buffer it fills, and its offset in the object.
+_Piece = tuple[memoryview, int]
 
 
 def _fsspec() -> Any:
@@ -79,7 +82,7 @@ class FsspecStorage:
         """Whether reads fetch several parts at once."""
         return self._s3
 
-    def map_parts(self, fill: Any, pieces: list[Any]) -> Iterator[int]:
+    def map_parts(self, fill: Callable[[_Piece], int], pieces: list[_Piece]) -> Iterator[int]:
         """``fill`` over ``pieces`` on the transfer threads, results in order."""
         return self._threads().map(fill, pieces)
 
@@ -311,7 +314,7 @@ class _RemoteReader:
     def readinto(self, start: int, *buffers: Buffer) -> int:
         # Ranged requests of at most a part each, several at once on S3, copied into the
         # buffers as they arrive: memory stays bounded whatever the object's size.
-        pieces: list[tuple[memoryview, int]] = []
+        pieces: list[_Piece] = []
         offset = start
         for buffer in buffers:
             target = byte_view(buffer)
@@ -329,7 +332,7 @@ class _RemoteReader:
                 break
         return done
 
-    def _fill(self, piece: tuple[memoryview, int]) -> int:
+    def _fill(self, piece: _Piece) -> int:
         target, offset = piece
         data = self.read(offset, target.nbytes) if offset < self.size else b""
         target[: len(data)] = data
