@@ -216,6 +216,10 @@ def large(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
         with ts.options.ctx({"datastore.checksum": "sha256"}):
             refs["sha"] = ts.DataStoreIO.serialize_write(array, "large-sha").url
 
+    def ts_write_unchecked() -> None:
+        with ts.options.ctx({"datastore.checksum": None}):
+            refs["none"] = ts.DataStoreIO.serialize_write(array, "large-none").url
+
     def pickle_dump() -> None:
         with open(paths["pkl"], "wb") as f:
             pickle.dump(array, f, protocol=5)
@@ -231,6 +235,10 @@ def large(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
             lambda: raw_write(paths["pre"], [as_bytes(array)], preallocate=True),
         ),
         "typedstore serialize_write": (lambda: ts.DataStoreIO.delete("large"), ts_write),
+        "typedstore serialize_write, no checksum": (
+            lambda: ts.DataStoreIO.delete("large-none"),
+            ts_write_unchecked,
+        ),
         "typedstore serialize_write, sha256": (
             lambda: ts.DataStoreIO.delete("large-sha"),
             ts_write_sha256,
@@ -253,6 +261,10 @@ def large(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
             None,
             lambda: ts.DataStoreIO(refs["w"]).read_deserialize(np.ndarray),
         ),
+        "typedstore read_deserialize, no checksum": (
+            None,
+            lambda: ts.DataStoreIO(refs["none"]).read_deserialize(np.ndarray),
+        ),
         "typedstore read_deserialize, sha256": (
             None,
             lambda: ts.DataStoreIO(refs["sha"]).read_deserialize(np.ndarray),
@@ -260,6 +272,10 @@ def large(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
         "typedstore zero_copy": (
             None,
             lambda: ts.DataStoreIO(refs["w"]).read_deserialize(np.ndarray, zero_copy=True),
+        ),
+        "typedstore zero_copy, no checksum": (
+            None,
+            lambda: ts.DataStoreIO(refs["none"]).read_deserialize(np.ndarray, zero_copy=True),
         ),
         "safetensors load_file": (None, lambda: safetensors.numpy.load_file(paths["st"])),
         "np.load": (None, lambda: np.load(paths["npy"])),
@@ -271,6 +287,7 @@ def large(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
     reads.run(readers)
     ts.DataStoreIO.delete("large")
     ts.DataStoreIO.delete("large-sha")
+    ts.DataStoreIO.delete("large-none")
     for path in paths.values():
         path.unlink(missing_ok=True)
     return writes.rows("write", "raw write", n) + reads.rows("read", "raw readinto fresh array", n)

@@ -41,6 +41,14 @@ def store(tmp_path: Path) -> Iterator[Path]:
         yield root
 
 
+@pytest.fixture
+def unchecked(store: Path) -> Path:
+    """The store, writing objects with no checksum: for tests that craft hostile bytes in
+    place, to reach the decoders (a checksum would refuse the bytes first)."""
+    ts.options.set("datastore.checksum", None)
+    return store
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A PostgreSQL server on loopback for the whole session (its URL, without a database)."""

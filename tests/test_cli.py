@@ -29,8 +29,9 @@ def test_demo_in_a_fresh_directory(tmp_path: Path) -> None:
     result = run("demo", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert re.search(r"array -> datastore:///demo/[0-9a-f]{32}\?codec=safetensors", out)
-    assert re.search(r"bytes -> datastore:///demo/[0-9a-f]{32}\?codec=raw", out)
+    name = r"[0-9a-f]{32}-[0-9a-f]{8}"
+    assert re.search(rf"array -> datastore:///demo/{name}\.safetensors\?codec=safetensors", out)
+    assert re.search(rf"bytes -> datastore:///demo/{name}\.raw\?codec=raw", out)
     assert "runs[0].fields.outputs.model = DemoModel(" in out
     assert "runs[0].fields.outputs.log = b'epoch 1 ok\\nepoch 2 ok\\n'" in out
     assert out.rstrip().endswith("DataStoreIO values read back equal: True")

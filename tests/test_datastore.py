@@ -22,6 +22,7 @@ from typedstore.codecs.safetensors import read_header
 from typedstore.errors import (
     DecodeError,
     EncodeError,
+    IntegrityError,
     TypeMismatchError,
     UnknownCodecError,
     UnsafeDataError,
@@ -237,17 +238,25 @@ def damage(path: Path, key: str) -> None:
         f.write(b"\xff" * (end - start))
 
 
-def test_lazy_read_touches_only_its_entry(store: Path) -> None:
+@pytest.mark.parametrize("checksum", ["crc32c", None])
+def test_lazy_read_touches_only_its_entry(store: Path, checksum: str | None) -> None:
+    ts.options.set("datastore.checksum", checksum)
     url = ts.DataStore(good={"a": 1}, bad={"b": 2}, arr=np.arange(5)).to_url("p")
     path = store / ts.Reference.parse(url).key
     damage(path, "bad")
     lazy = ts.DataStore.from_url(url, lazy=True)
     assert lazy.good == {"a": 1}
     assert np.array_equal(lazy.arr, np.arange(5))
-    with pytest.raises(DecodeError, match=r"entry 'bad' \(codec 'json'\)") as info:
+    # With checksums the entry's own crc32c finds the damage before its codec could.
+    error, match = (
+        (IntegrityError, r"entry 'bad': the stored bytes do not match their crc32c")
+        if checksum
+        else (DecodeError, r"entry 'bad' \(codec 'json'\)")
+    )
+    with pytest.raises(error, match=match) as info:
         _ = lazy.bad
     assert url in ts.errors.describe(info.value)
-    with pytest.raises(DecodeError, match="entry 'bad'"):
+    with pytest.raises(error):
         ts.DataStore.from_url(url)
 
 
@@ -373,6 +382,16 @@ def set_table(table: Any) -> Any:
     return change
 
 
+def version_3(table: Any) -> Any:
+    """A header change making the container version 3 with entry table ``table``."""
+
+    def change(header: dict[str, Any]) -> None:
+        header["__metadata__"]["typedstore.version"] = "3"
+        header["__metadata__"]["typedstore.entries"] = json.dumps(table)
+
+    return change
+
+
 def to_version_1(header: dict[str, Any]) -> None:
     """Rewrite a version 2 container's metadata as version 1 wrote it."""
     metadata = header["__metadata__"]
@@ -386,6 +405,7 @@ def to_version_1(header: dict[str, Any]) -> None:
     )
 
 
+@pytest.mark.usefixtures("unchecked")
 def test_hostile_container_unknown_codec(store: Path) -> None:
     url = ts.DataStore(a=b"x", b=1).to_url("p")
     rewrite_metadata(store / ts.Reference.parse(url).key, edit_entry("a", codec="os.system"))
@@ -397,6 +417,7 @@ def test_hostile_container_unknown_codec(store: Path) -> None:
         ts.DataStore.from_url(url)
 
 
+@pytest.mark.usefixtures("unchecked")
 def test_hostile_container_unregistered_type_id(store: Path) -> None:
     url = ts.DataStore(m=LinearModel(np.ones(2), 0.0, [])).to_url("p")
     path = store / ts.Reference.parse(url).key
@@ -406,6 +427,7 @@ def test_hostile_container_unregistered_type_id(store: Path) -> None:
         ts.DataStore.from_url(url)
 
 
+@pytest.mark.usefixtures("unchecked")
 @pytest.mark.parametrize(
     "change",
     [
@@ -430,6 +452,7 @@ def test_hostile_containers_are_decode_errors(store: Path, change: Any) -> None:
 _GOOD_TABLE = {"codecs": [["raw", 1, False], ["safetensors", 1, True]], "keys": ["a", "b"]}
 
 
+@pytest.mark.usefixtures("unchecked")
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -451,7 +474,15 @@ _GOOD_TABLE = {"codecs": [["raw", 1, False], ["safetensors", 1, True]], "keys": 
         (set_table({**_GOOD_TABLE, "index": [0, 2]}), "does not list"),
         (set_table({**_GOOD_TABLE, "index": [-1, 1]}), "does not list"),
         (set_table({**_GOOD_TABLE, "index": [1, 0]}), "'b' must be a U8 vector"),
-        (lambda h: h["__metadata__"].update({"typedstore.version": "3"}), "version '3'"),
+        (lambda h: h["__metadata__"].update({"typedstore.version": "4"}), "version '4'"),
+        (version_3({**_GOOD_TABLE, "index": [0, 1]}), "must have exactly"),
+        (version_3({**_GOOD_TABLE, "index": [0, 1], "crc32c": [1]}), "one checksum per key"),
+        (version_3({**_GOOD_TABLE, "index": [0, 1], "crc32c": "12"}), "one checksum per key"),
+        (version_3({**_GOOD_TABLE, "index": [0, 1], "crc32c": [1, 2.0]}), "one checksum per"),
+        (version_3({**_GOOD_TABLE, "index": [0, 1], "crc32c": [1, True]}), "one checksum per"),
+        (version_3({**_GOOD_TABLE, "index": [0, 1], "crc32c": [-1, 0]}), "one checksum per"),
+        (version_3({**_GOOD_TABLE, "index": [0, 1], "crc32c": [0, 1 << 32]}), "one checksum"),
+        (version_3({**_GOOD_TABLE, "index": [0, 2], "crc32c": [0, 0]}), "does not list"),
         (lambda h: h["__metadata__"].update({"typedstore.version": 2}), "string"),
         (lambda h: h["__metadata__"].update({"typedstore.version": "1"}), "does not match"),
     ],
@@ -477,6 +508,7 @@ def read_header_json(path: Path) -> dict[str, Any]:
     return header
 
 
+@pytest.mark.usefixtures("unchecked")
 def test_version_1_containers_still_decode_and_are_rewritten_as_version_2(store: Path) -> None:
     url = mixed().to_url("p")
     path = store / ts.Reference.parse(url).key
@@ -495,6 +527,7 @@ def test_version_1_containers_still_decode_and_are_rewritten_as_version_2(store:
     assert same(ts.DataStore.from_url(again), ts.DataStore(expected, extra=1))
 
 
+@pytest.mark.usefixtures("unchecked")
 def test_malicious_pickle_entry_runs_nothing(store: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
 
@@ -521,6 +554,7 @@ def test_malicious_pickle_entry_runs_nothing(store: Path, tmp_path: Path) -> Non
     assert not marker.exists()
 
 
+@pytest.mark.usefixtures("unchecked")
 def test_newer_codec_version_is_refused(store: Path) -> None:
     url = ts.DataStore(a=1).to_url("p")
 
@@ -535,6 +569,7 @@ def one_layout(seed: int, size: int) -> ts.DataStore:
     return ts.DataStore(w=rng.random(size), b=rng.integers(0, 9, 3), note=f"run {seed}")
 
 
+@pytest.mark.usefixtures("unchecked")
 @pytest.mark.parametrize("size", [10, 2**18])  # decoded from memory, read from storage
 def test_datastores_of_one_layout_share_the_checked_header_not_values(
     store: Path, size: int
@@ -556,6 +591,7 @@ def test_datastores_of_one_layout_share_the_checked_header_not_values(
     assert first._ts_source.tensors is second._ts_source.tensors
 
 
+@pytest.mark.usefixtures("unchecked")
 def test_a_layout_seen_before_still_finds_damage(store: Path) -> None:
     url = one_layout(0, 2**18).to_url("p")
     path = store / ts.Reference.parse(url).key
@@ -658,6 +694,7 @@ def test_mutators(store: Path) -> None:
     assert ds == {}
 
 
+@pytest.mark.usefixtures("unchecked")
 def test_lazy_entries_make_every_check_the_full_read_makes(store: Path) -> None:
     url = ts.DataStore(x=np.zeros((0,)), y=1).to_url("p")
 

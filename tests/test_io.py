@@ -7,6 +7,7 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import crc32c
 import numpy as np
 import pytest
 
@@ -24,14 +25,16 @@ from typedstore.errors import (
     UnsafeDataError,
 )
 
-URL = re.compile(r"datastore:///exp-42/[0-9a-f]{32}\?codec=([a-z0-9_.-]+)")
+# New objects are named by a random part, their crc32c and their codec.
+URL = re.compile(r"datastore:///exp-42/[0-9a-f]{32}-([0-9a-f]{8})\.([a-z0-9_.-]+)\?codec=\2")
 
 
 def test_write_and_read_bytes(store: Path) -> None:
     io = ts.DataStoreIO.write(b"11111", relative_path_prefix="exp-42")
     match = URL.fullmatch(io.url)
     assert match is not None
-    assert match.group(1) == "raw"
+    assert match.group(2) == "raw"
+    assert int(match.group(1), 16) == crc32c.crc32c(b"11111")
     assert ts.DataStoreIO(io.url).read() == b"11111"
     assert ts.DataStoreIO(io.url).read_deserialize(bytes) == b"11111"
     assert (store / io.reference.key).read_bytes() == b"11111"

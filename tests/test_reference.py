@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from typedstore import Reference
 from typedstore.errors import InvalidKeyError, InvalidReferenceError, TypedStoreError
-from typedstore.keys import MAX_KEY_LENGTH, check_key, new_object_key
+from typedstore.keys import MAX_KEY_LENGTH, Described, check_key, describe_key, new_object_key
 
 segments = st.text(
     alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-",
@@ -154,9 +154,37 @@ def test_long_key_is_refused() -> None:
 
 
 def test_new_object_keys_are_unique() -> None:
-    made = {new_object_key("exp/1") for _ in range(1000)}
+    made = {new_object_key("exp/1", "npy", 0xC0FFEE) for _ in range(1000)}
     assert len(made) == 1000
-    assert all(k.startswith("exp/1/") and len(k.rsplit("/", 1)[1]) == 32 for k in made)
+    assert all(k.startswith("exp/1/") and k.endswith("-00c0ffee.npy") for k in made)
+    assert all(len(k.rsplit("/", 1)[1]) == 32 + len("-00c0ffee.npy") for k in made)
+
+
+@pytest.mark.parametrize(
+    ("name", "described"),
+    [
+        ("5f2c" * 8 + "-0a0b0c0d.safetensors", Described("safetensors", 0x0A0B0C0D)),
+        ("5f2c" * 8 + ".my.codec-2", Described("my.codec-2", None)),
+        ("5f2c" * 8, None),  # named by version 0.1: says nothing
+        ("5f2c" * 8 + "-0a0b0c0d", None),
+        ("5F2C" * 8 + "-0a0b0c0d.raw", None),
+        ("5f2c" * 8 + "-0a0b0c0.raw", None),
+        ("5f2c" * 8 + "-0a0b0c0d.Raw", None),
+        ("notes.txt", None),
+    ],
+)
+def test_object_names_say_codec_and_checksum(name: str, described: Described | None) -> None:
+    assert describe_key(f"exp/1/{name}") == described
+    assert describe_key(name) == described
+
+
+def test_a_prefix_leaves_room_for_the_object_name() -> None:
+    longest = "p" * (MAX_KEY_LENGTH - 1 - (32 + 1 + 8 + 1 + 64))
+    key = new_object_key(longest, "c" * 64, 0)
+    assert len(key) == MAX_KEY_LENGTH
+    assert check_key(key) == key
+    with pytest.raises(InvalidKeyError, match="prefix is longer"):
+        new_object_key(longest + "p", "raw")
 
 
 @given(st.text(alphabet="ab./_-\\ \x00é", max_size=12))

@@ -23,7 +23,7 @@ with tempfile.TemporaryDirectory() as tmp:
     root = Path(tmp, "datastore")
     for path in sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()):
         path = path.replace(experiment.id, "<experiment id>")
-        print("  " + re.sub(r"[0-9a-f]{32}", "<id>", path))
+        print("  " + re.sub(r"[0-9a-f]{32}(-[0-9a-f]{8})?", "<id>", path))
 
     experiment = ts.load_experiment("datastore-example")
     for name in ("ds1", "ds2"):

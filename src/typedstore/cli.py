@@ -34,9 +34,10 @@ from typedstore.errors import (
     describe,
 )
 from typedstore.experiment import Fields, create_experiment, list_experiments, load_experiment
+from typedstore.integrity import Crc32cHash
 from typedstore.io import DataStoreIO
-from typedstore.keys import check_key
-from typedstore.maintenance import Damage, collect_garbage, detect_codec, references, verify
+from typedstore.keys import check_key, describe_key
+from typedstore.maintenance import Damage, collect_garbage, reference_for, references, verify
 from typedstore.mltraq import import_mltraq
 from typedstore.options import options
 from typedstore.policy import PART
@@ -182,9 +183,7 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
     rows = [("REFERENCE", "SIZE", "CODEC FROM")]
     listed = []
     for key in store.storage.list(args.prefix):
-        url = known.get(key)
-        source = "experiment" if url is not None else "content"
-        ref = Reference.parse(url) if url else Reference(key, detect_codec(store, key))
+        ref, source = reference_for(store, key, known)
         size = store.storage.size(key)
         rows.append((str(ref), str(size), source))
         listed.append({"reference": str(ref), "key": key, "codec": ref.codec, "size": size,
@@ -199,13 +198,12 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _reference(text: str) -> Reference:
-    """A reference as given, or the reference of a bare key: with the codec an
-    experiment's reference names, else the one the content looks like."""
+    """A reference as given, or the reference of a bare key (see
+    :func:`typedstore.maintenance.reference_for`)."""
     if text.startswith("datastore:"):
         return Reference.parse(text)
     key = check_key(text)
-    url = references().get(key)
-    return Reference.parse(url) if url else Reference(key, detect_codec(default_store(), key))
+    return reference_for(default_store(), key, references())[0]
 
 
 def _info(args: argparse.Namespace, out: TextIO) -> int:
@@ -257,7 +255,7 @@ def _get(args: argparse.Namespace, out: TextIO) -> int:
     ref = _reference(args.url)
     storage = default_store().storage
     size = storage.size(ref.key)
-    expected = ref.params.get("sha256")
+    expected = _expected_digest(ref)
     target = Path(args.output).resolve() if args.output else None
     root = getattr(storage, "root", None)
     if target is not None and isinstance(root, Path) and target.is_relative_to(root.resolve()):
@@ -273,7 +271,7 @@ def _get(args: argparse.Namespace, out: TextIO) -> int:
         # stdout, /dev/stdout, a pipe: what goes out cannot be taken back, so the bytes
         # are checked in a pass of their own first.
         if expected is not None:
-            _check(ref, _stream(storage, ref.key, size, None, hashlib.sha256()), expected)
+            _check(ref, _stream(storage, ref.key, size, None, expected[0]()), expected)
         if target is None:
             _stream(storage, ref.key, size, sys.stdout.buffer, None)
             return 0
@@ -284,7 +282,7 @@ def _get(args: argparse.Namespace, out: TextIO) -> int:
         # that is a hard link to anything (a stored object included) keeps its contents.
         assert target is not None
         partial = target.with_name(f".{target.name}.typedstore-partial")
-        digest = None if expected is None else hashlib.sha256()
+        digest = None if expected is None else expected[0]()
         try:
             with open(partial, "xb") as sink:
                 _stream(storage, ref.key, size, sink, digest)
@@ -301,6 +299,17 @@ def _get(args: argparse.Namespace, out: TextIO) -> int:
 class _Digest(Protocol):
     def update(self, data: bytes, /) -> None: ...
     def hexdigest(self) -> str: ...
+
+
+def _expected_digest(ref: Reference) -> tuple[Callable[[], _Digest], str, str] | None:
+    """How to check an object's bytes: a digest, the value expected, its name."""
+    sha256 = ref.params.get("sha256")
+    if sha256 is not None:
+        return hashlib.sha256, sha256, "sha256"
+    described = describe_key(ref.key)
+    if described is None or described.crc32c is None:
+        return None
+    return Crc32cHash, f"{described.crc32c:08x}", "crc32c"
 
 
 def _stream(
@@ -321,10 +330,12 @@ def _stream(
     return digest
 
 
-def _check(ref: Reference, digest: _Digest | None, expected: str) -> None:
-    if digest is None or digest.hexdigest() != expected:
+def _check(
+    ref: Reference, digest: _Digest | None, expected: tuple[Callable[[], _Digest], str, str]
+) -> None:
+    if digest is None or digest.hexdigest() != expected[1]:
         raise IntegrityError(
-            f"{ref}: the stored bytes do not match the reference's sha256 "
+            f"{ref}: the stored bytes do not match their {expected[2]} "
             "(the object was damaged or replaced)"
         )
 

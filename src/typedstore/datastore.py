@@ -25,6 +25,7 @@ from typedstore.codecs.safetensors import (
     encode_tensors,
     read_header,
     read_tensors,
+    stored_array,
 )
 from typedstore.errors import (
     DecodeError,
@@ -35,6 +36,7 @@ from typedstore.errors import (
     UnknownCodecError,
     decoding,
 )
+from typedstore.integrity import crc32c, crc32c_of, mismatch
 from typedstore.policy import LARGE
 from typedstore.protocols import Buffer, Codec, Reader
 from typedstore.reference import Reference
@@ -66,6 +68,8 @@ class _Source(NamedTuple):
     store: Store
     tensors: Mapping[str, TensorEntry]
     entries: Mapping[str, _EntryInfo]
+    #: Each entry's crc32c (none in containers written with checksums off or before).
+    checksums: Mapping[str, int]
     #: The keys of the containers whose entries restored this one (not its own).
     within: frozenset[str] = frozenset()
 
@@ -76,9 +80,23 @@ class _Source(NamedTuple):
 _decoding: ContextVar[frozenset[str]] = ContextVar("typedstore_decoding", default=frozenset())
 
 
-@cache_by_identity
 def entry_table(header: Header) -> Mapping[str, _EntryInfo]:
     """Each key's codec, in the DataStore's key order, from a container's header."""
+    return _table(header)[0]
+
+
+def entry_checksums(header: Header) -> Mapping[str, int]:
+    """Each key's crc32c, from a container's header (empty if it has none)."""
+    return _table(header)[1]
+
+
+_Table = tuple[Mapping[str, _EntryInfo], Mapping[str, int]]
+# An entry table as parsed: each key's codec and (version 3) crc32c.
+_Parsed = tuple[dict[str, _EntryInfo], dict[str, int]]
+
+
+@cache_by_identity
+def _table(header: Header) -> _Table:
     metadata, tensors = header.metadata, header.tensors
     if metadata.get(_KIND) != "datastore" or _ENTRIES not in metadata:
         raise DecodeError("datastore: not a DataStore container (metadata missing)")
@@ -92,7 +110,8 @@ def entry_table(header: Header) -> Mapping[str, _EntryInfo]:
         raw = _strictjson.loads(metadata[_ENTRIES])
     except (ValueError, RecursionError) as exc:
         raise DecodeError(f"datastore: entry table is not valid JSON: {exc}") from exc
-    return MappingProxyType(parse(raw, tensors))
+    table, checksums = parse(raw, tensors)
+    return MappingProxyType(table), MappingProxyType(checksums)
 
 
 def _check_bytes_entry(key: str, tensor: TensorEntry) -> None:
@@ -100,7 +119,7 @@ def _check_bytes_entry(key: str, tensor: TensorEntry) -> None:
         raise DecodeError(f"datastore: entry {key!r} must be a U8 vector")
 
 
-def _table_v1(raw: Any, tensors: Mapping[str, TensorEntry]) -> dict[str, _EntryInfo]:
+def _table_v1(raw: Any, tensors: Mapping[str, TensorEntry]) -> _Parsed:
     # Version 1: key -> {"codec": name, "version": int, "tensor": bool}.
     if not isinstance(raw, dict) or set(raw) != set(tensors):
         raise DecodeError("datastore: the entry table does not match the tensors")
@@ -117,10 +136,26 @@ def _table_v1(raw: Any, tensors: Mapping[str, TensorEntry]) -> dict[str, _EntryI
         if not info["tensor"]:
             _check_bytes_entry(key, tensors[key])
         table[key] = _EntryInfo(info["codec"], info["version"], info["tensor"])
-    return table
+    return table, {}
 
 
-def _table_v2(raw: Any, tensors: Mapping[str, TensorEntry]) -> dict[str, _EntryInfo]:
+def _table_v3(raw: Any, tensors: Mapping[str, TensorEntry]) -> _Parsed:
+    # Version 3: version 2's table and "crc32c": [checksum of each key's bytes, ...].
+    if type(raw) is not dict or raw.keys() != _V3_FIELDS:
+        raise DecodeError(f"datastore: the entry table must have exactly {sorted(_V3_FIELDS)}")
+    checksums = raw.pop("crc32c")
+    table, _ = _table_v2(raw, tensors)
+    if (
+        type(checksums) is not list
+        or len(checksums) != len(table)
+        or not set(map(type, checksums)) <= {int}
+        or (checksums and not 0 <= min(checksums) <= max(checksums) < 1 << 32)
+    ):
+        raise DecodeError("datastore: the entry table's crc32c must hold one checksum per key")
+    return table, dict(zip(table, checksums, strict=True))
+
+
+def _table_v2(raw: Any, tensors: Mapping[str, TensorEntry]) -> _Parsed:
     # Version 2: {"codecs": [[name, version, tensor], ...], "keys": [key, ...],
     # "index": [codec of each key, ...]}. Runs on every open, lazy ones too, so it
     # checks whole lists at once where it can instead of a loop per entry.
@@ -156,15 +191,19 @@ def _table_v2(raw: Any, tensors: Mapping[str, TensorEntry]) -> dict[str, _EntryI
         for key, info in table.items():
             if not info.tensor:
                 _check_bytes_entry(key, tensors[key])
-    return table
+    return table, {}
 
 
 _V2_FIELDS = frozenset({"codecs", "keys", "index"})
+_V3_FIELDS = _V2_FIELDS | {"crc32c"}
 # The format version in the metadata -> how its entry table is read (version 1 wrote no
 # version).
-_TABLE_PARSERS: Mapping[
-    str | None, Callable[[Any, Mapping[str, TensorEntry]], dict[str, _EntryInfo]]
-] = {None: _table_v1, "1": _table_v1, "2": _table_v2}
+_TABLE_PARSERS: Mapping[str | None, Callable[[Any, Mapping[str, TensorEntry]], _Parsed]] = {
+    None: _table_v1,
+    "1": _table_v1,
+    "2": _table_v2,
+    "3": _table_v3,
+}
 
 
 class DataStoreCodec:
@@ -180,7 +219,7 @@ class DataStoreCodec:
     """
 
     name: ClassVar[str] = "datastore"
-    version: ClassVar[int] = 2
+    version: ClassVar[int] = 3
 
     @property
     def types(self) -> tuple[type, ...]:
@@ -192,24 +231,35 @@ class DataStoreCodec:
         return type(value) is DataStore
 
     def encode(self, value: DataStore) -> Sequence[Buffer]:
-        """The container: each value's codec output, in the DataStore's key order."""
-        reg = current_store().registry
+        """The container: each value's codec output, in the DataStore's key order, and
+        (unless the store's checksums are off) each one's crc32c."""
+        store = current_store()
+        reg, summed = store.registry, store.settings["datastore.checksum"] is not None
         tensors: dict[str, TensorSource] = {}
         codecs: dict[_EntryInfo, int] = {}
         index: list[int] = []
+        checksums: list[int] = []
         source = value._ts_source
         for key, item in value._ts_values.items():
             if type(key) is not str or key == _METADATA:
                 raise EncodeError(f"datastore: key {key!r} is not allowed (keys are str)")
             if item is _PENDING and source is not None:
-                tensors[key], info = _raw_entry(source, key)
+                tensors[key], info, crc = _raw_entry(source, key)
             else:
                 tensors[key], info = _encode_entry(reg, key, item)
+                crc = _checksum(tensors[key]) if summed else 0
             index.append(codecs.setdefault(info, len(codecs)))
-        table = {"codecs": [list(info) for info in codecs], "keys": list(tensors), "index": index}
+            checksums.append(crc)
+        table: dict[str, Any] = {
+            "codecs": [list(info) for info in codecs],
+            "keys": list(tensors),
+            "index": index,
+        }
+        if summed:
+            table["crc32c"] = checksums
         metadata = {
             _KIND: "datastore",
-            _VERSION: str(self.version),
+            _VERSION: str(self.version) if summed else "2",
             _ENTRIES: json.dumps(table, separators=(",", ":")),
         }
         return encode_tensors(tensors, metadata)
@@ -262,7 +312,8 @@ def _encode_entry(reg: CodecRegistry, key: str, item: Any) -> tuple[TensorSource
         exc.add_note(f"datastore: key {key!r}")
         raise
     if codec.name == "safetensors" and type(item) is np.ndarray:
-        return item, _EntryInfo(codec.name, 1, True)  # a tensor: what version 1 wrote
+        # A tensor (what version 1 wrote), as it is stored: its checksum is of those bytes.
+        return stored_array(item), _EntryInfo(codec.name, 1, True)
     try:
         chunks = codec.encode(item)
     except TypedStoreError as exc:
@@ -305,20 +356,34 @@ def _decode_entry(
         return codec.decode(data, None)
 
 
-def _raw_entry(source: _Source, key: str) -> tuple[TensorSource, _EntryInfo]:
-    """An unread entry of a lazy DataStore, copied as stored (never decoded)."""
+def _checksum(source: TensorSource) -> int:
+    if isinstance(source, np.ndarray):
+        return crc32c(array_bytes(source))
+    return crc32c_of(source)  # type: ignore[arg-type]  # encoded entries: chunks
+
+
+def _raw_entry(source: _Source, key: str) -> tuple[TensorSource, _EntryInfo, int]:
+    """An unread entry of a lazy DataStore, copied as stored (never decoded), checked,
+    and its crc32c."""
     entry, info = source.tensors[key], source.entries[key]
     out = np.empty(entry.shape if info.tensor else (entry.nbytes,), entry.dtype)
-    _read_exactly(source, key, out)
-    return (out if info.tensor else [out.data]), info
+    crc = _read_exactly(source, key, out)
+    return (out if info.tensor else [out.data]), info, crc
 
 
-def _read_exactly(source: _Source, key: str, out: np.ndarray[Any, Any]) -> None:
+def _read_exactly(source: _Source, key: str, out: np.ndarray[Any, Any]) -> int:
+    """Fill ``out`` with entry ``key``, check it against the entry's crc32c when the
+    container has one, and return its crc32c."""
     entry = source.tensors[key]
     if out.nbytes:
         got = source.store.readinto(source.reference.key, entry.start, array_bytes(out))
         if got != entry.nbytes:
             raise DecodeError(f"{source.reference}: entry {key!r} is truncated")
+    actual = crc32c(array_bytes(out))
+    expected = source.checksums.get(key)
+    if expected is not None and actual != expected:
+        raise mismatch(f"{source.reference}, entry {key!r}", expected, actual)
+    return actual
 
 
 class DataStore(AttrAccess, MutableMapping[str, Any]):
@@ -568,8 +633,8 @@ def _short(value: Any) -> str:
 def _load_lazy(store: Store, ref: Reference, within: frozenset[str]) -> DataStore:
     with decoding(ref), store.open(ref.key) as reader:
         header = read_header(reader)
-        table = entry_table(header)
-    source = _Source(ref, store, header.tensors, table, within)
+        table, checksums = _table(header)
+    source = _Source(ref, store, header.tensors, table, checksums, within)
     return DataStore._of(dict.fromkeys(table, _PENDING), source)
 
 

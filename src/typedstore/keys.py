@@ -4,16 +4,31 @@ A key is one or more segments of ``[A-Za-z0-9._-]`` joined by ``/``. No segment 
 or ``..``, none is empty, there is no leading or trailing slash, and the whole key is at
 most :data:`MAX_KEY_LENGTH` bytes. Every storage checks keys with :func:`check_key`, so a
 key can never name anything outside the root, whatever reference it came from.
+
+The objects typedstore writes are named ``<32 hex digits>-<crc32c, 8 hex digits>.<codec>``
+(``<32 hex digits>.<codec>`` when written with checksums off; a bare ``<32 hex digits>``
+was written by version 0.1, whose names said nothing): so the store alone says how to
+decode each object and whether its bytes are the ones written (see
+:mod:`typedstore.integrity`).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from typing import NamedTuple
 
 from typedstore.errors import InvalidKeyError
 
-__all__ = ["MAX_KEY_LENGTH", "check_key", "new_object_key"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "Described",
+    "check_key",
+    "describe_key",
+    "is_valid_segment",
+    "new_object_key",
+    "object_name",
+]
 
 MAX_KEY_LENGTH = 1024
 _SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
@@ -52,8 +67,38 @@ def is_valid_segment(name: str) -> bool:
     return name not in (".", "..") and _SEGMENT.fullmatch(name) is not None
 
 
-def new_object_key(prefix: str) -> str:
-    """A fresh, unique key under ``prefix``: 128 random bits as 32 hex digits."""
-    if len(prefix) > MAX_KEY_LENGTH - 33:
-        raise InvalidKeyError(f"prefix is longer than {MAX_KEY_LENGTH - 33} characters")
-    return f"{check_key(prefix, what='prefix')}/{os.urandom(16).hex()}"
+class Described(NamedTuple):
+    """What an object's name says: the codec that wrote it, and its crc32c (None when
+    written with checksums off)."""
+
+    codec: str
+    crc32c: int | None
+
+
+# A random part, a checksum, a codec name (protocols.NAME_PATTERN).
+_NAME = re.compile(r"([0-9a-f]{32})(?:-([0-9a-f]{8}))?\.([a-z0-9_.-]{1,64})")
+_MAX_NAME = 32 + 1 + 8 + 1 + 64
+
+
+def object_name(codec: str, crc32c: int | None = None) -> str:
+    """A fresh, unique object name (128 random bits) that names ``codec`` and, unless
+    None, the object's ``crc32c``."""
+    stem = os.urandom(16).hex()
+    return f"{stem}.{codec}" if crc32c is None else f"{stem}-{crc32c:08x}.{codec}"
+
+
+def new_object_key(prefix: str, codec: str, crc32c: int | None = None) -> str:
+    """A fresh, unique key under ``prefix``: an :func:`object_name` in that folder."""
+    if len(prefix) > MAX_KEY_LENGTH - 1 - _MAX_NAME:
+        raise InvalidKeyError(f"prefix is longer than {MAX_KEY_LENGTH - 1 - _MAX_NAME} characters")
+    return f"{check_key(prefix, what='prefix')}/{object_name(codec, crc32c)}"
+
+
+def describe_key(key: str) -> Described | None:
+    """The codec and checksum that the last segment of ``key`` names, or None for a name
+    that says neither (written by version 0.1, or not by typedstore)."""
+    match = _NAME.fullmatch(key, key.rfind("/") + 1)
+    if match is None:
+        return None
+    crc = match[2]
+    return Described(match[3], None if crc is None else int(crc, 16))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import attrs
 
@@ -20,12 +20,21 @@ from typedstore.errors import (
 )
 from typedstore.experiment import is_id
 from typedstore.fields import datastore_urls
+from typedstore.keys import describe_key
 from typedstore.policy import LARGE
 from typedstore.protocols import RemovesTemporary, TracksChanges
 from typedstore.reference import Reference
 from typedstore.store import Store, default_store
 
-__all__ = ["Damage", "GcReport", "collect_garbage", "detect_codec", "references", "verify"]
+__all__ = [
+    "Damage",
+    "GcReport",
+    "collect_garbage",
+    "detect_codec",
+    "reference_for",
+    "references",
+    "verify",
+]
 
 
 @attrs.frozen
@@ -126,8 +135,22 @@ def references() -> dict[str, str]:
     return refs
 
 
+def reference_for(store: Store, key: str, known: Mapping[str, str]) -> tuple[Reference, str]:
+    """The reference of the object under ``key`` and where its codec comes from:
+    ``"experiment"`` (``known``, from :func:`references`: the exact reference),
+    ``"name"`` (the object's name says it) or ``"content"`` (an object named by version
+    0.1, or not by typedstore: the codec it looks like)."""
+    url = known.get(key)
+    if url is not None:
+        return Reference.parse(url), "experiment"
+    described = describe_key(key)
+    if described is not None:
+        return Reference(key, described.codec), "name"
+    return Reference(key, detect_codec(store, key)), "content"
+
+
 def detect_codec(store: Store, key: str) -> str:
-    """The codec an object looks like (references, not files, record the real one).
+    """The codec an object looks like, for objects whose name does not say it.
 
     Anything that starts like a safetensors file (a plausible header length, then ``{``)
     counts as one, even if its header is damaged, so that :func:`verify` reports it.
@@ -161,22 +184,25 @@ def verify(
     """Decode every object under ``prefix`` (all objects when None), checking checksums.
 
     Yields ``(key, None)`` for a sound object and ``(key, Damage)`` for one that does not
-    decode (``Damage.damaged`` is False when only this process's registry or options
-    stand in the way).
-    Objects named by experiments are read with their references (exact codec and
-    checksum); others with the codec their content looks like, so a damaged loose object
-    may only show as not decodable by any codec it resembles.
+    decode or whose bytes differ from its checksum (``Damage.damaged`` is False when only
+    this process's registry or options stand in the way).
+    Every object is read with the codec and checked against the crc32c its name says
+    (exact, with no database); objects that an experiment names with the reference it
+    holds; objects of version 0.1, whose names say nothing, with the codec their content
+    looks like, so a damaged one may only show as not decodable by any codec it
+    resembles.
     """
     store = store or default_store()
     known = references()
     for key in store.storage.list(prefix):
-        url = known.get(key)
+        url = None
         try:
-            if url is None:
-                url = str(Reference(key, detect_codec(store, key)))
-                store.read_deserialize(url)
-            else:
+            ref, _ = reference_for(store, key, known)
+            url = str(ref)
+            if ref.codec == "datastore":
                 DataStore.from_url(url, store=store).load()
+            else:
+                store.read_deserialize(ref)
         except TypedStoreError as exc:
             yield key, Damage(key, url, describe(exc), damaged=not isinstance(exc, _NOT_HERE))
             continue

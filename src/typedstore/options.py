@@ -87,9 +87,11 @@ _SPECS: Mapping[str, _Spec] = MappingProxyType(
             None, _opt_str, "Prefix used when a write names none (None means 'default')."
         ),
         "datastore.checksum": _Spec(
-            None,
-            _one_of(None, "sha256"),
-            "None, or 'sha256': add sha256= to new references and verify it on reads.",
+            "crc32c",
+            _one_of("crc32c", "sha256", None),
+            "'crc32c': name each new object's crc32c in its key and check it on every full "
+            "read; 'sha256': also add sha256= (content identity) to new references and "
+            "check that instead; None: no checksum for new objects.",
         ),
         "datastore.storage_options": _Spec(
             None,

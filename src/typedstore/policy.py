@@ -13,6 +13,7 @@ __all__ = [
     "CACHED_HEADER_MAX",
     "CACHED_HEADER_TENSORS",
     "CACHED_STORAGES",
+    "CHECK_PIECE",
     "COPY_MAX",
     "FOOTER_FIRST_READ",
     "HEADER_FIRST_READ",
@@ -63,6 +64,10 @@ FOOTER_FIRST_READ = 64 << 10
 #: remote storages (S3 needs 5 MiB per part at least), and the command line's ``get`` and
 #: ``copy``. It bounds the memory a transfer needs beyond its buffers.
 PART = 8 << 20
+
+#: Large reads are checksummed a piece of this size at a time, on another thread while
+#: the next piece is read (small enough to stay in the processor's cache between the two).
+CHECK_PIECE = 4 << 20
 
 #: Parts a remote storage transfers at once (threads, each with one part in memory).
 PARTS_IN_FLIGHT = 4

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -215,6 +215,17 @@ class WritesStreams(Protocol):
     def write_from(self, key: str, reader: Reader, size: int) -> int:
         """Store ``size`` bytes read from ``reader`` under ``key`` atomically, holding
         only a few parts in memory at a time; return the size."""
+        ...
+
+
+@runtime_checkable
+class NamesLast(Protocol):
+    """A storage that can name an object after its bytes are written (so that the name
+    can say something about them that is known only then, such as a checksum)."""
+
+    def write_named(self, prefix: str, chunks: Sequence[Buffer], name: Callable[[], str]) -> str:
+        """Store the concatenation of ``chunks`` atomically under ``prefix``, as the name
+        ``name()`` returns once the bytes are written; return the object's key."""
         ...
 
 

@@ -136,15 +136,23 @@ class Reference:
         return ref
 
     @classmethod
-    def new(cls, prefix: str, codec: str, params: Mapping[str, str] | None = None) -> Reference:
-        """A reference to a new object under ``prefix``: a fresh, unique key (see
-        :func:`typedstore.keys.new_object_key`). Raises InvalidKeyError for a bad prefix,
-        InvalidReferenceError for a bad codec name or parameters."""
-        key = new_object_key(prefix)
-        if params:
-            return cls(key=key, codec=codec, params=params)
+    def new(
+        cls,
+        prefix: str,
+        codec: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        crc32c: int | None = None,
+    ) -> Reference:
+        """A reference to a new object under ``prefix``: a fresh, unique key that names the
+        codec and ``crc32c`` (see :func:`typedstore.keys.new_object_key`). Raises
+        InvalidKeyError for a bad prefix, InvalidReferenceError for a bad codec name or
+        parameters."""
         if type(codec) is not str or NAME_PATTERN.fullmatch(codec) is None:
             raise InvalidReferenceError(f"invalid codec name {codec!r} in reference")
+        key = new_object_key(prefix, codec, crc32c)
+        if params:
+            return cls(key=key, codec=codec, params=params)
         # The key is valid by construction: only the codec needed a check.
         return cls._from_checked(key, codec)
 

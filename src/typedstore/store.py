@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, TypeVar, overload
 
+from typedstore import integrity
 from typedstore.errors import (
     EncodeError,
     IntegrityError,
@@ -27,7 +28,7 @@ from typedstore.errors import (
     UnknownCodecError,
     decode_error,
 )
-from typedstore.keys import check_key
+from typedstore.keys import check_key, describe_key, object_name
 from typedstore.options import options
 from typedstore.policy import LARGE
 from typedstore.protocols import (
@@ -35,6 +36,7 @@ from typedstore.protocols import (
     BytesReader,
     Codec,
     MapsMemory,
+    NamesLast,
     OpensReaders,
     Reader,
     ReadsInto,
@@ -88,8 +90,8 @@ class Store:
     settings, OptionValueError for bad values.
     """
 
-    __slots__ = ("_checksum", "_default", "_given_storage", "_guards", "_opener", "_prefix",
-                 "_reader", "_viewer", "registry", "settings", "storage")  # fmt: skip
+    __slots__ = ("_checksum", "_default", "_given_storage", "_guards", "_names_last", "_opener",
+                 "_prefix", "_reader", "_viewer", "registry", "settings", "storage")  # fmt: skip
 
     def __init__(
         self,
@@ -137,6 +139,9 @@ class Store:
             storage.open_view
             if isinstance(storage, MapsMemory)
             else lambda key: nullcontext(memoryview(storage.read(key)))
+        )
+        self._names_last: Callable[[str, Sequence[Buffer], Callable[[], str]], str] | None = (
+            storage.write_named if isinstance(storage, NamesLast) else None
         )
         self._reader: Callable[..., int] = (
             storage.readinto if isinstance(storage, ReadsInto) else self._readinto_opened
@@ -254,12 +259,23 @@ class Store:
 
     def _write(self, codec: Codec[Any], chunks: Sequence[Buffer], prefix: str) -> Reference:
         params: dict[str, str] = {}
+        if self._checksum is None:
+            ref = Reference.new(prefix, codec.name)
+            self.storage.write(ref.key, chunks)
+            return ref
         if self._checksum == "sha256":
             digest = hashlib.sha256()
             for chunk in chunks:
                 digest.update(chunk)
             params["sha256"] = digest.hexdigest()
-        ref = Reference.new(prefix, codec.name, params)
+        if self._names_last is not None and _size(chunks) >= LARGE:
+            # The checksum is summed on another thread while the bytes are written, and
+            # the object is named once both are done.
+            running = integrity.Running(chunks)
+            name = codec.name
+            key = self._names_last(prefix, chunks, lambda: object_name(name, running.result()))
+            return Reference(key, name, params)
+        ref = Reference.new(prefix, codec.name, params, crc32c=integrity.crc32c_of(chunks))
         self.storage.write(ref.key, chunks)
         return ref
 
@@ -320,11 +336,11 @@ class Store:
                        key.count("/") >= depth})  # fmt: skip
 
     def read(self, reference: Reference | str) -> bytes:
-        """The stored bytes, whatever the codec (checked against ``sha256=`` if present)."""
+        """The stored bytes, whatever the codec, checked against the checksum that the key
+        names (or ``sha256=`` in the reference); IntegrityError if they do not match."""
         ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
         data = self.storage.read(ref.key)
-        if ref.params:
-            _verify(ref, data)
+        _verify(ref, data)
         return data
 
     @overload
@@ -374,17 +390,7 @@ class Store:
                     _verify(ref, view)
                     value = (decode_view or codec.decode)(view, expected_type)
             else:
-                decode_from = getattr(codec, "decode_from", None)
-                with self._opener(ref.key) as reader:
-                    if decode_from is not None:
-                        value = decode_from(reader, expected_type)
-                    elif reader.size < LARGE:
-                        value = codec.decode(memoryview(reader.read(0, reader.size)), expected_type)
-                    else:
-                        value = _UNREAD
-                if value is _UNREAD:
-                    with self._viewer(ref.key) as view:
-                        value = codec.decode(view, expected_type)
+                value = self._read_checked(ref, codec, expected_type)
         except Exception as exc:
             error = decode_error(exc, f"{ref} (codec {ref.codec!r})")
             if error is None:
@@ -400,6 +406,37 @@ class Store:
             )
         return value
 
+
+    def _read_checked(
+        self, ref: Reference, codec: Codec[Any], expected_type: type[Any] | None
+    ) -> Any:
+        """The value, decoded from a reader that checks the object's crc32c as it reads."""
+        crc = _expected_crc(ref)
+        decode_from = getattr(codec, "decode_from", None)
+        with self._opener(ref.key) as opened:
+            reader = opened if crc is None else integrity.CheckedReader(opened, crc, ref)
+            try:
+                if decode_from is not None:
+                    value = decode_from(reader, expected_type)
+                elif reader.size < LARGE:
+                    value = codec.decode(memoryview(reader.read(0, reader.size)), expected_type)
+                else:
+                    value = _UNREAD
+            except Exception as exc:
+                if isinstance(reader, integrity.CheckedReader):
+                    # Damaged bytes often fail to decode first: say what is wrong with them.
+                    try:
+                        reader.check()
+                    except IntegrityError as damage:
+                        raise damage from exc
+                raise
+            if value is not _UNREAD and isinstance(reader, integrity.CheckedReader):
+                reader.check()
+        if value is _UNREAD:
+            with self._viewer(ref.key) as view:
+                _verify(ref, view)
+                value = codec.decode(view, expected_type)
+        return value
 
     def _read_columns(
         self,
@@ -429,13 +466,30 @@ def _columns_of(codec: Codec[Any]) -> Callable[..., Any]:
     return decode_columns
 
 
+def _size(chunks: Sequence[Buffer]) -> int:
+    total = 0
+    for chunk in chunks:
+        total += byte_view(chunk).nbytes
+    return total
+
+
+def _expected_crc(ref: Reference) -> int | None:
+    described = describe_key(ref.key)
+    return None if described is None else described.crc32c
+
+
 def _verify(ref: Reference, data: Buffer) -> None:
     expected = ref.params.get("sha256")
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise IntegrityError(
-            f"{ref}: the stored bytes do not match the reference's sha256 "
-            "(the object was damaged or replaced)"
-        )
+    if expected is not None:
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise IntegrityError(
+                f"{ref}: the stored bytes do not match the reference's sha256 "
+                "(the object was damaged or replaced)"
+            )
+        return  # content identity checked: the crc32c could say no more
+    crc = _expected_crc(ref)
+    if crc is not None:
+        integrity.check_view(ref, crc, data)
 
 
 class _RangeReader:

@@ -323,6 +323,7 @@ def put_entry(path: Path, key: str, codec_name: str, payload: bytes) -> None:
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + payload)
 
 
+@pytest.mark.usefixtures("unchecked")
 def test_a_container_restoring_itself_is_refused(store: Path) -> None:
     url = ts.DataStore(a=b"placeholder").to_url("p")
     put_entry(store / ts.Reference.parse(url).key, "a", "pickle", pickle.dumps(Restore(url)))
@@ -333,6 +334,7 @@ def test_a_container_restoring_itself_is_refused(store: Path) -> None:
         copy.deepcopy(lazy)
 
 
+@pytest.mark.usefixtures("unchecked")
 def test_two_containers_restoring_each_other_are_refused(store: Path) -> None:
     first = ts.DataStore(a=b"placeholder").to_url("p")
     second = ts.DataStore(a=b"placeholder").to_url("p")

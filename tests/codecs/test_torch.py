@@ -282,7 +282,7 @@ def test_metadata_travels_with_a_tensor_file(store: Path) -> None:
     path = Path(store) / "foreign.safetensors"
     safetensors_torch.save_file(tensors, path, metadata={"format": "pt", "step": "7"})
     put = ts.DataStoreIO.write(path.read_bytes(), "weights", "safetensors")
-    as_file = ts.DataStoreIO(put.url.replace("safetensors", "torch")).read_deserialize(
+    as_file = ts.DataStoreIO(ts.Reference(put.reference.key, "torch")).read_deserialize(
         ts.TensorFile
     )
     assert dict(as_file.metadata) == {"format": "pt", "step": "7"}

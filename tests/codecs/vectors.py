@@ -178,6 +178,19 @@ def _datastore() -> DataStore:
     )
 
 
+def _datastore_cases() -> dict[str, Case]:
+    return {
+        "mixed": Case(_datastore, stable=False),
+        "plain": Case(lambda: DataStore(x=np.zeros((2, 2), np.float32), name="run-1")),
+        "empty": Case(DataStore),
+        "shared-codecs": Case(
+            lambda: DataStore(
+                a=np.ones(3, np.float32), b="x", c=np.zeros(2, np.int8), d="y", e=b"z"
+            )
+        ),
+    }
+
+
 def _frame() -> Any:
     import pandas as pd
 
@@ -403,16 +416,9 @@ CASES: Mapping[str, Mapping[int, Mapping[str, Case]]] = {
             "empty": Case(DataStore),
         },
         # Version 2: the compact entry table.
-        2: {
-            "mixed": Case(_datastore, stable=False),
-            "plain": Case(lambda: DataStore(x=np.zeros((2, 2), np.float32), name="run-1")),
-            "empty": Case(DataStore),
-            "shared-codecs": Case(
-                lambda: DataStore(
-                    a=np.ones(3, np.float32), b="x", c=np.zeros(2, np.int8), d="y", e=b"z"
-                )
-            ),
-        },
+        2: _datastore_cases(),
+        # Version 3: each entry's crc32c in the entry table.
+        3: _datastore_cases(),
     },
     "pickle": {
         1: {

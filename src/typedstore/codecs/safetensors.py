@@ -58,6 +58,7 @@ __all__ = [
     "parse_header",
     "read_header",
     "read_tensors",
+    "stored_array",
     "supports_dtype",
     "tensor_file",
     "view_tensor",
@@ -144,6 +145,12 @@ def array_bytes(array: npt.NDArray[Any]) -> memoryview:
     return array.data if array.dtype.isbuiltin == 1 else array.reshape(-1).view(np.uint8).data
 
 
+def stored_array(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """``array`` as a safetensors file holds it: C order, little-endian (itself if it is
+    already)."""
+    return np.asarray(array, dtype=_little(array.dtype), order="C")
+
+
 def keeps_dtype(dtype: np.dtype[Any]) -> bool:
     """Whether arrays of ``dtype`` come back with exactly that dtype: safetensors holds it
     in the byte order it is read in (little-endian)."""
@@ -204,11 +211,10 @@ def encode_tensors(
         if name == _METADATA:
             raise EncodeError(f"tensor name {_METADATA!r} is reserved")
         if isinstance(source, np.ndarray):
-            dtype = _little(source.dtype)
-            dtype_name = _code(dtype)
+            dtype_name = _code(_little(source.dtype))
             if dtype_name is None:
                 raise EncodeError(f"safetensors cannot hold dtype {source.dtype} (tensor {name!r})")
-            array = np.asarray(source, dtype=dtype, order="C")
+            array = stored_array(source)
             size = array.nbytes
             if size > COPY_MAX:
                 data.append([array_bytes(array)])

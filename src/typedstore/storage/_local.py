@@ -102,6 +102,25 @@ class LocalStorage:
     def write(self, key: str, chunks: Sequence[Buffer]) -> int:
         """Store the concatenation of ``chunks`` under ``key`` atomically; return its size."""
         parent, name = _split(key)
+        return self._write_chunks(key, parent, lambda: name, chunks)
+
+    def write_named(self, prefix: str, chunks: Sequence[Buffer], name: Callable[[], str]) -> str:
+        """Store the chunks atomically in folder ``prefix``, named ``name()`` once their
+        bytes are in the file; return the key."""
+        names: list[str] = []
+
+        def checked() -> str:
+            names.append(name())
+            if not is_valid_segment(names[-1]):
+                raise InvalidKeyError(f"{names[-1]!r} is not a valid object name")
+            return names[-1]
+
+        self._write_chunks(f"{check_key(prefix, what='prefix')}/...", prefix, checked, chunks)
+        return f"{prefix}/{names[-1]}"
+
+    def _write_chunks(
+        self, key: str, parent: str, name: Callable[[], str], chunks: Sequence[Buffer]
+    ) -> int:
         views = [byte_view(chunk) for chunk in chunks]
         total = 0
         for view in views:
@@ -122,15 +141,16 @@ class LocalStorage:
         """Store ``size`` bytes of ``reader`` under ``key`` atomically, a part at a time:
         memory stays within one part whatever the size."""
         parent, name = _split(key)
+        body = functools.partial(_write_parts, reader, size)
         try:
-            self._write(key, parent, name, functools.partial(_write_parts, reader, size), size)
+            self._write(key, parent, lambda: name, body, size)
         except _CannotLink:
             self._tmpfile = 0
-            self._write(key, parent, name, functools.partial(_write_parts, reader, size), size)
+            self._write(key, parent, lambda: name, body, size)
         return size
 
     def _write(
-        self, key: str, parent: str, name: str, body: Callable[[int], int], total: int
+        self, key: str, parent: str, name: Callable[[], str], body: Callable[[int], int], total: int
     ) -> None:
         for attempt in (1, 2):
             directory = self._folder(parent)
@@ -157,14 +177,14 @@ class LocalStorage:
         self,
         key: str,
         directory: int,
-        name: str,
+        name: Callable[[], str],
         fd: int,
         tmp: str | None,
         body: Callable[[int], int],
         total: int,
     ) -> None:
         """Write the object's ``total`` bytes to the new file ``fd`` with ``body`` and
-        give it the name ``name``."""
+        give it the name ``name()``."""
         try:
             try:
                 if total >= LARGE:
@@ -174,12 +194,13 @@ class LocalStorage:
                     raise OSError(errno.EIO, "the system wrote less than asked")
                 if self._fsync:
                     os.fsync(fd)
+                final = name()
                 if tmp is None:
-                    tmp = _link(fd, directory, name)
+                    tmp = _link(fd, directory, final)
             finally:
                 os.close(fd)
             if tmp is not None:
-                os.replace(tmp, name, src_dir_fd=directory, dst_dir_fd=directory)
+                os.replace(tmp, final, src_dir_fd=directory, dst_dir_fd=directory)
         except BaseException as exc:
             if tmp is not None:
                 with contextlib.suppress(OSError):

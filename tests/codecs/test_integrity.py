@@ -1,0 +1,150 @@
+"""Default integrity: a flipped bit anywhere in an object of any codec is found by every
+full read and by ``verify``, with no database."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from vectors import CASES, same
+
+import typedstore as ts
+from typedstore.errors import IntegrityError
+from typedstore.keys import describe_key
+from typedstore.maintenance import verify
+from typedstore.registry import registry
+
+# The values of every codec's current version, as its golden vectors define them.
+CURRENT = {
+    codec: [case for case in versions[registry.get(codec).version].values() if not case.writer]
+    for codec, versions in CASES.items()
+    if registry.get(codec).name == codec and registry.get(codec).version in versions
+}
+
+
+def flip(path: Path, position: int, bit: int) -> bytes:
+    """Flip one bit of the file; return its bytes as they were."""
+    data = path.read_bytes()
+    damaged = bytearray(data)
+    damaged[position] ^= 1 << bit
+    path.write_bytes(damaged)
+    return data
+
+
+def positions(size: int, seed: int) -> dict[str, int]:
+    rng = random.Random(seed)
+    return {
+        "first byte": 0,
+        "header": min(size - 1, 9),
+        "last byte": size - 1,
+        "random": rng.randrange(size),
+    }
+
+
+def test_every_codec_of_the_registry_has_a_case() -> None:
+    built_in = {name for name in registry.names() if registry.source(name) == "built-in"}
+    assert built_in <= set(CURRENT), f"no golden case for {sorted(built_in - set(CURRENT))}"
+
+
+@pytest.mark.parametrize("codec", sorted(CURRENT))
+def test_a_flipped_bit_anywhere_is_found_by_reads_and_verify(store: Path, codec: str) -> None:
+    for case in CURRENT[codec]:  # the first that is not empty
+        ref = ts.DataStoreIO.serialize_write(case.value(), "p", codec=codec).reference
+        if (store / ref.key).stat().st_size:
+            break
+        ts.DataStoreIO.delete(ref.key)
+    described = describe_key(ref.key)
+    assert described is not None
+    assert described.codec == codec
+    path = store / ref.key
+    for where, position in positions(path.stat().st_size, seed=len(codec)).items():
+        for bit in (0, 7):
+            original = flip(path, position, bit)
+            with pytest.raises(IntegrityError, match=r"do not match their crc32c") as info:
+                ts.DataStoreIO(ref).read_deserialize()
+            assert str(ref) in str(info.value), "the error names the object"
+            with pytest.raises(IntegrityError):
+                ts.DataStoreIO(ref).read()
+            damaged = [damage for _, damage in verify() if damage is not None]
+            assert [(d.key, d.damaged) for d in damaged] == [(ref.key, True)], (where, bit)
+            path.write_bytes(original)
+    assert same(ts.DataStoreIO(ref).read_deserialize(), case.expected())
+    assert [damage for _, damage in verify()] == [None]
+
+
+@pytest.mark.parametrize("zero_copy", [False, True])
+def test_large_objects_are_checked_however_they_are_read(store: Path, zero_copy: bool) -> None:
+    # Large enough to be written while summed on another thread, and read in pieces.
+    array = np.random.default_rng(0).random(3 << 20)  # 24 MiB
+    ref = ts.DataStoreIO.serialize_write(array, "p").reference
+    path = store / ref.key
+    for position in positions(path.stat().st_size, seed=1).values():
+        original = flip(path, position, 3)
+        with pytest.raises(IntegrityError):
+            ts.DataStoreIO(ref).read_deserialize(np.ndarray, zero_copy=zero_copy)
+        path.write_bytes(original)
+    back = ts.DataStoreIO(ref).read_deserialize(np.ndarray, zero_copy=zero_copy)
+    assert np.array_equal(back, array)
+
+
+def test_lazy_entries_check_their_own_bytes(store: Path) -> None:
+    url = ts.DataStore(w=np.arange(1000.0), note="run 1", big=np.ones(1 << 18)).to_url("p")
+    path = store / ts.Reference.parse(url).key
+    data = path.read_bytes()
+    at = data.index(np.arange(1000.0).tobytes()) + 100  # inside entry "w"
+    flip(path, at, 0)
+    lazy = ts.DataStore.from_url(url, lazy=True)
+    assert lazy.note == "run 1"
+    assert np.array_equal(lazy.big, np.ones(1 << 18))
+    with pytest.raises(IntegrityError, match="entry 'w': the stored bytes do not match"):
+        _ = lazy.w
+    with pytest.raises(IntegrityError):
+        ts.DataStore.from_url(url)
+
+
+def test_objects_written_without_checksums_or_before_them_still_read(store: Path) -> None:
+    array = np.arange(10)
+    with ts.options.ctx({"datastore.checksum": None}):
+        ref = ts.DataStoreIO.serialize_write(array, "p").reference
+    assert describe_key(ref.key) == ("safetensors", None)
+    assert ref.key.endswith(".safetensors")
+    checked = ts.DataStoreIO.serialize_write(array, "p").reference
+    # A copy under a name of version 0.1 (32 hex digits, which say nothing).
+    legacy = ts.Reference(f"p/{'ab' * 16}", "safetensors")
+    shutil.copyfile(store / checked.key, store / legacy.key)
+    for unchecked in (ref, legacy):
+        assert np.array_equal(ts.DataStoreIO(unchecked).read_deserialize(), array)
+        flip(store / unchecked.key, (store / unchecked.key).stat().st_size - 1, 0)
+        assert not np.array_equal(ts.DataStoreIO(unchecked).read_deserialize(), array)
+
+
+def test_sha256_references_name_the_crc32c_too(store: Path) -> None:
+    with ts.options.ctx({"datastore.checksum": "sha256"}):
+        ref = ts.DataStoreIO.write(b"payload", "p").reference
+    assert "sha256" in ref.params
+    described = describe_key(ref.key)
+    assert described is not None
+    assert described.crc32c is not None  # verify on a bare store is exact for these too
+    flip(store / ref.key, 0, 0)
+    with pytest.raises(IntegrityError, match="sha256"):
+        ts.DataStoreIO(ref).read()
+    assert [d.key for _, d in verify() if d is not None] == [ref.key]
+
+
+def test_a_decoder_reading_out_of_order_is_checked_exactly(store: Path) -> None:
+    # Tables are read footer first: the bytes before it are summed when reached, the
+    # footer read again at the end; a damaged byte anywhere is found either way.
+    pa = pytest.importorskip("pyarrow")
+    table = pa.table({"x": np.arange(300_000), "y": np.ones(300_000)})
+    ref = ts.DataStoreIO.serialize_write(table, "p").reference
+    path = store / ref.key
+    assert ts.DataStoreIO(ref).read_deserialize().equals(table)
+    size = path.stat().st_size
+    for position in (0, size // 2, size - 3):
+        original = flip(path, position, 5)
+        with pytest.raises(IntegrityError):
+            ts.DataStoreIO(ref).read_deserialize()
+        path.write_bytes(original)
