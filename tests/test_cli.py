@@ -162,7 +162,7 @@ def test_put_get_info_ls_rm(
     assert listing[0].split() == ["REFERENCE", "SIZE", "CODEC", "FROM"]
     # What ls prints, get and info take as it is; a bare key works too.
     assert {line.split()[0] for line in listing[1:]} == {npy_url, st_url, raw_url}
-    assert all(line.split()[2] == "content" for line in listing[1:])
+    assert all(line.split()[2] == "name" for line in listing[1:])
     for url in (raw_url, ts.Reference.parse(raw_url).key):
         assert main([*cli_store, "get", url]) == 0
         assert capsys.readouterr().out == "hello"
@@ -305,12 +305,12 @@ def test_get_checks_the_sha256_of_its_reference(
     path.write_bytes(b"replaced")
     assert main([*cli_store, "get", url]) == 1
     captured = capsys.readouterr()
-    assert "do not match the reference's sha256" in captured.err
+    assert "do not match their sha256" in captured.err
     assert captured.out == ""
     # Into a file: checked as it is written, and the target is left as it was.
     (tmp_path / "out").write_bytes(b"before")
     assert main([*cli_store, "get", url, "-o", str(tmp_path / "out")]) == 1
-    assert "do not match the reference's sha256" in capsys.readouterr().err
+    assert "do not match their sha256" in capsys.readouterr().err
     assert (tmp_path / "out").read_bytes() == b"before"
     assert sorted(p.name for p in tmp_path.iterdir() if "partial" in p.name) == []
     path.write_bytes(b"original")
@@ -481,10 +481,10 @@ def test_json_output_for_scripts(
 
     listed = output("ls")
     assert [(o["codec"], o["codec_from"]) for o in listed] == [
-        ("datastore", "experiment"), ("raw", "content")
+        ("datastore", "experiment"), ("raw", "name")
     ]
     assert listed[1] == {"reference": loose, "key": ts.Reference.parse(loose).key,
-                         "codec": "raw", "size": 5, "codec_from": "content"}  # fmt: skip
+                         "codec": "raw", "size": 5, "codec_from": "name"}  # fmt: skip
     info = output("info", listed[0]["reference"])
     assert info["codec"] == "datastore"
     assert (info["tensors"][0]["dtype"], info["tensors"][0]["shape"]) == ("<f4", [3])

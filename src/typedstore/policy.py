@@ -66,7 +66,8 @@ FOOTER_FIRST_READ = 64 << 10
 PART = 8 << 20
 
 #: Large reads are checksummed a piece of this size at a time, on another thread while
-#: the next piece is read (small enough to stay in the processor's cache between the two).
+#: the next piece is read: large enough that handing a piece over costs little, small
+#: enough that the last piece, summed after the read ends, costs little too.
 CHECK_PIECE = 4 << 20
 
 #: Parts a remote storage transfers at once (threads, each with one part in memory).

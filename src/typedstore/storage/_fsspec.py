@@ -6,6 +6,7 @@ the rest of typedstore stays strictly typed.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import threading
@@ -15,7 +16,8 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from typedstore.errors import NotFoundError, StorageError
-from typedstore.keys import check_key, is_valid_segment
+from typedstore.integrity import crc32c
+from typedstore.keys import check_key, describe_key, is_valid_segment
 from typedstore.policy import PART, PARTS_IN_FLIGHT
 from typedstore.protocols import Buffer, Reader, byte_view, check_range
 
@@ -23,6 +25,11 @@ __all__ = ["FsspecStorage"]
 
 # A part of a read: the buffer it fills, and its offset in the object.
 _Piece = tuple[memoryview, int]
+
+
+def _base64(crc: int) -> str:
+    """A crc32c as S3 headers give it: its 4 bytes, big-endian, in base64."""
+    return base64.b64encode(crc.to_bytes(4, "big")).decode()
 
 
 def _fsspec() -> Any:
@@ -157,7 +164,15 @@ class FsspecStorage:
                     break
             else:
                 body = b"".join(head)
-                self._fs.call_s3("put_object", Bucket=bucket, Key=name, Body=body)
+                # S3 checks the body against the crc32c the object's name gives, if any.
+                described = describe_key(key)
+                crc = (
+                    crc32c(body)
+                    if described is None or described.crc32c is None
+                    else described.crc32c
+                )
+                checked = {"ChecksumAlgorithm": "CRC32C", "ChecksumCRC32C": _base64(crc)}
+                self._fs.call_s3("put_object", Bucket=bucket, Key=name, Body=body, **checked)
                 return size
             views = itertools.chain(head, (byte_view(chunk) for chunk in rest))
             return self._multipart(bucket, name, views)
@@ -167,13 +182,17 @@ class FsspecStorage:
             self._fs.invalidate_cache(path)
 
     def _multipart(self, bucket: str, name: str, views: Iterator[memoryview]) -> int:
-        upload = self._fs.call_s3("create_multipart_upload", Bucket=bucket, Key=name)["UploadId"]
+        upload = self._fs.call_s3("create_multipart_upload", Bucket=bucket, Key=name,
+                                  ChecksumAlgorithm="CRC32C")["UploadId"]  # fmt: skip
         pool = self._threads()
 
         def send(number: int, body: bytes) -> dict[str, Any]:
+            # Each part with its crc32c, which S3 checks before it accepts the part.
+            checksum = _base64(crc32c(body))
             out = self._fs.call_s3("upload_part", Bucket=bucket, Key=name, UploadId=upload,
-                                   PartNumber=number, Body=body)  # fmt: skip
-            return {"PartNumber": number, "ETag": out["ETag"]}
+                                   PartNumber=number, Body=body,
+                                   ChecksumCRC32C=checksum)  # fmt: skip
+            return {"PartNumber": number, "ETag": out["ETag"], "ChecksumCRC32C": checksum}
 
         parts: list[dict[str, Any]] = []
         pending: list[Future[dict[str, Any]]] = []
