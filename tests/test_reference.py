@@ -165,7 +165,7 @@ def test_new_object_keys_are_unique() -> None:
     [
         ("5f2c" * 8 + "-0a0b0c0d.safetensors", Described("safetensors", 0x0A0B0C0D)),
         ("5f2c" * 8 + ".my.codec-2", Described("my.codec-2", None)),
-        ("5f2c" * 8, None),  # named by version 0.1: says nothing
+        ("5f2c" * 8, None),  # named before names said anything
         ("5f2c" * 8 + "-0a0b0c0d", None),
         ("5F2C" * 8 + "-0a0b0c0d.raw", None),
         ("5f2c" * 8 + "-0a0b0c0.raw", None),

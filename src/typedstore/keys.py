@@ -7,7 +7,7 @@ key can never name anything outside the root, whatever reference it came from.
 
 The objects typedstore writes are named ``<32 hex digits>-<crc32c, 8 hex digits>.<codec>``
 (``<32 hex digits>.<codec>`` when written with checksums off; a bare ``<32 hex digits>``
-was written by version 0.1, whose names said nothing): so the store alone says how to
+was written before names said anything): so the store alone says how to
 decode each object and whether its bytes are the ones written (see
 :mod:`typedstore.integrity`).
 """
@@ -96,7 +96,7 @@ def new_object_key(prefix: str, codec: str, crc32c: int | None = None) -> str:
 
 def describe_key(key: str) -> Described | None:
     """The codec and checksum that the last segment of ``key`` names, or None for a name
-    that says neither (written by version 0.1, or not by typedstore)."""
+    that says neither (written before names said anything, or not by typedstore)."""
     match = _NAME.fullmatch(key, key.rfind("/") + 1)
     if match is None:
         return None

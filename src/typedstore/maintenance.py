@@ -138,8 +138,8 @@ def references() -> dict[str, str]:
 def reference_for(store: Store, key: str, known: Mapping[str, str]) -> tuple[Reference, str]:
     """The reference of the object under ``key`` and where its codec comes from:
     ``"experiment"`` (``known``, from :func:`references`: the exact reference),
-    ``"name"`` (the object's name says it) or ``"content"`` (an object named by version
-    0.1, or not by typedstore: the codec it looks like)."""
+    ``"name"`` (the object's name says it) or ``"content"`` (an object named before names
+    said anything, or not by typedstore: the codec it looks like)."""
     url = known.get(key)
     if url is not None:
         return Reference.parse(url), "experiment"
@@ -188,7 +188,7 @@ def verify(
     this process's registry or options stand in the way).
     Every object is read with the codec and checked against the crc32c its name says
     (exact, with no database); objects that an experiment names with the reference it
-    holds; objects of version 0.1, whose names say nothing, with the codec their content
+    holds; objects named before names said anything, with the codec their content
     looks like, so a damaged one may only show as not decodable by any codec it
     resembles.
     """

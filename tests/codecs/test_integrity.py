@@ -112,7 +112,7 @@ def test_objects_written_without_checksums_or_before_them_still_read(store: Path
     assert describe_key(ref.key) == ("safetensors", None)
     assert ref.key.endswith(".safetensors")
     checked = ts.DataStoreIO.serialize_write(array, "p").reference
-    # A copy under a name of version 0.1 (32 hex digits, which say nothing).
+    # A copy under a name as objects had before names said anything (32 hex digits).
     legacy = ts.Reference(f"p/{'ab' * 16}", "safetensors")
     shutil.copyfile(store / checked.key, store / legacy.key)
     for unchecked in (ref, legacy):
