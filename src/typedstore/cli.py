@@ -27,14 +27,13 @@ from typedstore.codecs.safetensors import read_header
 from typedstore.datastore import DataStore, entry_table
 from typedstore.errors import (
     DecodeError,
-    IntegrityError,
     NotFoundError,
     StorageError,
     TypedStoreError,
     describe,
 )
 from typedstore.experiment import Fields, create_experiment, list_experiments, load_experiment
-from typedstore.integrity import Crc32cHash
+from typedstore.integrity import Crc32cHash, mismatch
 from typedstore.io import DataStoreIO
 from typedstore.keys import check_key, describe_key
 from typedstore.maintenance import Damage, collect_garbage, reference_for, references, verify
@@ -333,11 +332,9 @@ def _stream(
 def _check(
     ref: Reference, digest: _Digest | None, expected: tuple[Callable[[], _Digest], str, str]
 ) -> None:
-    if digest is None or digest.hexdigest() != expected[1]:
-        raise IntegrityError(
-            f"{ref}: the stored bytes do not match their {expected[2]} "
-            "(the object was damaged or replaced)"
-        )
+    actual = "" if digest is None else digest.hexdigest()
+    if actual != expected[1]:
+        raise mismatch(ref, expected[1], actual, expected[2])
 
 
 def _read_regular(path: Path) -> bytearray:

@@ -24,18 +24,14 @@ from typedstore.policy import CHECK_PIECE
 from typedstore.protocols import Buffer, Reader, byte_view
 
 __all__ = [
-    "ALGORITHM",
     "CheckedReader",
     "Crc32cHash",
-    "Running",
     "check_view",
     "crc32c",
     "crc32c_of",
     "mismatch",
+    "summing",
 ]
-
-#: The checksum every object carries unless option ``datastore.checksum`` is None.
-ALGORITHM = "crc32c"
 
 
 def crc32c(data: Buffer, value: int = 0) -> int:
@@ -68,11 +64,16 @@ class Crc32cHash:
         return f"{self.value:08x}"
 
 
-def mismatch(what: object, expected: int, actual: int) -> IntegrityError:
-    """The error for bytes whose crc32c is ``actual`` where ``expected`` was written."""
+def mismatch(
+    what: object, expected: int | str, actual: int | str, algorithm: str = "crc32c"
+) -> IntegrityError:
+    """The error for the bytes of ``what`` whose checksum is ``actual`` where ``expected``
+    was written (crc32c as ints, digests as hex text)."""
+    if isinstance(expected, int) and isinstance(actual, int):
+        expected, actual = f"{expected:08x}", f"{actual:08x}"
     return IntegrityError(
-        f"{what}: the stored bytes do not match their crc32c (written {expected:08x}, "
-        f"read {actual:08x}): the object was damaged or replaced"
+        f"{what}: the stored bytes do not match their {algorithm} (written {expected}, "
+        f"read {actual}): the object was damaged or replaced"
     )
 
 
@@ -102,20 +103,10 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
 
 
-class Running:
-    """The crc32c of chunks, computed on a thread of its own while the caller writes them.
-
-    The chunks must not change until :meth:`result` returns.
-    """
-
-    __slots__ = ("_future",)
-
-    def __init__(self, chunks: Sequence[Buffer]) -> None:
-        self._future: Future[int] = _thread().submit(crc32c_of, chunks)
-
-    def result(self) -> int:
-        """The checksum, once computed."""
-        return self._future.result()
+def summing(chunks: Sequence[Buffer]) -> Future[int]:
+    """The crc32c of ``chunks``, computed on a thread of its own while the caller writes
+    them; the chunks must not change until it is done."""
+    return _thread().submit(crc32c_of, chunks)
 
 
 class CheckedReader:

@@ -271,7 +271,7 @@ class Store:
         if self._names_last is not None and _size(chunks) >= LARGE:
             # The checksum is summed on another thread while the bytes are written, and
             # the object is named once both are done.
-            running = integrity.Running(chunks)
+            running = integrity.summing(chunks)
             name = codec.name
             key = self._names_last(prefix, chunks, lambda: object_name(name, running.result()))
             return Reference(key, name, params)
@@ -406,7 +406,6 @@ class Store:
             )
         return value
 
-
     def _read_checked(
         self, ref: Reference, codec: Codec[Any], expected_type: type[Any] | None
     ) -> Any:
@@ -414,7 +413,8 @@ class Store:
         crc = _expected_crc(ref)
         decode_from = getattr(codec, "decode_from", None)
         with self._opener(ref.key) as opened:
-            reader = opened if crc is None else integrity.CheckedReader(opened, crc, ref)
+            checked = None if crc is None else integrity.CheckedReader(opened, crc, ref)
+            reader = checked or opened
             try:
                 if decode_from is not None:
                     value = decode_from(reader, expected_type)
@@ -423,15 +423,15 @@ class Store:
                 else:
                     value = _UNREAD
             except Exception as exc:
-                if isinstance(reader, integrity.CheckedReader):
+                if checked is not None:
                     # Damaged bytes often fail to decode first: say what is wrong with them.
                     try:
-                        reader.check()
+                        checked.check()
                     except IntegrityError as damage:
                         raise damage from exc
                 raise
-            if value is not _UNREAD and isinstance(reader, integrity.CheckedReader):
-                reader.check()
+            if checked is not None and value is not _UNREAD:
+                checked.check()
         if value is _UNREAD:
             with self._viewer(ref.key) as view:
                 _verify(ref, view)
@@ -481,11 +481,9 @@ def _expected_crc(ref: Reference) -> int | None:
 def _verify(ref: Reference, data: Buffer) -> None:
     expected = ref.params.get("sha256")
     if expected is not None:
-        if hashlib.sha256(data).hexdigest() != expected:
-            raise IntegrityError(
-                f"{ref}: the stored bytes do not match the reference's sha256 "
-                "(the object was damaged or replaced)"
-            )
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise integrity.mismatch(ref, expected, actual, "sha256")
         return  # content identity checked: the crc32c could say no more
     crc = _expected_crc(ref)
     if crc is not None:
