@@ -36,7 +36,7 @@ from typedstore.errors import (
     UnknownCodecError,
     decoding,
 )
-from typedstore.integrity import crc32c, crc32c_of, mismatch
+from typedstore.integrity import crc32c, crc32c_each, mismatch
 from typedstore.policy import LARGE
 from typedstore.protocols import Buffer, Codec, Reader
 from typedstore.reference import Reference
@@ -247,7 +247,7 @@ class DataStoreCodec:
                 tensors[key], info, crc = _raw_entry(source, key)
             else:
                 tensors[key], info = _encode_entry(reg, key, item)
-                crc = _checksum(tensors[key]) if summed else 0
+                crc = -1  # summed below, with the others
             index.append(codecs.setdefault(info, len(codecs)))
             checksums.append(crc)
         table: dict[str, Any] = {
@@ -256,6 +256,10 @@ class DataStoreCodec:
             "index": index,
         }
         if summed:
+            new = [i for i, crc in enumerate(checksums) if crc < 0]
+            sums = crc32c_each([_buffers(tensors[key]) for key in (table["keys"][i] for i in new)])
+            for i, crc in zip(new, sums, strict=True):
+                checksums[i] = crc
             table["crc32c"] = checksums
         metadata = {
             _KIND: "datastore",
@@ -356,10 +360,11 @@ def _decode_entry(
         return codec.decode(data, None)
 
 
-def _checksum(source: TensorSource) -> int:
+def _buffers(source: TensorSource) -> Sequence[Buffer]:
+    """The bytes an entry is stored as (tensors: as :func:`stored_array` lays them out)."""
     if isinstance(source, np.ndarray):
-        return crc32c(array_bytes(source))
-    return crc32c_of(source)  # type: ignore[arg-type]  # encoded entries: chunks
+        return [array_bytes(source)]
+    return source  # type: ignore[return-value]  # encoded entries: their chunks
 
 
 def _raw_entry(source: _Source, key: str) -> tuple[TensorSource, _EntryInfo, int]:

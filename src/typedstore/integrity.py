@@ -27,7 +27,9 @@ __all__ = [
     "CheckedReader",
     "Crc32cHash",
     "check_view",
+    "combine",
     "crc32c",
+    "crc32c_each",
     "crc32c_of",
     "mismatch",
     "summing",
@@ -39,12 +41,97 @@ def crc32c(data: Buffer, value: int = 0) -> int:
     return int(_crc32c.crc32c(data, value))
 
 
-def crc32c_of(chunks: Sequence[Buffer]) -> int:
-    """The CRC-32C of the concatenation of ``chunks``."""
+def _serial(chunks: Sequence[Buffer]) -> int:
     value = 0
     for chunk in chunks:
         value = crc32c(chunk, value)
     return value
+
+
+def crc32c_of(chunks: Sequence[Buffer]) -> int:
+    """The CRC-32C of the concatenation of ``chunks``; the second half of a large one is
+    summed on the checksum thread meanwhile, and the two halves combined."""
+    views = [byte_view(chunk) for chunk in chunks]
+    total = sum(view.nbytes for view in views)
+    if total < 2 * CHECK_PIECE:
+        return _serial(views)
+    first, second = _halves(views, total // 2)
+    other = _thread().submit(_serial, second)
+    value = _serial(first)
+    return combine(value, other.result(), total - total // 2)
+
+
+def crc32c_each(items: Sequence[Sequence[Buffer]]) -> list[int]:
+    """The CRC-32C of each item's chunks: small items shared by size between this thread
+    and the checksum thread, each large one split between both."""
+    sizes = [sum(byte_view(chunk).nbytes for chunk in item) for item in items]
+    small = [i for i, size in enumerate(sizes) if size < 2 * CHECK_PIECE]
+    # Items to the lighter side, the checksum thread's from the end of the list.
+    theirs: list[int] = []
+    load, rest = 0, sum(sizes[i] for i in small)
+    while small and load + sizes[small[-1]] <= rest - sizes[small[-1]]:
+        size = sizes[small[-1]]
+        load, rest = load + size, rest - size
+        theirs.append(small.pop())
+    other = _thread().submit(lambda: [_serial(items[i]) for i in theirs]) if theirs else None
+    sums = [0] * len(items)
+    for i in small:
+        sums[i] = _serial(items[i])
+    if other is not None:
+        for i, value in zip(theirs, other.result(), strict=True):
+            sums[i] = value
+    for i, size in enumerate(sizes):
+        if size >= 2 * CHECK_PIECE:
+            sums[i] = crc32c_of(items[i])
+    return sums
+
+
+def _halves(views: list[memoryview], at: int) -> tuple[list[memoryview], list[memoryview]]:
+    """``views`` cut in two at byte ``at`` of their concatenation."""
+    for index, view in enumerate(views):
+        if at <= view.nbytes:
+            return [*views[:index], view[:at]], [view[at:], *views[index + 1 :]]
+        at -= view.nbytes
+    return views, []
+
+
+# CRC-32C's polynomial, bit-reflected; and x^(2^n) modulo it for n < 32.
+_POLY = 0x82F63B78
+
+
+def _multiply(a: int, b: int) -> int:
+    """``a`` times ``b`` modulo the polynomial (bit-reflected; ``a`` is not 0)."""
+    product, bit = 0, 1 << 31
+    while True:
+        if a & bit:
+            product ^= b
+            if not a & (bit - 1):
+                return product
+        bit >>= 1
+        b = (b >> 1) ^ _POLY if b & 1 else b >> 1
+
+
+def _powers() -> list[int]:
+    powers, power = [], 1 << 30  # x^1
+    for _ in range(32):
+        powers.append(power)
+        power = _multiply(power, power)
+    return powers
+
+
+_X_2N = _powers()
+
+
+def combine(first: int, second: int, length: int) -> int:
+    """The CRC-32C of A + B from ``first`` (A's), ``second`` (B's) and B's ``length``: the
+    first shifted by ``length`` zero bytes, as zlib's crc32_combine does for CRC-32."""
+    shift, n, k = 1 << 31, length, 3  # x^0; x^(8 * length) = x^(length * 2^3)
+    while n:
+        if n & 1:
+            shift = _multiply(_X_2N[k & 31], shift)
+        n >>= 1
+        k += 1
+    return _multiply(shift, first) ^ second
 
 
 class Crc32cHash:
@@ -106,7 +193,7 @@ if hasattr(os, "register_at_fork"):
 def summing(chunks: Sequence[Buffer]) -> Future[int]:
     """The crc32c of ``chunks``, computed on a thread of its own while the caller writes
     them; the chunks must not change until it is done."""
-    return _thread().submit(crc32c_of, chunks)
+    return _thread().submit(_serial, chunks)
 
 
 class CheckedReader:

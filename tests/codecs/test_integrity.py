@@ -3,16 +3,20 @@ full read and by ``verify``, with no database."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from vectors import CASES, same
 
 import typedstore as ts
 from typedstore.errors import IntegrityError
+from typedstore.integrity import combine, crc32c, crc32c_each, crc32c_of
 from typedstore.keys import describe_key
 from typedstore.maintenance import verify
 from typedstore.registry import registry
@@ -148,3 +152,21 @@ def test_a_decoder_reading_out_of_order_is_checked_exactly(store: Path) -> None:
         with pytest.raises(IntegrityError):
             ts.DataStoreIO(ref).read_deserialize()
         path.write_bytes(original)
+
+
+@given(st.binary(max_size=64), st.binary(max_size=64))
+def test_combine_gives_the_checksum_of_the_concatenation(a: bytes, b: bytes) -> None:
+    assert combine(crc32c(a), crc32c(b), len(b)) == crc32c(a + b)
+
+
+@pytest.mark.parametrize(
+    "sizes", [[0], [5, 0, 7], [9 << 20], [3 << 20, 1, 6 << 20], [1 << 20] * 12]
+)
+def test_sums_split_between_threads_equal_one_sum(sizes: list[int]) -> None:
+    data = np.random.default_rng(len(sizes)).integers(0, 256, sum(sizes), np.uint8).tobytes()
+    cuts = np.cumsum([0, *sizes])
+    chunks = [memoryview(data)[a:b] for a, b in itertools.pairwise(cuts)]
+    assert crc32c_of(chunks) == crc32c(data)
+    assert crc32c_each([[chunk] for chunk in chunks]) == [crc32c(chunk) for chunk in chunks]
+    items = [chunks[: len(chunks) // 2], chunks[len(chunks) // 2 :]]
+    assert crc32c_each(items) == [crc32c(b"".join(item)) for item in items]
