@@ -306,6 +306,10 @@ def datastore(tmp: Path, rounds: int) -> list[dict[str, Any]]:
     def ts_write() -> None:
         refs["ds"] = ts.DataStore(arrays).to_url("ds")
 
+    def ts_write_unchecked() -> None:
+        with ts.options.ctx({"datastore.checksum": None}):
+            refs["none"] = ts.DataStore(arrays).to_url("ds-none")
+
     writes = Runner(rounds, n)
     writes.run(
         {
@@ -318,6 +322,10 @@ def datastore(tmp: Path, rounds: int) -> list[dict[str, Any]]:
                 lambda: raw_write(pre_path, [as_bytes(a) for a in values], preallocate=True),
             ),
             "typedstore DataStore.to_url": (lambda: ts.DataStoreIO.delete("ds"), ts_write),
+            "typedstore DataStore.to_url, no checksum": (
+                lambda: ts.DataStoreIO.delete("ds-none"),
+                ts_write_unchecked,
+            ),
             "safetensors save_file": (
                 lambda: st_path.unlink(missing_ok=True),
                 lambda: safetensors.numpy.save_file(arrays, st_path),
@@ -355,6 +363,10 @@ def datastore(tmp: Path, rounds: int) -> list[dict[str, Any]]:
         {
             "raw readinto 100 fresh arrays": (None, lambda: raw_read_into(raw_path, values)),
             "typedstore from_url": (None, lambda: ts.DataStore.from_url(refs["ds"])),
+            "typedstore from_url, no checksum": (
+                None,
+                lambda: ts.DataStore.from_url(refs["none"]),
+            ),
             "typedstore lazy, one entry": (
                 None,
                 lambda: ts.DataStore.from_url(refs["ds"], lazy=True)["a50"],
@@ -372,6 +384,7 @@ def datastore(tmp: Path, rounds: int) -> list[dict[str, Any]]:
         }
     )
     ts.DataStoreIO.delete("ds")
+    ts.DataStoreIO.delete("ds-none")
     return writes.rows("write", "raw write", n) + reads.rows(
         "read", "raw readinto 100 fresh arrays", n
     )

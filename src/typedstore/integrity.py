@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import crc32c as _crc32c
@@ -41,8 +41,7 @@ def crc32c(data: Buffer, value: int = 0) -> int:
     return int(_crc32c.crc32c(data, value))
 
 
-def _serial(chunks: Sequence[Buffer]) -> int:
-    value = 0
+def _serial(chunks: Sequence[Buffer], value: int = 0) -> int:
     for chunk in chunks:
         value = crc32c(chunk, value)
     return value
@@ -84,6 +83,22 @@ def crc32c_each(items: Sequence[Sequence[Buffer]]) -> list[int]:
         if size >= 2 * CHECK_PIECE:
             sums[i] = crc32c_of(items[i])
     return sums
+
+
+def _pieces(views: list[memoryview]) -> Iterator[list[memoryview]]:
+    """``views`` regrouped into pieces of up to CHECK_PIECE bytes (cut where needed)."""
+    piece: list[memoryview] = []
+    size = 0
+    for view in views:
+        for offset in range(0, view.nbytes, CHECK_PIECE):
+            part = view[offset : offset + CHECK_PIECE]
+            if piece and size + part.nbytes > CHECK_PIECE:
+                yield piece
+                piece, size = [], 0
+            piece.append(part)
+            size += part.nbytes
+    if piece:
+        yield piece
 
 
 def _halves(views: list[memoryview], at: int) -> tuple[list[memoryview], list[memoryview]]:
@@ -244,19 +259,18 @@ class CheckedReader:
         pending: Future[int] | None = None
         got = 0
         try:
-            for view in views:
-                for offset in range(0, view.nbytes, CHECK_PIECE):
-                    piece = view[offset : offset + CHECK_PIECE]
-                    n = self._inner.readinto(start + got, piece)
-                    new = piece[max(0, self._done - start - got) : n]
-                    if new.nbytes:
-                        if pending is not None:
-                            self._value = pending.result()
-                        pending = _thread().submit(crc32c, new, self._value)
-                        self._done = start + got + n
-                    got += n
-                    if n < piece.nbytes:
-                        return got
+            for piece in _pieces(views):
+                n = self._inner.readinto(start + got, *piece)
+                skip = max(0, self._done - start - got)
+                new = _halves(_halves(piece, n)[0], skip)[1]
+                if skip < n:
+                    if pending is not None:
+                        self._value = pending.result()
+                    pending = _thread().submit(_serial, new, self._value)
+                    self._done = start + got + n
+                got += n
+                if n < sum(view.nbytes for view in piece):
+                    break
             return got
         finally:
             if pending is not None:

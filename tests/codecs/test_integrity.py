@@ -170,3 +170,19 @@ def test_sums_split_between_threads_equal_one_sum(sizes: list[int]) -> None:
     assert crc32c_each([[chunk] for chunk in chunks]) == [crc32c(chunk) for chunk in chunks]
     items = [chunks[: len(chunks) // 2], chunks[len(chunks) // 2 :]]
     assert crc32c_each(items) == [crc32c(b"".join(item)) for item in items]
+
+
+def test_many_arrays_read_at_once_are_checked_piece_by_piece(store: Path) -> None:
+    # One read of twelve 1 MiB arrays, summed in pieces of several arrays each.
+    arrays = {f"a{i}": np.random.default_rng(i).random(1 << 17) for i in range(12)}
+    url = ts.DataStore(arrays).to_url("p")
+    path = store / ts.Reference.parse(url).key
+    back = ts.DataStore.from_url(url)
+    assert all(np.array_equal(back[k], v) for k, v in arrays.items())
+    data = path.read_bytes()
+    for key in ("a0", "a7", "a11"):
+        at = data.index(arrays[key].tobytes()) + 12345
+        flip(path, at, 6)
+        with pytest.raises(IntegrityError):
+            ts.DataStore.from_url(url)
+        path.write_bytes(data)
