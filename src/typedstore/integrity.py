@@ -110,7 +110,9 @@ def _halves(views: list[memoryview], at: int) -> tuple[list[memoryview], list[me
     return views, []
 
 
-# CRC-32C's polynomial, bit-reflected; and x^(2^n) modulo it for n < 32.
+# CRC-32C's polynomial, bit-reflected; and x^(2^n) modulo it for n < 64, enough for any
+# length up to 2^61 bytes. (zlib's table of 32 wraps around: the powers of CRC-32's
+# polynomial repeat every 32 squarings, CRC-32C's do not.)
 _POLY = 0x82F63B78
 
 
@@ -128,7 +130,7 @@ def _multiply(a: int, b: int) -> int:
 
 def _powers() -> list[int]:
     powers, power = [], 1 << 30  # x^1
-    for _ in range(32):
+    for _ in range(64):
         powers.append(power)
         power = _multiply(power, power)
     return powers
@@ -140,10 +142,12 @@ _X_2N = _powers()
 def combine(first: int, second: int, length: int) -> int:
     """The CRC-32C of A + B from ``first`` (A's), ``second`` (B's) and B's ``length``: the
     first shifted by ``length`` zero bytes, as zlib's crc32_combine does for CRC-32."""
+    if not 0 <= length < 1 << (len(_X_2N) - 3):
+        raise ValueError(f"cannot combine checksums over {length} bytes")
     shift, n, k = 1 << 31, length, 3  # x^0; x^(8 * length) = x^(length * 2^3)
     while n:
         if n & 1:
-            shift = _multiply(_X_2N[k & 31], shift)
+            shift = _multiply(_X_2N[k], shift)
         n >>= 1
         k += 1
     return _multiply(shift, first) ^ second

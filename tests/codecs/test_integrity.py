@@ -159,6 +159,17 @@ def test_combine_gives_the_checksum_of_the_concatenation(a: bytes, b: bytes) -> 
     assert combine(crc32c(a), crc32c(b), len(b)) == crc32c(a + b)
 
 
+@pytest.mark.parametrize("length", [(1 << 29) - 1, 1 << 29, (1 << 31) + 7])
+def test_combine_over_gigabytes(length: int) -> None:
+    # From 2^29 bytes on (the halves of a 1 GiB object), the shift needs powers of x past
+    # the 32nd squaring. Zeros never written take no memory.
+    zeros = bytes(length)
+    head = crc32c(b"head")
+    assert combine(head, crc32c(zeros), length) == crc32c(zeros, head)
+    with pytest.raises(ValueError, match="cannot combine"):
+        combine(head, 0, 1 << 61)
+
+
 @pytest.mark.parametrize(
     "sizes", [[0], [5, 0, 7], [9 << 20], [3 << 20, 1, 6 << 20], [1 << 20] * 12]
 )
