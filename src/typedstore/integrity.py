@@ -85,14 +85,14 @@ def crc32c_each(items: Sequence[Sequence[Buffer]]) -> list[int]:
     return sums
 
 
-def _pieces(views: list[memoryview]) -> Iterator[list[memoryview]]:
-    """``views`` regrouped into pieces of up to CHECK_PIECE bytes (cut where needed)."""
+def _pieces(views: list[memoryview], most: int) -> Iterator[list[memoryview]]:
+    """``views`` regrouped into pieces of up to ``most`` bytes (cut where needed)."""
     piece: list[memoryview] = []
     size = 0
     for view in views:
-        for offset in range(0, view.nbytes, CHECK_PIECE):
-            part = view[offset : offset + CHECK_PIECE]
-            if piece and size + part.nbytes > CHECK_PIECE:
+        for offset in range(0, view.nbytes, most):
+            part = view[offset : offset + most]
+            if piece and size + part.nbytes > most:
                 yield piece
                 piece, size = [], 0
             piece.append(part)
@@ -224,10 +224,12 @@ class CheckedReader:
     reads are summed a piece at a time on another thread while the next piece is read.
     """
 
-    __slots__ = ("_done", "_expected", "_inner", "_value", "_what", "size")
+    __slots__ = ("_done", "_expected", "_inner", "_piece", "_value", "_what", "size")
 
     def __init__(self, inner: Reader, expected: int, what: object) -> None:
         self._inner = inner
+        # A reader that fetches several parts at once says how much it best reads a call.
+        self._piece = max(CHECK_PIECE, int(getattr(inner, "piece", 0)))
         self._expected = expected
         self._what = what
         self.size = inner.size
@@ -245,7 +247,7 @@ class CheckedReader:
         """Fill ``buffers`` from ``start`` and sum what they received."""
         views = [byte_view(buffer) for buffer in buffers]
         total = sum(view.nbytes for view in views)
-        if not start <= self._done < start + total or total < 2 * CHECK_PIECE:
+        if not start <= self._done < start + total or total < 2 * self._piece:
             got = self._inner.readinto(start, *buffers)
             at = start
             for view in views:
@@ -263,7 +265,7 @@ class CheckedReader:
         pending: Future[int] | None = None
         got = 0
         try:
-            for piece in _pieces(views):
+            for piece in _pieces(views, self._piece):
                 n = self._inner.readinto(start + got, *piece)
                 skip = max(0, self._done - start - got)
                 new = _halves(_halves(piece, n)[0], skip)[1]

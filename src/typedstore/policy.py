@@ -18,11 +18,14 @@ __all__ = [
     "FOOTER_FIRST_READ",
     "HEADER_FIRST_READ",
     "INFLATE_MAX",
+    "KNOWN_FOLDERS",
     "LARGE",
+    "ONE_REQUEST_MAX",
     "OPEN_FOLDERS",
     "PAGE",
     "PART",
     "PARTS_IN_FLIGHT",
+    "REMOTE_CHECK_PIECE",
     "SMALL",
     "SYNC_THREADS",
 ]
@@ -70,8 +73,24 @@ PART = 8 << 20
 #: enough that the last piece, summed after the read ends, costs little too.
 CHECK_PIECE = 4 << 20
 
-#: Parts a remote storage transfers at once (threads, each with one part in memory).
+#: Parts a remote storage transfers at once (uploads: threads, each sending one part;
+#: S3 reads: ranged requests, each streamed into the result as its bytes arrive).
 PARTS_IN_FLIGHT = 4
+
+#: Checked reads from S3 go in calls of up to this size, each fetched as PARTS_IN_FLIGHT
+#: ranges at once and summed on another thread while the next one is fetched: large
+#: enough that a call takes few requests, small enough that summing the last one after
+#: the transfer costs little.
+REMOTE_CHECK_PIECE = 256 << 20
+
+#: Objects up to this size are uploaded to S3 with one request, larger ones in parts (as
+#: s3fs does): a multipart upload takes three kinds of request, and the server assembles
+#: the parts in a second pass over the bytes.
+ONE_REQUEST_MAX = 100 << 20
+
+#: Folders a remote storage remembers having written under (past it, it forgets them
+#: all), to skip the requests that check that no object lies there.
+KNOWN_FOLDERS = 4096
 
 #: Files flushed to disk at once when a folder of them is synced: the filesystem's journal
 #: commits concurrent flushes together, so several in flight cost little more than one.

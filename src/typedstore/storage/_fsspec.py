@@ -6,11 +6,13 @@ the rest of typedstore stays strictly typed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import io
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -18,7 +20,13 @@ from typing import Any
 from typedstore.errors import NotFoundError, StorageError
 from typedstore.integrity import crc32c
 from typedstore.keys import check_key, describe_key, is_valid_segment
-from typedstore.policy import PART, PARTS_IN_FLIGHT
+from typedstore.policy import (
+    KNOWN_FOLDERS,
+    ONE_REQUEST_MAX,
+    PART,
+    PARTS_IN_FLIGHT,
+    REMOTE_CHECK_PIECE,
+)
 from typedstore.protocols import Buffer, Reader, byte_view, check_range
 
 __all__ = ["FsspecStorage"]
@@ -61,6 +69,9 @@ class FsspecStorage:
         self._root = str(root).rstrip("/")
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        # Paths this storage wrote under: no object lies there, so writes under them skip
+        # the requests that would check it.
+        self._folders: set[str] = set()
         # S3 (s3fs): parts go up and down several at once, as its own requests.
         self._s3 = "s3" in _protocols(fs) and hasattr(fs, "call_s3")
         self.bytes_read = 0
@@ -86,12 +97,57 @@ class FsspecStorage:
 
     @property
     def parallel(self) -> bool:
-        """Whether reads fetch several parts at once."""
+        """Whether reads fetch several ranges at once."""
         return self._s3
 
-    def map_parts(self, fill: Callable[[_Piece], int], pieces: list[_Piece]) -> Iterator[int]:
-        """``fill`` over ``pieces`` on the transfer threads, results in order."""
-        return self._threads().map(fill, pieces)
+    def fetch(self, key: str, pieces: list[_Piece]) -> list[int]:
+        """Fill each piece's buffer from its offset in the object (S3 only): one ranged
+        request per piece, PARTS_IN_FLIGHT at once, each streamed into its buffer as the
+        bytes arrive, so memory stays small whatever the pieces' sizes. Returns the bytes
+        each piece received."""
+        bucket, name, _ = self._fs.split_path(self._path(key))
+        try:
+            filled: list[int] = _fsspec().asyn.sync(
+                self._fs.loop, self._fetch_all, bucket, name, pieces
+            )
+        except Exception as exc:
+            raise self._error(key, "read", exc) from exc
+        self._count(sum(filled))
+        return filled
+
+    async def _fetch_all(self, bucket: str, name: str, pieces: list[_Piece]) -> list[int]:
+        gate = asyncio.Semaphore(PARTS_IN_FLIGHT)
+
+        async def one(piece: _Piece) -> int:
+            async with gate:
+                return await self._fetch(bucket, name, *piece)
+
+        tasks = [asyncio.ensure_future(one(piece)) for piece in pieces]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            # No request may go on writing into the buffers once this returns.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _fetch(self, bucket: str, name: str, target: memoryview, offset: int) -> int:
+        end = offset + target.nbytes - 1
+        response = await self._fs._call_s3(
+            "get_object", Bucket=bucket, Key=name, Range=f"bytes={offset}-{end}"
+        )
+        body = response["Body"]
+        done = 0
+        try:
+            while done < target.nbytes:
+                got = int(await body.readinto(target[done:]))
+                if not got:  # the object ended here
+                    break
+                done += got
+        finally:
+            body.close()
+        return done
 
     def _threads(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -107,7 +163,9 @@ class FsspecStorage:
         store could then not be copied to a directory)."""
         path = self._path(key)
         self._check_free(key, path)
-        return self._write_chunks(key, path, chunks)
+        written = self._write_chunks(key, path, chunks, ONE_REQUEST_MAX)
+        self._know_folders(key)
+        return written
 
     def write_from(self, key: str, reader: Reader, size: int) -> int:
         """Store ``size`` bytes of ``reader`` under ``key``, a part at a time: memory
@@ -124,11 +182,16 @@ class FsspecStorage:
                     raise StorageError(f"the source ended after {got} of its {size} bytes")
                 yield data
 
-        return self._write_chunks(key, path, parts())
+        # Up to a part in one request: the parts read for one request would all be held.
+        written = self._write_chunks(key, path, parts(), PART)
+        self._know_folders(key)
+        return written
 
-    def _write_chunks(self, key: str, path: str, chunks: Iterable[Buffer]) -> int:
+    def _write_chunks(
+        self, key: str, path: str, chunks: Iterable[Buffer], one_request_max: int
+    ) -> int:
         if self._s3:
-            return self._write_s3(key, path, chunks)
+            return self._write_s3(key, path, chunks, one_request_max)
         total = 0
         try:
             f = self._fs.open(path, "wb", block_size=PART)
@@ -148,10 +211,13 @@ class FsspecStorage:
             raise
         return total
 
-    def _write_s3(self, key: str, path: str, chunks: Iterable[Buffer]) -> int:
-        """One request for an object of up to one part, else a multipart upload with
-        PARTS_IN_FLIGHT parts in flight: memory beyond the buffers stays within what
-        those parts take (the client holds a few copies of each while it sends it)."""
+    def _write_s3(
+        self, key: str, path: str, chunks: Iterable[Buffer], one_request_max: int
+    ) -> int:
+        """One request for an object of up to ``one_request_max`` bytes, else a multipart
+        upload with PARTS_IN_FLIGHT parts in flight. Bodies are read from the buffers as
+        they are sent, never joined: memory stays within what the client holds of each
+        request in flight."""
         bucket, name, _ = self._fs.split_path(path)
         try:
             rest = iter(chunks)
@@ -160,19 +226,19 @@ class FsspecStorage:
             for chunk in rest:
                 head.append(byte_view(chunk))
                 size += head[-1].nbytes
-                if size > PART:
+                if size > one_request_max:
                     break
             else:
-                body = b"".join(head)
                 # S3 checks the body against the crc32c the object's name gives, if any.
                 described = describe_key(key)
                 crc = (
-                    crc32c(body)
+                    _crc32c(head)
                     if described is None or described.crc32c is None
                     else described.crc32c
                 )
                 checked = {"ChecksumAlgorithm": "CRC32C", "ChecksumCRC32C": _base64(crc)}
-                self._fs.call_s3("put_object", Bucket=bucket, Key=name, Body=body, **checked)
+                self._fs.call_s3("put_object", Bucket=bucket, Key=name, Body=_Body(head),
+                                 ContentLength=size, **checked)  # fmt: skip
                 return size
             views = itertools.chain(head, (byte_view(chunk) for chunk in rest))
             return self._multipart(bucket, name, views)
@@ -186,11 +252,12 @@ class FsspecStorage:
                                   ChecksumAlgorithm="CRC32C")["UploadId"]  # fmt: skip
         pool = self._threads()
 
-        def send(number: int, body: bytes) -> dict[str, Any]:
+        def send(number: int, part: list[memoryview]) -> dict[str, Any]:
             # Each part with its crc32c, which S3 checks before it accepts the part.
-            checksum = _base64(crc32c(body))
+            checksum = _base64(_crc32c(part))
             out = self._fs.call_s3("upload_part", Bucket=bucket, Key=name, UploadId=upload,
-                                   PartNumber=number, Body=body,
+                                   PartNumber=number, Body=_Body(part),
+                                   ContentLength=sum(view.nbytes for view in part),
                                    ChecksumCRC32C=checksum)  # fmt: skip
             return {"PartNumber": number, "ETag": out["ETag"], "ChecksumCRC32C": checksum}
 
@@ -198,11 +265,11 @@ class FsspecStorage:
         pending: list[Future[dict[str, Any]]] = []
         total = 0
         try:
-            for number, body in enumerate(_parts(views), start=1):
+            for number, part in enumerate(_parts(views), start=1):
                 if len(pending) >= PARTS_IN_FLIGHT:
                     parts.append(pending.pop(0).result())
-                pending.append(pool.submit(send, number, body))
-                total += len(body)
+                pending.append(pool.submit(send, number, part))
+                total += sum(view.nbytes for view in part)
             parts += [future.result() for future in pending]
             self._fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=name,
                              UploadId=upload, MultipartUpload={"Parts": parts})  # fmt: skip
@@ -285,6 +352,8 @@ class FsspecStorage:
     def delete(self, prefix: str) -> int:
         """Remove the object ``prefix`` or every object under ``prefix/`` (never ``prefix10``)."""
         base = self._path(prefix, what="prefix")
+        with self._lock:
+            self._folders = {f for f in self._folders if f != base and not f.startswith(base + "/")}
         try:
             if self._is_file(base):
                 self._fs.rm_file(base)
@@ -300,19 +369,31 @@ class FsspecStorage:
 
     def _check_free(self, key: str, path: str) -> None:
         parts = key.split("/")
+        parents = [f"{self._root}/{'/'.join(parts[:depth])}" for depth in range(1, len(parts))]
         try:
-            for depth in range(1, len(parts)):
-                if self._is_file(f"{self._root}/{'/'.join(parts[:depth])}"):
+            for parent in parents:
+                if parent not in self._folders and self._is_file(parent):
                     raise StorageError(f"cannot write {key!r}: a parent is an object")
-            inner = path + "/"
-            if any(str(found).startswith(inner) for found in self._fs.find(inner, maxdepth=1)):
-                raise StorageError(f"cannot write {key!r}: it is a prefix of other objects")
+            # A new object's name is random: nothing can lie under it yet.
+            if describe_key(key) is None:
+                inner = path + "/"
+                if any(str(p).startswith(inner) for p in self._fs.find(inner, maxdepth=1)):
+                    raise StorageError(f"cannot write {key!r}: it is a prefix of other objects")
         except FileNotFoundError:
             pass
         except StorageError:
             raise
         except Exception as exc:
             raise self._error(key, "write", exc) from exc
+
+    def _know_folders(self, key: str) -> None:
+        parts = key.split("/")
+        with self._lock:
+            if len(self._folders) >= KNOWN_FOLDERS:
+                self._folders.clear()
+            self._folders.update(
+                f"{self._root}/{'/'.join(parts[:depth])}" for depth in range(1, len(parts))
+            )
 
     def _is_file(self, path: str) -> bool:
         try:
@@ -326,22 +407,27 @@ class _RemoteReader:
         self._storage = storage
         self._key = key
         self.size = size
+        # Checked reads go in calls of this size (see typedstore.integrity).
+        self.piece = REMOTE_CHECK_PIECE if storage.parallel else PART
 
     def read(self, start: int, length: int) -> bytes:
         return self._storage.read(self._key, start, max(0, min(length, self.size - start)))
 
     def readinto(self, start: int, *buffers: Buffer) -> int:
-        # Ranged requests of at most a part each, several at once on S3, copied into the
-        # buffers as they arrive: memory stays bounded whatever the object's size.
+        # Ranged requests, several at once on S3 (streamed into the buffers), else of a
+        # part at most one after the other: memory stays bounded whatever the size.
         pieces: list[_Piece] = []
         offset = start
+        total = sum(byte_view(buffer).nbytes for buffer in buffers)
+        step = max(PART, -(-total // PARTS_IN_FLIGHT)) if self._storage.parallel else PART
         for buffer in buffers:
             target = byte_view(buffer)
-            for at in range(0, target.nbytes, PART):
-                pieces.append((target[at : at + PART], offset + at))
+            for at in range(0, target.nbytes, step):
+                if offset + at < self.size:
+                    pieces.append((target[at : at + step], offset + at))
             offset += target.nbytes
-        if len(pieces) > 1 and self._storage.parallel:
-            filled = list(self._storage.map_parts(self._fill, pieces))
+        if self._storage.parallel:
+            filled = self._storage.fetch(self._key, pieces)
         else:
             filled = [self._fill(piece) for piece in pieces]
         done = 0
@@ -353,13 +439,13 @@ class _RemoteReader:
 
     def _fill(self, piece: _Piece) -> int:
         target, offset = piece
-        data = self.read(offset, target.nbytes) if offset < self.size else b""
+        data = self.read(offset, target.nbytes)
         target[: len(data)] = data
         return len(data)
 
 
-def _parts(views: Iterator[memoryview]) -> Iterator[bytes]:
-    """The bytes of the views in parts of PART (the last may be smaller)."""
+def _parts(views: Iterator[memoryview]) -> Iterator[list[memoryview]]:
+    """The views regrouped in parts of PART bytes (the last may be smaller), uncopied."""
     pending: list[memoryview] = []
     size = 0
     for view in views:
@@ -369,10 +455,69 @@ def _parts(views: Iterator[memoryview]) -> Iterator[bytes]:
             size += take.nbytes
             view = view[take.nbytes :]
             if size == PART:
-                yield b"".join(pending)
+                yield pending
                 pending, size = [], 0
     if size:
-        yield b"".join(pending)
+        yield pending
+
+
+def _crc32c(views: list[memoryview]) -> int:
+    value = 0
+    for view in views:
+        value = crc32c(view, value)
+    return value
+
+
+class _Body(io.RawIOBase):
+    """The bytes of ``views`` as a read-only file: a request body that the client reads
+    as it sends it (and again from the start if it retries), with no joined copy."""
+
+    def __init__(self, views: list[memoryview]) -> None:
+        super().__init__()
+        self._views = views
+        self._size = sum(view.nbytes for view in views)
+        self._position = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._size - self._position if size is None or size < 0 else size
+        return b"".join(self._take(want))
+
+    def readinto(self, buffer: Buffer) -> int:
+        target = byte_view(buffer)
+        done = 0
+        for piece in self._take(target.nbytes):
+            target[done : done + piece.nbytes] = piece
+            done += piece.nbytes
+        return done
+
+    def _take(self, want: int) -> list[memoryview]:
+        """The next ``want`` bytes at most, as slices of the views."""
+        pieces, at = [], 0
+        for view in self._views:
+            start = self._position - at
+            if want and 0 <= start < view.nbytes:
+                pieces.append(view[start : start + want])
+                want -= pieces[-1].nbytes
+                self._position += pieces[-1].nbytes
+            at += view.nbytes
+        return pieces
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:
