@@ -16,8 +16,9 @@ same run):
   against safetensors.torch, torch.save/torch.load and raw I/O of the same bytes.
 - ``tables``: pandas frames (1 GiB, 128 MiB with ``--quick``; numeric, and mixed with
   strings and categoricals) as Arrow IPC, against Feather, Parquet and pickle.
-- ``s3``: 64 MiB through an S3 server on loopback (moto), against plain s3fs, and one
-  column of a 100-column frame against the whole frame.
+- ``s3``: 64 MiB (other sizes with ``--s3-mib``) through an S3 server on loopback
+  (moto), against a plain s3fs put and get and boto3's managed transfers, with the peak
+  memory of each; and one column of a 100-column frame against the whole frame.
 - ``experiments``: persist and load of experiments of 1,000 to 100,000 runs of 10 scalar
   fields (1,000 and 10,000 with ``--quick``), and of 100 runs each holding a 1 MiB
   DataStore (flushed to disk before the commit, and not), on
@@ -744,72 +745,144 @@ def small(tmp: Path, count: int, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
-def s3(rounds: int, mib: int = 64) -> list[dict[str, Any]]:
+def s3(rounds: int, sizes: list[int]) -> list[dict[str, Any]]:
     """An array in S3 (moto's server, in its own process, on loopback): typedstore against
-    a plain s3fs put and get of the same bytes."""
+    a plain s3fs put and get of the same bytes, and boto3's managed transfers with their
+    default settings; and the peak memory of each, in a process of its own."""
     import socket
-
-    import s3fs
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    # The server keeps objects in memory (by default it spills any over 5 MiB to disk), so
+    # that the clients, not the server's disk, are measured.
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(4 << 30)},
     )
+    endpoint = f"http://127.0.0.1:{port}"
+    rows: list[dict[str, Any]] = []
     try:
-        endpoint = f"http://127.0.0.1:{port}"
-        options = {
-            "key": "bench",
-            "secret": "bench",
-            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        }
-        fs = s3fs.S3FileSystem(**options)
+        fs, _ = _s3_clients(endpoint)
         for _ in range(100):
             try:
                 fs.call_s3("create_bucket", Bucket="bench")
                 break
             except Exception:
                 time.sleep(0.1)
-        ts.options.set("datastore.url", "s3://bench/ts")
-        ts.options.set("datastore.storage_options", options)
-        array = np.random.default_rng(2).random(mib * MiB // 8)
-        payload = array.tobytes()
-        refs: dict[str, str] = {}
-
-        def ts_write() -> None:
-            refs["w"] = ts.DataStoreIO.serialize_write(array, "s3").url
-
-        writes = Runner(rounds, len(payload))
-        writes.run(
-            {
-                "s3fs pipe_file (plain put)": (None, lambda: fs.pipe_file("bench/raw", payload)),
-                "typedstore serialize_write": (None, ts_write),
-            }
-        )
-        reads = Runner(rounds, len(payload))
-        reads.run(
-            {
-                "s3fs cat_file (plain get)": (None, lambda: fs.cat_file("bench/raw")),
-                "typedstore read_deserialize": (
-                    None,
-                    lambda: ts.DataStoreIO(refs["w"]).read_deserialize(np.ndarray),
-                ),
-            }
-        )
-        table_rows = _s3_table_reads(rounds, mib)
+        for mib in sizes:
+            rows += _s3_transfers(endpoint, rounds, mib)
+        rows += _s3_table_reads(rounds, 64)
     finally:
         server.terminate()
         server.wait()
         ts.options.reset("datastore.storage_options")
-    n = len(payload)
-    return (
-        writes.rows("write", "s3fs pipe_file (plain put)", n)
-        + reads.rows("read", "s3fs cat_file (plain get)", n)
-        + table_rows
+    return rows
+
+
+def _s3_clients(endpoint: str) -> tuple[Any, Any]:
+    """An s3fs filesystem and a boto3 client for the server, and typedstore set to use it."""
+    import boto3
+    import s3fs
+
+    options = {
+        "key": "bench",
+        "secret": "bench",
+        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
     )
+    ts.options.set("datastore.url", "s3://bench/ts")
+    ts.options.set("datastore.storage_options", options)
+    return s3fs.S3FileSystem(**options), client
+
+
+S3_PUT, S3_GET = "s3fs pipe_file (plain put)", "s3fs cat_file (plain get)"
+
+
+def _s3_ops(fs: Any, client: Any, array: Array, name: str) -> dict[str, Op]:
+    """Each contender's write of ``array`` (each to a new object) and read of the objects
+    it was stored as under ``name``."""
+    import io
+
+    payload = array.tobytes()
+    fs.pipe_file(f"bench/r/{name}", payload)
+    url = ts.DataStoreIO.serialize_write(array, "r").url
+    written = iter(range(1 << 30))
+
+    def download() -> bytes:
+        out = io.BytesIO()
+        client.download_fileobj("bench", f"r/{name}", out)
+        return out.getvalue()
+
+    return {
+        S3_PUT: lambda: fs.pipe_file(f"bench/w/{next(written)}", payload),
+        "boto3 upload_fileobj": lambda: client.upload_fileobj(
+            io.BytesIO(payload), "bench", f"w/{next(written)}"
+        ),
+        "typedstore serialize_write": lambda: ts.DataStoreIO.serialize_write(array, "w").url,
+        S3_GET: lambda: fs.cat_file(f"bench/r/{name}"),
+        "boto3 download_fileobj": download,
+        "typedstore read_deserialize": lambda: ts.DataStoreIO(url).read_deserialize(np.ndarray),
+    }
+
+
+S3_WRITES = (S3_PUT, "boto3 upload_fileobj", "typedstore serialize_write")
+
+
+def _s3_transfers(endpoint: str, rounds: int, mib: int) -> list[dict[str, Any]]:
+    """Writes and reads of ``mib`` through each contender. Every write makes a new object
+    (as typedstore's do), and the objects of earlier writes are deleted untimed first, so
+    the server holds as much for every contender."""
+    fs, client = _s3_clients(endpoint)
+    array = np.random.default_rng(2).random(mib * MiB // 8)
+    ops = _s3_ops(fs, client, array, f"raw{mib}")
+
+    def empty() -> None:
+        for prefix in ("w/", "ts/w/"):
+            listed = client.list_objects_v2(Bucket="bench", Prefix=prefix).get("Contents", [])
+            for item in listed:
+                client.delete_object(Bucket="bench", Key=item["Key"])
+        fs.invalidate_cache()
+
+    rows = []
+    for op, baseline in ((f"write {mib} MiB", S3_PUT), (f"read {mib} MiB", S3_GET)):
+        names = [n for n in ops if (n in S3_WRITES) == op.startswith("write")]
+        runner = Runner(rounds, array.nbytes)
+        runner.run({n: (empty, ops[n]) for n in names})
+        peaks = {}
+        for n in names:
+            empty()
+            args = ["--s3-probe", n, "--endpoint", endpoint, "--mib", str(mib)]
+            out = subprocess.run(
+                [sys.executable, __file__, *args], capture_output=True, text=True, check=True
+            ).stdout
+            peaks[n] = json.loads(out)["extra"]
+        for r in runner.rows(op, baseline, array.nbytes):
+            rows.append({**r, "peak MiB": peaks[r["contender"]] / MiB})
+    empty()
+    return rows
+
+
+def s3_memory_probe(contender: str, endpoint: str, mib: int) -> None:
+    """Child process: one transfer of ``mib`` after a warm-up of 1 MiB, print the peak
+    beyond the payload (and, for reads, beyond the result)."""
+    # Freed buffers go back at once, so memory kept from the set-up cannot hide the peak.
+    allocator("fresh memory")
+    fs, client = _s3_clients(endpoint)
+    small = _s3_ops(fs, client, np.random.default_rng(3).random(MiB // 8), "probe-warm")
+    array = np.random.default_rng(2).random(mib * MiB // 8)
+    ops = _s3_ops(fs, client, array, f"probe{mib}")
+    small[contender]()
+    extra = _peak_extra(ops[contender]) - (0 if contender in S3_WRITES else array.nbytes)
+    print(json.dumps({"extra": extra}))
 
 
 def _s3_table_reads(rounds: int, mib: int) -> list[dict[str, Any]]:
@@ -1124,17 +1197,19 @@ def memory(tmp: Path, mib: int) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of result rows."""
+    peaks = any("peak MiB" in r for r in rows)
     lines = [
-        "| op | contender | median | min-max | GB/s | ratio |",
-        "|---|---|---:|---:|---:|---:|",
+        "| op | contender | median | min-max | GB/s | ratio |" + (" peak MiB |" if peaks else ""),
+        "|---|---|---:|---:|---:|---:|" + ("---:|" if peaks else ""),
     ]
     for r in rows:
         rate = f"{r['GB/s']:.2f}" if r["GB/s"] else ""
+        peak = f" {r['peak MiB']:.1f} |" if "peak MiB" in r else (" |" if peaks else "")
         lines.append(
             f"| {r['op']} | {r['contender']} | {r['median']:.1f} {r['unit']} | "
             f"{r['min']:.1f}-{r['max']:.1f} | {rate} | "
             # Small fractions (a lazy read against a full one) need the third digit.
-            f"{r['ratio']:.{3 if r['ratio'] < 0.1 else 2}f} |"
+            f"{r['ratio']:.{3 if r['ratio'] < 0.1 else 2}f} |{peak}"
         )
     return "\n".join(lines)
 
@@ -1281,15 +1356,27 @@ def main() -> None:
         choices=GROUPS,
         help="run only this group (repeatable); cannot be combined with --write",
     )
+    parser.add_argument(
+        "--s3-mib",
+        type=int,
+        action="append",
+        help="object size for the s3 group (repeatable; default 64). moto copies the whole "
+        "object for every ranged read: at 1024, reads take minutes and may time out",
+    )
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     parser.add_argument("--mib", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
+    parser.add_argument("--s3-probe", help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.only and args.write:
         parser.error("--write needs every group; drop --only")
     run = set(args.only or GROUPS)
     if args.memory_probe:
         memory_probe(args.memory_probe, args.mib, Path(args.tmp))
+        return
+    if args.s3_probe:
+        s3_memory_probe(args.s3_probe, args.endpoint, args.mib)
         return
     if args.docs:
         chart(parse_results((HERE / "RESULTS.md").read_text()), HERE / "results.png")
@@ -1344,7 +1431,7 @@ def main() -> None:
             mib = 128 if args.quick else 1024
             show(f"tables, pandas frames of {mib} MiB", tables(tmp, mib, rounds))
         if "s3" in run:
-            show("S3 on loopback (moto server), 64 MiB", s3(rounds))
+            show("S3 on loopback (moto server)", s3(rounds, args.s3_mib or [64]))
         if "experiments" in run:
             sizes = [1000, 10_000] if args.quick else [1000, 10_000, 100_000]
             show("experiments", experiments(tmp, rounds, sizes))
