@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from typedstore.errors import NotFoundError, StorageError
-from typedstore.integrity import crc32c
+from typedstore.integrity import crc32c_of
 from typedstore.keys import check_key, describe_key, is_valid_segment
 from typedstore.policy import (
     KNOWN_FOLDERS,
@@ -134,6 +134,8 @@ class FsspecStorage:
 
     async def _fetch(self, bucket: str, name: str, target: memoryview, offset: int) -> int:
         end = offset + target.nbytes - 1
+        # s3fs's async API (fsspec names it with a leading underscore): the body can then
+        # be read a chunk at a time straight into the target.
         response = await self._fs._call_s3(
             "get_object", Bucket=bucket, Key=name, Range=f"bytes={offset}-{end}"
         )
@@ -211,9 +213,7 @@ class FsspecStorage:
             raise
         return total
 
-    def _write_s3(
-        self, key: str, path: str, chunks: Iterable[Buffer], one_request_max: int
-    ) -> int:
+    def _write_s3(self, key: str, path: str, chunks: Iterable[Buffer], one_request_max: int) -> int:
         """One request for an object of up to ``one_request_max`` bytes, else a multipart
         upload with PARTS_IN_FLIGHT parts in flight. Bodies are read from the buffers as
         they are sent, never joined: memory stays within what the client holds of each
@@ -232,7 +232,7 @@ class FsspecStorage:
                 # S3 checks the body against the crc32c the object's name gives, if any.
                 described = describe_key(key)
                 crc = (
-                    _crc32c(head)
+                    crc32c_of(head)
                     if described is None or described.crc32c is None
                     else described.crc32c
                 )
@@ -254,7 +254,7 @@ class FsspecStorage:
 
         def send(number: int, part: list[memoryview]) -> dict[str, Any]:
             # Each part with its crc32c, which S3 checks before it accepts the part.
-            checksum = _base64(_crc32c(part))
+            checksum = _base64(crc32c_of(part))
             out = self._fs.call_s3("upload_part", Bucket=bucket, Key=name, UploadId=upload,
                                    PartNumber=number, Body=_Body(part),
                                    ContentLength=sum(view.nbytes for view in part),
@@ -367,11 +367,13 @@ class FsspecStorage:
         except Exception as exc:
             raise self._error(prefix, "delete", exc) from exc
 
-    def _check_free(self, key: str, path: str) -> None:
+    def _parents(self, key: str) -> tuple[str, ...]:
         parts = key.split("/")
-        parents = [f"{self._root}/{'/'.join(parts[:depth])}" for depth in range(1, len(parts))]
+        return tuple(f"{self._root}/{'/'.join(parts[:depth])}" for depth in range(1, len(parts)))
+
+    def _check_free(self, key: str, path: str) -> None:
         try:
-            for parent in parents:
+            for parent in self._parents(key):
                 if parent not in self._folders and self._is_file(parent):
                     raise StorageError(f"cannot write {key!r}: a parent is an object")
             # A new object's name is random: nothing can lie under it yet.
@@ -387,13 +389,10 @@ class FsspecStorage:
             raise self._error(key, "write", exc) from exc
 
     def _know_folders(self, key: str) -> None:
-        parts = key.split("/")
         with self._lock:
             if len(self._folders) >= KNOWN_FOLDERS:
                 self._folders.clear()
-            self._folders.update(
-                f"{self._root}/{'/'.join(parts[:depth])}" for depth in range(1, len(parts))
-            )
+            self._folders.update(self._parents(key))
 
     def _is_file(self, path: str) -> bool:
         try:
@@ -459,13 +458,6 @@ def _parts(views: Iterator[memoryview]) -> Iterator[list[memoryview]]:
                 pending, size = [], 0
     if size:
         yield pending
-
-
-def _crc32c(views: list[memoryview]) -> int:
-    value = 0
-    for view in views:
-        value = crc32c(view, value)
-    return value
 
 
 class _Body(io.RawIOBase):
