@@ -255,9 +255,9 @@ class FsspecStorage:
         def send(number: int, part: list[memoryview]) -> dict[str, Any]:
             # Each part with its crc32c, which S3 checks before it accepts the part.
             checksum = _base64(crc32c_of(part))
+            body = _Body(part)
             out = self._fs.call_s3("upload_part", Bucket=bucket, Key=name, UploadId=upload,
-                                   PartNumber=number, Body=_Body(part),
-                                   ContentLength=sum(view.nbytes for view in part),
+                                   PartNumber=number, Body=body, ContentLength=len(body),
                                    ChecksumCRC32C=checksum)  # fmt: skip
             return {"PartNumber": number, "ETag": out["ETag"], "ChecksumCRC32C": checksum}
 
