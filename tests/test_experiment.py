@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import typedstore as ts
+from children import Child
 from helpers import files_under
 from typedstore.errors import (
     DatabaseError,
@@ -348,16 +349,11 @@ def test_persist_survives_sigkill_at_random_moments(tmp_path: Path, database_url
     rng = random.Random(1234)
     versions = []
     for _ in range(25):
-        child = subprocess.Popen(
-            [sys.executable, "-c", PERSIST_LOOP, str(store), db],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert child.stdout is not None
+        child = Child(PERSIST_LOOP, str(store), db)
         assert child.stdout.readline().strip() == "ready"
         time.sleep(rng.uniform(0, 0.25))
         os.kill(child.pid, signal.SIGKILL)
-        child.wait()
+        assert child.wait() == -signal.SIGKILL
         child.stdout.close()
         versions.append(check_intact(store, db))
     # The kills landed at different points: progress was made and survived each time.

@@ -6,8 +6,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ import numpy as np
 import pytest
 
 import typedstore as ts
+from children import Child
 from helpers import files_under, using
 from typedstore.errors import IntegrityError, TypedStoreError
 
@@ -32,14 +31,8 @@ PRELUDE = textwrap.dedent(
 )
 
 
-def python(code: str, *args: str, **kwargs: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(code), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kwargs,
-    )
+def python(code: str, *args: str) -> Child:
+    return Child(PRELUDE + textwrap.dedent(code), *args)
 
 
 def value_for(i: int) -> np.ndarray[Any, Any]:
@@ -172,9 +165,7 @@ def test_two_processes_persisting_one_experiment(tmp_path: Path, database_url: s
         exp.fields.data = ts.DataStore(v=np.full(20_000, 0))
         exp.persist()
     ts.database.close_all()
-    procs = [
-        python(PERSISTER, str(store), db, str(n), stdin=subprocess.PIPE) for n in (1, 2)
-    ]
+    procs = [python(PERSISTER, str(store), db, str(n)) for n in (1, 2)]
     for proc in procs:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "loaded"
