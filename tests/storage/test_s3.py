@@ -46,7 +46,6 @@ def s3_options(endpoint: str) -> dict[str, Any]:
         "key": "testing",
         "secret": "testing",
         "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        "skip_instance_cache": True,
     }
 
 
