@@ -109,6 +109,37 @@ def test_lazy_entries_check_their_own_bytes(store: Path) -> None:
         ts.DataStore.from_url(url)
 
 
+def test_a_datastore_is_named_by_the_checksum_of_its_bytes(store: Path) -> None:
+    # Its checksum is combined from its entries': large and small ones, of every item
+    # size (laid out out of key order), encoded and copied from a lazy container.
+    rng = np.random.default_rng(2)
+    ds = ts.DataStore(
+        small=np.arange(7, dtype=np.int8),
+        big16=rng.integers(0, 9, 1 << 20, dtype=np.int16),
+        note="text",
+        big64=rng.random(1 << 18),
+        raw=bytes(range(256)) * 8192,
+        big8=rng.integers(0, 9, 3 << 20, dtype=np.uint8),
+    )
+    url = ds.to_url("p")
+    lazy = ts.DataStore.from_url(url, lazy=True)
+    lazy.extra = np.ones(1 << 17, dtype=np.float32)
+    copied = lazy.to_url("q")
+    for written in (url, copied):
+        key = ts.Reference.parse(written).key
+        described = describe_key(key)
+        assert described is not None
+        assert described[1] == crc32c((store / key).read_bytes())
+    assert same_datastore(ts.DataStore.from_url(copied), {**ds, "extra": lazy.extra})
+
+
+def same_datastore(ds: ts.DataStore, expected: dict[str, object]) -> bool:
+    return list(ds) == list(expected) and all(
+        np.array_equal(ds[k], v) if isinstance(v, np.ndarray) else ds[k] == v
+        for k, v in expected.items()
+    )
+
+
 def test_objects_written_without_checksums_or_before_them_still_read(store: Path) -> None:
     array = np.arange(10)
     with ts.options.ctx({"datastore.checksum": None}):
