@@ -337,6 +337,28 @@ def test_copy_skips_identical_objects_and_refuses_different_ones(
     assert (target / first.relative_to(source)).read_bytes() == b"one"
 
 
+@pytest.mark.parametrize("target", ["local", "memory"])
+def test_copy_leaves_damaged_objects_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    # A local target streams each object in; a memory one takes it whole.
+    good, _ = stored(tmp_path, b"good")
+    damaged = [stored(tmp_path, data)[1] for data in (b"small", b"large" * (1 << 20))]
+    for path in damaged:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x10
+        path.write_bytes(data)
+    dest = str(tmp_path / "t") if target == "local" else f"memory://copy-{tmp_path.name}"
+    assert main(["copy", str(tmp_path / "s"), dest]) == 1
+    captured = capsys.readouterr()
+    assert "copied 1 objects (4 bytes)" in captured.out
+    for path in damaged:
+        key = path.relative_to(tmp_path / "s").as_posix()
+        assert f"not copied: {key}: the stored bytes do not match their crc32c" in captured.err
+    copies = list(ts.storage.storage_for_url(dest).list())
+    assert copies == [ts.Reference.parse(good).key]
+
+
 def test_what_is_no_object_is_reported_and_skipped(
     tmp_path: Path, cli_store: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -27,13 +27,14 @@ from typedstore.codecs.safetensors import read_header
 from typedstore.datastore import DataStore, entry_table
 from typedstore.errors import (
     DecodeError,
+    IntegrityError,
     NotFoundError,
     StorageError,
     TypedStoreError,
     describe,
 )
 from typedstore.experiment import Fields, create_experiment, list_experiments, load_experiment
-from typedstore.integrity import Crc32cHash, mismatch
+from typedstore.integrity import CheckedReader, Crc32cHash, check_view, mismatch
 from typedstore.io import DataStoreIO
 from typedstore.keys import check_key, describe_key
 from typedstore.maintenance import Damage, collect_garbage, reference_for, references, verify
@@ -515,7 +516,7 @@ def _copy(args: argparse.Namespace, out: TextIO) -> int:
     if not keys:
         raise NotFoundError(f"no objects to copy in {source.url}")
     sizes = {key: source.size(key) for key in keys}
-    copied, copied_bytes, same, different = 0, 0, 0, []
+    copied, copied_bytes, same, different, damaged = 0, 0, 0, [], []
     with progress(sum(sizes.values()), "copy", unit="B", minimum=4 << 20, leave=True) as bar:
         for key in keys:
             # Objects are never changed in place: one already there must be this one.
@@ -525,14 +526,13 @@ def _copy(args: argparse.Namespace, out: TextIO) -> int:
                 else:
                     different.append(key)
             else:
-                # References are root-relative: the same keys make the same references work.
-                if isinstance(target, WritesStreams):
-                    with source_store.open(key) as reader:
-                        target.write_from(key, reader, sizes[key])
+                try:
+                    _copy_checked(source_store, target, key, sizes[key])
+                except IntegrityError as bad:
+                    damaged.append(bad)
                 else:
-                    target.write(key, [source.read(key)])
-                copied += 1
-                copied_bytes += sizes[key]
+                    copied += 1
+                    copied_bytes += sizes[key]
             bar.update(sizes[key])
     print(
         f"copied {copied} objects ({copied_bytes} bytes) from {source.url} to {target.url}; "
@@ -541,7 +541,33 @@ def _copy(args: argparse.Namespace, out: TextIO) -> int:
     )
     for key in different:
         print(f"typedstore: error: {key} differs from the object in {target.url}", file=sys.stderr)
-    return 1 if different else 0
+    for error in damaged:
+        print(f"typedstore: error: not copied: {error}", file=sys.stderr)
+    return 1 if different or damaged else 0
+
+
+def _copy_checked(source: Store, target: Storage, key: str, size: int) -> None:
+    """Copy one object under the same key (references are root-relative: the same keys
+    make the same references work), checked against the crc32c in its name: a damaged
+    object is not copied (or, streamed, removed again) and raises IntegrityError."""
+    described = describe_key(key)
+    crc = None if described is None else described[1]
+    if not isinstance(target, WritesStreams):
+        data = source.storage.read(key)
+        if crc is not None:
+            check_view(key, crc, data)
+        target.write(key, [data])
+        return
+    with source.open(key) as reader:
+        checked = reader if crc is None else CheckedReader(reader, crc, key)
+        target.write_from(key, checked, size)
+        if isinstance(checked, CheckedReader):
+            try:
+                checked.check()
+            except IntegrityError:
+                # The bytes are known bad only once all were read, after the write.
+                target.delete(key)
+                raise
 
 
 def _equal(source: Storage, target: Storage, key: str, size: int) -> bool:
