@@ -26,6 +26,7 @@ __all__ = [
     "PART",
     "PARTS_IN_FLIGHT",
     "REMOTE_CHECK_PIECE",
+    "REMOTE_RESUMES",
     "SMALL",
     "SYNC_THREADS",
 ]
@@ -82,6 +83,10 @@ PARTS_IN_FLIGHT = 4
 #: enough that a call takes few requests, small enough that summing the last one after
 #: the transfer costs little.
 REMOTE_CHECK_PIECE = 256 << 20
+
+#: Times a ranged S3 read whose body breaks off is asked again for the rest (from where
+#: it stopped) before the read fails.
+REMOTE_RESUMES = 3
 
 #: Objects up to this size are uploaded to S3 with one request, larger ones in parts (as
 #: s3fs does): a multipart upload takes three kinds of request, and the server assembles

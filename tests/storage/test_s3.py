@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +22,7 @@ from helpers import files_under
 from typedstore.cli import main
 from typedstore.errors import NotFoundError, StorageError
 from typedstore.keys import describe_key
-from typedstore.policy import PART
+from typedstore.policy import PART, REMOTE_RESUMES
 from typedstore.protocols import Storage
 from typedstore.storage import FsspecStorage, storage_for_url
 from typedstore.testing.storage import StorageTests
@@ -226,6 +228,85 @@ def test_failed_upload_leaves_no_object(s3_store: FsspecStorage) -> None:
         with pytest.raises(NotFoundError):
             s3_store.size(key)
     assert list(s3_store.list("p")) == []
+
+
+class CuttingProxy:
+    """A TCP proxy on loopback that cuts its first ``cuts`` connections in the middle of
+    a response body: after ``after`` bytes have gone back to the client on one, it sends
+    half of the next piece and shuts both ends."""
+
+    def __init__(self, port: int, cuts: int, after: int) -> None:
+        self._upstream, self._cuts, self._after = port, cuts, after
+        self._lock = threading.Lock()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self._server.getsockname()[1]}"
+        self.cut = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return  # closed
+            server = socket.create_connection(("127.0.0.1", self._upstream))
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, back: bool) -> None:
+        sent = 0
+        try:
+            while data := source.recv(1 << 16):
+                sent += len(data)
+                if back and sent > self._after and self._take_cut():
+                    sink.sendall(data[: len(data) // 2])
+                    break  # the body ends early: as a dropped connection leaves it
+                sink.sendall(data)
+        except OSError:
+            pass
+        # Shut down, not only closed: that also wakes the other direction's thread.
+        for end in (sink, source):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+
+    def _take_cut(self) -> bool:
+        with self._lock:
+            if self.cut >= self._cuts:
+                return False
+            self.cut += 1
+            return True
+
+
+def test_reads_cut_off_mid_body_resume_where_they_stopped(
+    s3_endpoint: str, s3_store: FsspecStorage, bucket: str
+) -> None:
+    array = np.random.default_rng(3).random(3 * PART // 8)  # ranges of a part
+    url = ts.DataStoreIO.serialize_write(array, "p").url
+    port = int(s3_endpoint.rsplit(":", 1)[1])
+
+    def read_through(proxy: CuttingProxy) -> np.ndarray[Any, Any]:
+        options = {**s3_options(s3_endpoint), "client_kwargs": {
+            "endpoint_url": proxy.endpoint, "region_name": "us-east-1"}}  # fmt: skip
+        try:
+            with ts.options.ctx({"datastore.storage_options": options}):
+                return ts.DataStoreIO(url).read_deserialize(np.ndarray)
+        finally:
+            proxy.close()
+
+    proxy = CuttingProxy(port, cuts=2, after=PART // 2)
+    assert np.array_equal(read_through(proxy), array)
+    assert proxy.cut == 2
+    # A connection that keeps breaking: each range is asked again three times, then the
+    # read fails (each try gets a megabyte further: the cuts are not what stops it).
+    proxy = CuttingProxy(port, cuts=1000, after=PART // 8)
+    with pytest.raises(StorageError, match=r"cannot read .*payload is not completed"):
+        read_through(proxy)
+    assert proxy.cut >= REMOTE_RESUMES + 1
 
 
 def test_paths_written_under_are_remembered_until_deleted(s3_store: FsspecStorage) -> None:

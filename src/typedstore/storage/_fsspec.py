@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import io
 import itertools
 import threading
@@ -26,6 +27,7 @@ from typedstore.policy import (
     PART,
     PARTS_IN_FLIGHT,
     REMOTE_CHECK_PIECE,
+    REMOTE_RESUMES,
 )
 from typedstore.protocols import Buffer, Reader, byte_view, check_range
 
@@ -38,6 +40,23 @@ _Piece = tuple[memoryview, int]
 def _base64(crc: int) -> str:
     """A crc32c as S3 headers give it: its 4 bytes, big-endian, in base64."""
     return base64.b64encode(crc.to_bytes(4, "big")).decode()
+
+
+@functools.cache
+def _cut_off() -> tuple[type[BaseException], ...]:
+    """The errors of an S3 response body that stopped early (s3fs retries requests that
+    fail, not a body that breaks off once it has begun)."""
+    import aiohttp
+    import botocore.exceptions
+
+    return (
+        aiohttp.ClientPayloadError,
+        aiohttp.ClientConnectionError,
+        botocore.exceptions.ReadTimeoutError,
+        botocore.exceptions.ResponseStreamingError,
+        asyncio.TimeoutError,
+        ConnectionError,
+    )
 
 
 def _fsspec() -> Any:
@@ -134,22 +153,32 @@ class FsspecStorage:
 
     async def _fetch(self, bucket: str, name: str, target: memoryview, offset: int) -> int:
         end = offset + target.nbytes - 1
-        # s3fs's async API (fsspec names it with a leading underscore): the body can then
-        # be read a chunk at a time straight into the target.
-        response = await self._fs._call_s3(
-            "get_object", Bucket=bucket, Key=name, Range=f"bytes={offset}-{end}"
-        )
-        body = response["Body"]
-        done = 0
-        try:
-            while done < target.nbytes:
-                got = int(await body.readinto(target[done:]))
-                if not got:  # the object ended here
-                    break
-                done += got
-        finally:
-            body.close()
-        return done
+        done, version = 0, dict[str, str]()
+        for resumed in itertools.count():
+            # s3fs's async API (fsspec names it with a leading underscore): the body can
+            # then be read a chunk at a time straight into the target.
+            response = await self._fs._call_s3(
+                "get_object", Bucket=bucket, Key=name, Range=f"bytes={offset + done}-{end}",
+                **version,
+            )  # fmt: skip
+            body = response["Body"]
+            try:
+                while done < target.nbytes:
+                    got = int(await body.readinto(target[done:]))
+                    if not got:  # the object ended here
+                        break
+                    done += got
+                return done
+            except _cut_off():
+                if resumed >= REMOTE_RESUMES:
+                    raise
+                # The rest is asked for, of the same object: should it have been replaced
+                # meanwhile, S3 refuses (If-Match) rather than mix two objects' bytes.
+                if "ETag" in response:
+                    version = {"IfMatch": response["ETag"]}
+            finally:
+                body.close()
+        raise AssertionError("unreachable")  # itertools.count() never ends
 
     def _threads(self) -> ThreadPoolExecutor:
         with self._lock:
