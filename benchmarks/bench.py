@@ -7,6 +7,8 @@ same run):
 - ``large``: one float32 array (256 MiB; also 1 GiB without ``--quick``) written and
   read by raw file I/O, typedstore, the safetensors library, numpy, pickle and joblib,
   with twice the rounds of the other groups (except with ``--quick``).
+- ``integrity``: the same array (256 MiB and 1 GiB) by typedstore with its default
+  crc32c, with no checksum and with sha256, and by raw I/O; ratios against no checksum.
 - ``datastore``: 100 arrays of 1 MiB in one object (three times the rounds, twice with
   ``--quick``: its steps are short), once with arrays in freshly mapped memory and once in
   recycled memory.
@@ -292,6 +294,57 @@ def large(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
     for path in paths.values():
         path.unlink(missing_ok=True)
     return writes.rows("write", "raw write", n) + reads.rows("read", "raw readinto fresh array", n)
+
+
+def integrity(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
+    """What checksums cost: one large array written and read by typedstore with its
+    default crc32c, with none and with sha256, and by raw I/O; ratios against no
+    checksum. (The large group measures the same among many contenders, whose files
+    make its 1 GiB figures noisy.)"""
+    array = np.random.default_rng(0).random(mib * MiB // 4, dtype=np.float32)
+    n = array.nbytes
+    raw = tmp / "integrity-raw"
+    ts.options.set("datastore.url", str(tmp / "store"))
+    settings: dict[str, dict[str, Any]] = {
+        "": {},
+        ", no checksum": {"datastore.checksum": None},
+        ", sha256": {"datastore.checksum": "sha256"},
+    }
+    refs: dict[str, str] = {}
+
+    def writer(label: str) -> tuple[Op, Op]:
+        prefix = f"integrity{len(label)}"
+
+        def write() -> None:
+            with ts.options.ctx(settings[label]):
+                refs[label] = ts.DataStoreIO.serialize_write(array, prefix).url
+
+        return (lambda: ts.DataStoreIO.delete(prefix)), write
+
+    def reader(label: str) -> tuple[None, Op]:
+        return None, lambda: ts.DataStoreIO(refs[label]).read_deserialize(np.ndarray)
+
+    writes = Runner(rounds, n)
+    writes.run(
+        {
+            "raw write": (lambda: raw.unlink(missing_ok=True),
+                          lambda: raw_write(raw, [as_bytes(array)])),
+            **{f"typedstore serialize_write{label}": writer(label) for label in settings},
+        }
+    )  # fmt: skip
+    reads = Runner(rounds, n)
+    reads.run(
+        {
+            "raw readinto fresh array": (None, lambda: raw_read_into(raw, [array])),
+            **{f"typedstore read_deserialize{label}": reader(label) for label in settings},
+        }
+    )
+    for label in settings:
+        ts.DataStoreIO.delete(f"integrity{len(label)}")
+    raw.unlink()
+    return writes.rows("write", "typedstore serialize_write, no checksum", n) + reads.rows(
+        "read", "typedstore read_deserialize, no checksum", n
+    )
 
 
 def datastore(tmp: Path, rounds: int) -> list[dict[str, Any]]:
@@ -1332,8 +1385,8 @@ def write_docs() -> None:
 
 #: The groups of measurements, in the order they run (small last: see the module notes).
 GROUPS = (
-    "large", "datastore", "checkpoint", "torch", "tables", "s3", "experiments", "dispatch",
-    "small",
+    "large", "integrity", "datastore", "checkpoint", "torch", "tables", "s3", "experiments",
+    "dispatch", "small",
 )  # fmt: skip
 
 
@@ -1405,6 +1458,11 @@ def main() -> None:
                 # 4 minutes), except in a quick run.
                 large_rounds = rounds if args.quick else 2 * rounds
                 show(f"large {mib} MiB", large(tmp, mib, large_rounds))
+        if "integrity" in run:
+            # Only typedstore and raw I/O, so that the 1 GiB files of other contenders
+            # being written back do not set the pace: twice the rounds, about a minute.
+            for mib in [256] if args.quick else [256, 1024]:
+                show(f"integrity {mib} MiB", integrity(tmp, mib, 2 * rounds))
         if "datastore" in run:
             # Its steps take 17 to 55 ms, where noise of a millisecond is 2 to 5%: three
             # times the rounds, for about 20 s more in each allocator state (twice in a

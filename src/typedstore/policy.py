@@ -70,9 +70,10 @@ FOOTER_FIRST_READ = 64 << 10
 PART = 8 << 20
 
 #: Large reads are checksummed a piece of this size at a time, on another thread while
-#: the next piece is read: large enough that handing a piece over costs little, small
-#: enough that the last piece, summed after the read ends, costs little too.
-CHECK_PIECE = 4 << 20
+#: the next piece is read: large enough that handing a piece over and the read call per
+#: piece cost little, small enough that the last piece, summed after the read ends,
+#: costs little too (benchmarks/bench.py --only integrity).
+CHECK_PIECE = 16 << 20
 
 #: Parts a remote storage transfers at once (uploads: threads, each sending one part;
 #: S3 reads: ranged requests, each streamed into the result as its bytes arrive).

@@ -19,6 +19,7 @@ from typedstore.errors import IntegrityError
 from typedstore.integrity import combine, crc32c, crc32c_each, crc32c_of
 from typedstore.keys import describe_key
 from typedstore.maintenance import verify
+from typedstore.policy import CHECK_PIECE
 from typedstore.registry import registry
 
 # The values of every codec's current version, as its golden vectors define them.
@@ -82,7 +83,7 @@ def test_a_flipped_bit_anywhere_is_found_by_reads_and_verify(store: Path, codec:
 @pytest.mark.parametrize("zero_copy", [False, True])
 def test_large_objects_are_checked_however_they_are_read(store: Path, zero_copy: bool) -> None:
     # Large enough to be written while summed on another thread, and read in pieces.
-    array = np.random.default_rng(0).random(3 << 20)  # 24 MiB
+    array = np.random.default_rng(0).random(5 * CHECK_PIECE // 16)  # 2.5 pieces
     ref = ts.DataStoreIO.serialize_write(array, "p").reference
     path = store / ref.key
     for position in positions(path.stat().st_size, seed=1).values():
@@ -201,9 +202,12 @@ def test_combine_over_gigabytes(length: int) -> None:
         combine(head, 0, 1 << 61)
 
 
+# Past 2 * CHECK_PIECE, sums are split between two threads.
 @pytest.mark.parametrize(
-    "sizes", [[0], [5, 0, 7], [9 << 20], [3 << 20, 1, 6 << 20], [1 << 20] * 12]
-)
+    "sizes",
+    [[0], [5, 0, 7], [2 * CHECK_PIECE + 99], [3 * CHECK_PIECE // 4, 1, 3 * CHECK_PIECE // 2],
+     [CHECK_PIECE // 4] * 12],
+)  # fmt: skip
 def test_sums_split_between_threads_equal_one_sum(sizes: list[int]) -> None:
     data = np.random.default_rng(len(sizes)).integers(0, 256, sum(sizes), np.uint8).tobytes()
     cuts = np.cumsum([0, *sizes])
@@ -215,8 +219,8 @@ def test_sums_split_between_threads_equal_one_sum(sizes: list[int]) -> None:
 
 
 def test_many_arrays_read_at_once_are_checked_piece_by_piece(store: Path) -> None:
-    # One read of twelve 1 MiB arrays, summed in pieces of several arrays each.
-    arrays = {f"a{i}": np.random.default_rng(i).random(1 << 17) for i in range(12)}
+    # One read of twelve arrays, summed in pieces of several arrays each.
+    arrays = {f"a{i}": np.random.default_rng(i).random(CHECK_PIECE // 32) for i in range(12)}
     url = ts.DataStore(arrays).to_url("p")
     path = store / ts.Reference.parse(url).key
     back = ts.DataStore.from_url(url)
