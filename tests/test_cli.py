@@ -163,6 +163,9 @@ def test_put_get_info_ls_rm(
     # What ls prints, get and info take as it is; a bare key works too.
     assert {line.split()[0] for line in listing[1:]} == {npy_url, st_url, raw_url}
     assert all(line.split()[2] == "name" for line in listing[1:])
+    # -q: the references alone, for a script to hand on.
+    assert main([*cli_store, "ls", "-q", "up"]) == 0
+    assert capsys.readouterr().out.splitlines() == [line.split()[0] for line in listing[1:]]
     for url in (raw_url, ts.Reference.parse(raw_url).key):
         assert main([*cli_store, "get", url]) == 0
         assert capsys.readouterr().out == "hello"

@@ -190,6 +190,10 @@ def _ls(args: argparse.Namespace, out: TextIO) -> int:
                        "codec_from": source})  # fmt: skip
     if args.json:
         return _json(listed, out)
+    if args.quiet:
+        for item in listed:
+            print(item["reference"], file=out)
+        return 0
     if len(rows) == 1:
         print("no objects", file=out)
         return 0
@@ -702,6 +706,10 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument(
         "prefix", nargs="?", help="only the objects under this key prefix (default: all)"
     )
+    ls.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="print the references only, one a line (for get, info and rm)",
+    )  # fmt: skip
     as_json(ls)
     obj = "a reference (datastore:///KEY?codec=...), or an object's bare key"
     info = command("info", _info, "describe a stored object without loading it")
