@@ -309,6 +309,33 @@ def test_reads_cut_off_mid_body_resume_where_they_stopped(
     assert proxy.cut >= REMOTE_RESUMES + 1
 
 
+def test_objects_too_large_for_s3s_part_limit_go_up_in_larger_parts(
+    s3_store: FsspecStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S3 takes at most 10,000 parts, which 8 MiB parts would exceed past 78 GiB: here the
+    # limit is 3, and an object of five parts and a byte goes up in three.
+    monkeypatch.setattr("typedstore.storage._fsspec.S3_MAX_PARTS", 3)
+    data = np.random.default_rng(4).integers(0, 256, 5 * PART + 1, dtype=np.uint8).tobytes()
+
+    class Source:
+        size = len(data)
+
+        def read(self, start: int, length: int) -> bytes:
+            return data[start : start + length]
+
+        def readinto(self, start: int, *buffers: Any) -> int:
+            raise AssertionError("write_from reads parts")
+
+    s3_store.write_from("p/stream", Source(), len(data))
+    # Chunks up to 100 MiB go in one request: here, only those over a part.
+    monkeypatch.setattr("typedstore.storage._fsspec.ONE_REQUEST_MAX", PART)
+    s3_store.write("p/chunks", [data[:7], data[7:]])
+    for key in ("p/stream", "p/chunks"):
+        assert s3_store.read(key) == data
+        etag = s3_store._fs.info(s3_store._path(key))["ETag"]
+        assert etag.strip('"').endswith("-3"), etag  # a multipart ETag counts its parts
+
+
 def test_paths_written_under_are_remembered_until_deleted(s3_store: FsspecStorage) -> None:
     s3_store.write("a/b/x", [b"1"])
     s3_store.write("a/b/y", [b"2"])  # "a" and "a/b" are known to be folders: not asked

@@ -33,6 +33,10 @@ from typedstore.protocols import Buffer, Reader, byte_view, check_range
 
 __all__ = ["FsspecStorage"]
 
+#: The most parts S3 takes in one multipart upload (PART's 8 MiB reach 78 GiB; larger
+#: objects go up in larger parts).
+S3_MAX_PARTS = 10_000
+
 # A part of a read: the buffer it fills, and its offset in the object.
 _Piece = tuple[memoryview, int]
 
@@ -194,7 +198,11 @@ class FsspecStorage:
         store could then not be copied to a directory)."""
         path = self._path(key)
         self._check_free(key, path)
-        written = self._write_chunks(key, path, chunks, ONE_REQUEST_MAX)
+        try:
+            size = sum(byte_view(chunk).nbytes for chunk in chunks)
+        except Exception as exc:  # not a buffer
+            raise self._error(key, "write", exc) from exc
+        written = self._write_chunks(key, path, chunks, size, ONE_REQUEST_MAX)
         self._know_folders(key)
         return written
 
@@ -214,15 +222,15 @@ class FsspecStorage:
                 yield data
 
         # Up to a part in one request: the parts read for one request would all be held.
-        written = self._write_chunks(key, path, parts(), PART)
+        written = self._write_chunks(key, path, parts(), size, PART)
         self._know_folders(key)
         return written
 
     def _write_chunks(
-        self, key: str, path: str, chunks: Iterable[Buffer], one_request_max: int
+        self, key: str, path: str, chunks: Iterable[Buffer], size: int, one_request_max: int
     ) -> int:
         if self._s3:
-            return self._write_s3(key, path, chunks, one_request_max)
+            return self._write_s3(key, path, chunks, size, one_request_max)
         total = 0
         try:
             f = self._fs.open(path, "wb", block_size=PART)
@@ -242,7 +250,9 @@ class FsspecStorage:
             raise
         return total
 
-    def _write_s3(self, key: str, path: str, chunks: Iterable[Buffer], one_request_max: int) -> int:
+    def _write_s3(
+        self, key: str, path: str, chunks: Iterable[Buffer], size: int, one_request_max: int
+    ) -> int:
         """One request for an object of up to ``one_request_max`` bytes, else a multipart
         upload with PARTS_IN_FLIGHT parts in flight. Bodies are read from the buffers as
         they are sent, never joined: memory stays within what the client holds of each
@@ -251,11 +261,11 @@ class FsspecStorage:
         try:
             rest = iter(chunks)
             head: list[memoryview] = []
-            size = 0
+            sent = 0
             for chunk in rest:
                 head.append(byte_view(chunk))
-                size += head[-1].nbytes
-                if size > one_request_max:
+                sent += head[-1].nbytes
+                if sent > one_request_max:
                     break
             else:
                 # S3 checks the body against the crc32c the object's name gives, if any.
@@ -267,16 +277,16 @@ class FsspecStorage:
                 )
                 checked = {"ChecksumAlgorithm": "CRC32C", "ChecksumCRC32C": _base64(crc)}
                 self._fs.call_s3("put_object", Bucket=bucket, Key=name, Body=_Body(head),
-                                 ContentLength=size, **checked)  # fmt: skip
-                return size
+                                 ContentLength=sent, **checked)  # fmt: skip
+                return sent
             views = itertools.chain(head, (byte_view(chunk) for chunk in rest))
-            return self._multipart(bucket, name, views)
+            return self._multipart(bucket, name, views, _part_size(size))
         except Exception as exc:
             raise self._error(key, "write", exc) from exc
         finally:
             self._fs.invalidate_cache(path)
 
-    def _multipart(self, bucket: str, name: str, views: Iterator[memoryview]) -> int:
+    def _multipart(self, bucket: str, name: str, views: Iterator[memoryview], part: int) -> int:
         upload = self._fs.call_s3("create_multipart_upload", Bucket=bucket, Key=name,
                                   ChecksumAlgorithm="CRC32C")["UploadId"]  # fmt: skip
         pool = self._threads()
@@ -294,11 +304,11 @@ class FsspecStorage:
         pending: list[Future[dict[str, Any]]] = []
         total = 0
         try:
-            for number, part in enumerate(_parts(views), start=1):
+            for number, views_of_part in enumerate(_parts(views, part), start=1):
                 if len(pending) >= PARTS_IN_FLIGHT:
                     parts.append(pending.pop(0).result())
-                pending.append(pool.submit(send, number, part))
-                total += sum(view.nbytes for view in part)
+                pending.append(pool.submit(send, number, views_of_part))
+                total += sum(view.nbytes for view in views_of_part)
             parts += [future.result() for future in pending]
             self._fs.call_s3("complete_multipart_upload", Bucket=bucket, Key=name,
                              UploadId=upload, MultipartUpload={"Parts": parts})  # fmt: skip
@@ -472,17 +482,24 @@ class _RemoteReader:
         return len(data)
 
 
-def _parts(views: Iterator[memoryview]) -> Iterator[list[memoryview]]:
-    """The views regrouped in parts of PART bytes (the last may be smaller), uncopied."""
+def _part_size(size: int) -> int:
+    """The part size for a multipart upload of ``size`` bytes: PART, or larger (whole
+    MiB) for objects that would otherwise take more parts than S3 allows."""
+    needed = -(-size // S3_MAX_PARTS)
+    return max(PART, -(-needed // (1 << 20)) << 20)
+
+
+def _parts(views: Iterator[memoryview], part: int) -> Iterator[list[memoryview]]:
+    """The views regrouped in parts of ``part`` bytes (the last may be smaller), uncopied."""
     pending: list[memoryview] = []
     size = 0
     for view in views:
         while view.nbytes:
-            take = view[: PART - size]
+            take = view[: part - size]
             pending.append(take)
             size += take.nbytes
             view = view[take.nbytes :]
-            if size == PART:
+            if size == part:
                 yield pending
                 pending, size = [], 0
     if size:
