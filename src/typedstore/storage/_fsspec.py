@@ -157,8 +157,8 @@ class FsspecStorage:
 
     async def _fetch(self, bucket: str, name: str, target: memoryview, offset: int) -> int:
         end = offset + target.nbytes - 1
-        done, version = 0, dict[str, str]()
-        for resumed in itertools.count():
+        done, resumed, version = 0, 0, dict[str, str]()
+        while True:
             # s3fs's async API (fsspec names it with a leading underscore): the body can
             # then be read a chunk at a time straight into the target.
             response = await self._fs._call_s3(
@@ -174,15 +174,15 @@ class FsspecStorage:
                     done += got
                 return done
             except _cut_off():
-                if resumed >= REMOTE_RESUMES:
+                if resumed == REMOTE_RESUMES:
                     raise
+                resumed += 1
                 # The rest is asked for, of the same object: should it have been replaced
                 # meanwhile, S3 refuses (If-Match) rather than mix two objects' bytes.
                 if "ETag" in response:
                     version = {"IfMatch": response["ETag"]}
             finally:
                 body.close()
-        raise AssertionError("unreachable")  # itertools.count() never ends
 
     def _threads(self) -> ThreadPoolExecutor:
         with self._lock:
