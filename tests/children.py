@@ -44,7 +44,8 @@ class Child:
         self._process.start()
         for end in (stdin_r, stdout_w, stderr_w):
             end.close()
-        self.pid: int = self._process.pid or 0
+        assert self._process.pid is not None  # set by start()
+        self.pid = self._process.pid
         self.stdin: IO[str] = _text(stdin_w, "w")
         self.stdout: IO[str] = _text(stdout_r, "r")
         # Drained from the start: a child that fills the pipe with warnings must not stall.
