@@ -305,18 +305,19 @@ def integrity(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
     n = array.nbytes
     raw = tmp / "integrity-raw"
     ts.options.set("datastore.url", str(tmp / "store"))
-    settings: dict[str, dict[str, Any]] = {
-        "": {},
-        ", no checksum": {"datastore.checksum": None},
-        ", sha256": {"datastore.checksum": "sha256"},
+    # Each contender's label, prefix and options.
+    settings: dict[str, tuple[str, dict[str, Any]]] = {
+        "": ("integrity-crc32c", {}),
+        ", no checksum": ("integrity-none", {"datastore.checksum": None}),
+        ", sha256": ("integrity-sha256", {"datastore.checksum": "sha256"}),
     }
     refs: dict[str, str] = {}
 
     def writer(label: str) -> tuple[Op, Op]:
-        prefix = f"integrity{len(label)}"
+        prefix, options = settings[label]
 
         def write() -> None:
-            with ts.options.ctx(settings[label]):
+            with ts.options.ctx(options):
                 refs[label] = ts.DataStoreIO.serialize_write(array, prefix).url
 
         return (lambda: ts.DataStoreIO.delete(prefix)), write
@@ -339,8 +340,8 @@ def integrity(tmp: Path, mib: int, rounds: int) -> list[dict[str, Any]]:
             **{f"typedstore read_deserialize{label}": reader(label) for label in settings},
         }
     )
-    for label in settings:
-        ts.DataStoreIO.delete(f"integrity{len(label)}")
+    for prefix, _ in settings.values():
+        ts.DataStoreIO.delete(prefix)
     raw.unlink()
     return writes.rows("write", "typedstore serialize_write, no checksum", n) + reads.rows(
         "read", "typedstore read_deserialize, no checksum", n

@@ -555,7 +555,7 @@ def _copy_checked(source: Store, target: Storage, key: str, size: int) -> None:
     make the same references work), checked against the crc32c in its name: a damaged
     object is not copied (or, streamed, removed again) and raises IntegrityError."""
     described = describe_key(key)
-    crc = None if described is None else described[1]
+    crc = None if described is None else described.crc32c
     if not isinstance(target, WritesStreams):
         data = source.storage.read(key)
         if crc is not None:
