@@ -19,8 +19,9 @@ same run):
 - ``tables``: pandas frames (1 GiB, 128 MiB with ``--quick``; numeric, and mixed with
   strings and categoricals) as Arrow IPC, against Feather, Parquet and pickle.
 - ``s3``: 64 MiB (other sizes with ``--s3-mib``) through an S3 server on loopback
-  (moto), against a plain s3fs put and get and boto3's managed transfers, with the peak
-  memory of each; and one column of a 100-column frame against the whole frame.
+  (moto, or the running server ``--s3-endpoint`` names), against a plain s3fs put and get
+  and boto3's managed transfers, with the peak memory of each; and one column of a
+  100-column frame against the whole frame.
 - ``experiments``: persist and load of experiments of 1,000 to 100,000 runs of 10 scalar
   fields (1,000 and 10,000 with ``--quick``), and of 100 runs each holding a 1 MiB
   DataStore (flushed to disk before the commit, and not), on
@@ -799,10 +800,37 @@ def small(tmp: Path, count: int, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
-def s3(rounds: int, sizes: list[int]) -> list[dict[str, Any]]:
-    """An array in S3 (moto's server, in its own process, on loopback): typedstore against
-    a plain s3fs put and get of the same bytes, and boto3's managed transfers with their
-    default settings; and the peak memory of each, in a process of its own."""
+def s3(rounds: int, sizes: list[int], endpoint: str | None) -> list[dict[str, Any]]:
+    """An array in S3 (moto's server, in its own process, on loopback, unless ``endpoint``
+    names a running server): typedstore against a plain s3fs put and get of the same
+    bytes, and boto3's managed transfers with their default settings; and the peak memory
+    of each, in a process of its own."""
+    server = None
+    if endpoint is None:
+        server, endpoint = _moto_server()
+    rows: list[dict[str, Any]] = []
+    try:
+        fs, _ = _s3_clients(endpoint)
+        for _ in range(100):
+            try:
+                if not fs.exists("bench"):
+                    fs.call_s3("create_bucket", Bucket="bench")
+                break
+            except Exception:
+                time.sleep(0.1)
+        for mib in sizes:
+            rows += _s3_transfers(endpoint, rounds, mib)
+        rows += _s3_table_reads(rounds, 64)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait()
+        ts.options.reset("datastore.storage_options")
+    return rows
+
+
+def _moto_server() -> tuple[subprocess.Popen[bytes], str]:
+    """moto's S3 server on a free loopback port, and its endpoint."""
     import socket
 
     with socket.socket() as s:
@@ -816,24 +844,7 @@ def s3(rounds: int, sizes: list[int]) -> list[dict[str, Any]]:
         stderr=subprocess.DEVNULL,
         env={**os.environ, "MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(4 << 30)},
     )
-    endpoint = f"http://127.0.0.1:{port}"
-    rows: list[dict[str, Any]] = []
-    try:
-        fs, _ = _s3_clients(endpoint)
-        for _ in range(100):
-            try:
-                fs.call_s3("create_bucket", Bucket="bench")
-                break
-            except Exception:
-                time.sleep(0.1)
-        for mib in sizes:
-            rows += _s3_transfers(endpoint, rounds, mib)
-        rows += _s3_table_reads(rounds, 64)
-    finally:
-        server.terminate()
-        server.wait()
-        ts.options.reset("datastore.storage_options")
-    return rows
+    return server, f"http://127.0.0.1:{port}"
 
 
 def _s3_clients(endpoint: str) -> tuple[Any, Any]:
@@ -841,17 +852,20 @@ def _s3_clients(endpoint: str) -> tuple[Any, Any]:
     import boto3
     import s3fs
 
+    # A server started elsewhere may check signatures against keys of its own.
+    key = os.environ.get("AWS_ACCESS_KEY_ID", "bench")
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY", "bench")
     options = {
-        "key": "bench",
-        "secret": "bench",
+        "key": key,
+        "secret": secret,
         "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
     }
     client = boto3.client(
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="bench",
-        aws_secret_access_key="bench",
+        aws_access_key_id=key,
+        aws_secret_access_key=secret,
     )
     ts.options.set("datastore.url", "s3://bench/ts")
     ts.options.set("datastore.storage_options", options)
@@ -1417,6 +1431,11 @@ def main() -> None:
         help="object size for the s3 group (repeatable; default 64). moto copies the whole "
         "object for every ranged read: at 1024, reads take minutes and may time out",
     )
+    parser.add_argument(
+        "--s3-endpoint",
+        help="run the s3 group against this running S3 server (bucket 'bench', keys from "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) instead of a moto server of its own",
+    )
     parser.add_argument("--memory-probe", help=argparse.SUPPRESS)
     parser.add_argument("--mib", type=int, default=256, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
@@ -1490,7 +1509,10 @@ def main() -> None:
             mib = 128 if args.quick else 1024
             show(f"tables, pandas frames of {mib} MiB", tables(tmp, mib, rounds))
         if "s3" in run:
-            show("S3 on loopback (moto server)", s3(rounds, args.s3_mib or [64]))
+            title = "S3 on loopback (moto server)"
+            if args.s3_endpoint:
+                title = f"S3 at {args.s3_endpoint}"
+            show(title, s3(rounds, args.s3_mib or [64], args.s3_endpoint))
         if "experiments" in run:
             sizes = [1000, 10_000] if args.quick else [1000, 10_000, 100_000]
             show("experiments", experiments(tmp, rounds, sizes))
