@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import safetensors.numpy
 
 import typedstore as ts
 from typedstore.cli import main
+from typedstore.protocols import Reader, Storage
+from typedstore.storage import LocalStorage, register_storage
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -340,7 +343,24 @@ def test_copy_skips_identical_objects_and_refuses_different_ones(
     assert (target / first.relative_to(source)).read_bytes() == b"one"
 
 
-@pytest.mark.parametrize("target", ["local", "memory"])
+#: Keys whose streamed writes a "committed://" storage finished.
+COMMITTED: list[str] = []
+
+
+class CommitRecording(LocalStorage):
+    """A local storage that records each object a streamed write committed."""
+
+    def write_from(self, key: str, reader: Reader, size: int) -> int:
+        written = super().write_from(key, reader, size)
+        COMMITTED.append(key)
+        return written
+
+
+def commit_recording(url: str, *, fsync: bool, storage_options: Mapping[str, Any]) -> Storage:
+    return CommitRecording(url.removeprefix("committed://"), fsync=fsync)
+
+
+@pytest.mark.parametrize("target", ["local", "memory", "committed"])
 def test_copy_leaves_damaged_objects_behind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str
 ) -> None:
@@ -351,7 +371,13 @@ def test_copy_leaves_damaged_objects_behind(
         data = bytearray(path.read_bytes())
         data[len(data) // 2] ^= 0x10
         path.write_bytes(data)
-    dest = str(tmp_path / "t") if target == "local" else f"memory://copy-{tmp_path.name}"
+    dest = {
+        "local": str(tmp_path / "t"),
+        "memory": f"memory://copy-{tmp_path.name}",
+        "committed": f"committed://{tmp_path / 't'}",
+    }[target]
+    register_storage("committed", commit_recording, replace=True)
+    COMMITTED.clear()
     assert main(["copy", str(tmp_path / "s"), dest]) == 1
     captured = capsys.readouterr()
     assert "copied 1 objects (4 bytes)" in captured.out
@@ -360,6 +386,9 @@ def test_copy_leaves_damaged_objects_behind(
         assert f"not copied: {key}: the stored bytes do not match their crc32c" in captured.err
     copies = list(ts.storage.storage_for_url(dest).list())
     assert copies == [ts.Reference.parse(good).key]
+    if target == "committed":
+        # The damage is found before a streamed write commits, not removed after.
+        assert copies == COMMITTED
 
 
 def test_what_is_no_object_is_reported_and_skipped(

@@ -553,7 +553,7 @@ def _copy(args: argparse.Namespace, out: TextIO) -> int:
 def _copy_checked(source: Store, target: Storage, key: str, size: int) -> None:
     """Copy one object under the same key (references are root-relative: the same keys
     make the same references work), checked against the crc32c in its name: a damaged
-    object is not copied (or, streamed, removed again) and raises IntegrityError."""
+    object is not copied and raises IntegrityError."""
     described = describe_key(key)
     crc = None if described is None else described.crc32c
     if not isinstance(target, WritesStreams):
@@ -563,15 +563,10 @@ def _copy_checked(source: Store, target: Storage, key: str, size: int) -> None:
         target.write(key, [data])
         return
     with source.open(key) as reader:
-        checked = reader if crc is None else CheckedReader(reader, crc, key)
-        target.write_from(key, checked, size)
-        if isinstance(checked, CheckedReader):
-            try:
-                checked.check()
-            except IntegrityError:
-                # The bytes are known bad only once all were read, after the write.
-                target.delete(key)
-                raise
+        if crc is not None:
+            # Checked by the read that reaches the end: the write fails before it commits.
+            reader = CheckedReader(reader, crc, key, check_at_end=True)
+        target.write_from(key, reader, size)
 
 
 def _equal(source: Storage, target: Storage, key: str, size: int) -> bool:

@@ -222,12 +222,19 @@ class CheckedReader:
     Bytes are summed in order as reads reach them; bytes a decoder skips or reads out of
     order are read again by :meth:`check`, so any read pattern is checked exactly. Large
     reads are summed a piece at a time on another thread while the next piece is read.
+    With ``check_at_end``, the read that reaches the object's end also checks it, so that
+    a writer streaming the object fails before it commits a damaged copy.
     """
 
-    __slots__ = ("_done", "_expected", "_inner", "_piece", "_value", "_what", "size")
+    __slots__ = (
+        "_at_end", "_done", "_expected", "_inner", "_piece", "_value", "_what", "size",
+    )  # fmt: skip
 
-    def __init__(self, inner: Reader, expected: int, what: object) -> None:
+    def __init__(
+        self, inner: Reader, expected: int, what: object, *, check_at_end: bool = False
+    ) -> None:
         self._inner = inner
+        self._at_end = check_at_end
         # A reader that fetches several parts at once says how much it best reads a call.
         self._piece = max(CHECK_PIECE, int(getattr(inner, "piece", 0)))
         self._expected = expected
@@ -241,6 +248,7 @@ class CheckedReader:
         """``length`` bytes from ``start`` (fewer at the end), summed."""
         data = self._inner.read(start, length)
         self._sum(start, memoryview(data))
+        self._reached(start + len(data))
         return data
 
     def readinto(self, start: int, *buffers: Buffer) -> int:
@@ -255,8 +263,14 @@ class CheckedReader:
                     break
                 self._sum(at, view[: start + got - at])
                 at += view.nbytes
-            return got
-        return self._pipelined(start, views)
+        else:
+            got = self._pipelined(start, views)
+        self._reached(start + got)
+        return got
+
+    def _reached(self, end: int) -> None:
+        if self._at_end and end >= self.size:
+            self.check()
 
     def _pipelined(self, start: int, views: list[memoryview]) -> int:
         # Read piece n+1 while piece n is summed: the read waits on the disk or the

@@ -3,6 +3,7 @@ full read and by ``verify``, with no database."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import random
 import shutil
@@ -16,11 +17,13 @@ from vectors import CASES, same
 
 import typedstore as ts
 from typedstore.errors import IntegrityError
-from typedstore.integrity import combine, crc32c, crc32c_each, crc32c_of
+from typedstore.integrity import CheckedReader, combine, crc32c, crc32c_each, crc32c_of
 from typedstore.keys import describe_key
 from typedstore.maintenance import verify
 from typedstore.policy import CHECK_PIECE
+from typedstore.protocols import Reader
 from typedstore.registry import registry
+from typedstore.storage import LocalStorage
 
 # The values of every codec's current version, as its golden vectors define them.
 CURRENT = {
@@ -232,3 +235,29 @@ def test_many_arrays_read_at_once_are_checked_piece_by_piece(store: Path) -> Non
         with pytest.raises(IntegrityError):
             ts.DataStore.from_url(url)
         path.write_bytes(data)
+
+
+def read_through(reader: Reader, how: str, start: int, length: int) -> bytes:
+    if how == "read":
+        return reader.read(start, length)
+    out = bytearray(length)
+    return bytes(out[: reader.readinto(start, out)])
+
+
+# A whole object in one read of 2 * CHECK_PIECE or more is summed in pipelined pieces.
+@pytest.mark.parametrize("how", ["read", "readinto", "readinto, pipelined"])
+def test_a_reader_checked_at_end_fails_the_read_that_reaches_it(tmp_path: Path, how: str) -> None:
+    pipelined = how.endswith("pipelined")
+    size = 2 * CHECK_PIECE + 5 if pipelined else 1000
+    data = np.random.default_rng(1).integers(0, 256, size, np.uint8).tobytes()
+    storage = LocalStorage(tmp_path)
+    storage.write("p/x", [data])
+    cut = 0 if pipelined else size // 3
+    for expected, damaged in ((crc32c(data), False), (crc32c(data) ^ 1, True)):
+        with storage.open("p/x") as inner:
+            reader = CheckedReader(inner, expected, "p/x", check_at_end=True)
+            if cut:
+                assert read_through(reader, how, 0, cut) == data[:cut]
+            raises = pytest.raises(IntegrityError) if damaged else contextlib.nullcontext()
+            with raises:
+                assert read_through(reader, how, cut, size - cut) == data[cut:]

@@ -419,6 +419,35 @@ def test_copy_local_store_to_s3(
     assert len(files_under(local)) == 3
 
 
+def test_copy_to_s3_leaves_damaged_objects_behind(
+    s3_endpoint: str, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "local"
+    with ts.options.ctx({"datastore.url": str(local)}):
+        good = ts.DataStoreIO.write(b"good", "p").url
+        # Three parts: two are sent before the last one shows the damage.
+        bad = ts.DataStoreIO.write(bytes(2 * PART + 5), "p").url
+    path = local / ts.Reference.parse(bad).key
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(data)
+    options = s3_options(s3_endpoint)
+    target = f"s3://{bucket}/copied"
+    import json
+
+    assert main(["copy", str(local), target, "--storage-options", json.dumps(options)]) == 1
+    err = capsys.readouterr().err
+    assert f"not copied: {ts.Reference.parse(bad).key}: the stored bytes do not match" in err
+    copied = storage_for_url(target, storage_options=options)
+    assert list(copied.list()) == [ts.Reference.parse(good).key]
+    # The upload of the damaged object was aborted, not left to linger.
+    import s3fs
+
+    client = s3fs.S3FileSystem(**options)
+    uploads = client.call_s3("list_multipart_uploads", Bucket=bucket)
+    assert uploads.get("Uploads", []) == []
+
+
 def test_cli_commands_take_storage_options(
     s3_endpoint: str, s3_store: FsspecStorage, bucket: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from typedstore.errors import NotFoundError, StorageError
+from typedstore.errors import NotFoundError, StorageError, TypedStoreError
 from typedstore.integrity import crc32c_of
 from typedstore.keys import check_key, describe_key, is_valid_segment
 from typedstore.policy import (
@@ -245,7 +245,8 @@ class FsspecStorage:
             f.close()
         except BaseException as exc:
             _abort(f)
-            if isinstance(exc, Exception):
+            # Our own errors (a damaged source, say) are not this storage's failures.
+            if isinstance(exc, Exception) and not isinstance(exc, TypedStoreError):
                 raise self._error(key, "write", exc) from exc
             raise
         return total
@@ -281,6 +282,8 @@ class FsspecStorage:
                 return sent
             views = itertools.chain(head, (byte_view(chunk) for chunk in rest))
             return self._multipart(bucket, name, views, _part_size(size))
+        except TypedStoreError:
+            raise
         except Exception as exc:
             raise self._error(key, "write", exc) from exc
         finally:
