@@ -218,7 +218,10 @@ class FsspecStorage:
                 data = reader.read(start, want)
                 if len(data) != want:
                     got = start + len(data)
-                    raise StorageError(f"the source ended after {got} of its {size} bytes")
+                    raise StorageError(
+                        f"cannot write {key!r} in {self._url}: "
+                        f"the source ended after {got} of its {size} bytes"
+                    )
                 yield data
 
         # Up to a part in one request: the parts read for one request would all be held.

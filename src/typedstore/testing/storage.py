@@ -230,6 +230,9 @@ class StorageTests:
             assert storage.write_from("dst/empty", reader, 0) == 0
         assert storage.read("dst/empty") == b""
         # A source shorter than announced stores nothing.
-        with source.open("src/big") as reader, pytest.raises(StorageError):
+        with (
+            source.open("src/big") as reader,
+            pytest.raises(StorageError, match="dst/short"),  # naming the object
+        ):
             storage.write_from("dst/short", reader, len(data) + 1)
         assert list(storage.list("dst")) == ["dst/big", "dst/empty"]
