@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from pathlib import Path
 
-from typedstore.errors import InvalidKeyError, NotFoundError, StorageError
+from typedstore.errors import InvalidKeyError, NotFoundError, StorageError, TypedStoreError
 from typedstore.keys import check_key, is_valid_segment
 from typedstore.policy import LARGE, OPEN_FOLDERS, PART, SMALL, SYNC_THREADS
 from typedstore.protocols import Buffer, Reader, byte_view, check_range
@@ -141,7 +141,7 @@ class LocalStorage:
         """Store ``size`` bytes of ``reader`` under ``key`` atomically, a part at a time:
         memory stays within one part whatever the size."""
         parent, name = _split(key)
-        body = functools.partial(_write_parts, reader, size)
+        body = functools.partial(_write_parts, f"{key!r} under {self.url}", reader, size)
         try:
             self._write(key, parent, lambda: name, body, size)
         except _CannotLink:
@@ -205,7 +205,8 @@ class LocalStorage:
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=directory)
-            if isinstance(exc, _CannotLink):
+            # Our own errors (a damaged or short source, say) already say what failed.
+            if isinstance(exc, (_CannotLink, TypedStoreError)):
                 raise
             if isinstance(exc, IsADirectoryError):
                 raise StorageError(f"cannot write {key!r}: a prefix of that name exists") from exc
@@ -684,13 +685,15 @@ def _write_views(views: list[memoryview], total: int, fd: int) -> int:
     return _vectored(os.pwritev, fd, 0, views)
 
 
-def _write_parts(reader: Reader, size: int, fd: int) -> int:
+def _write_parts(target: str, reader: Reader, size: int, fd: int) -> int:
     part = memoryview(bytearray(min(PART, size)))
     done = 0
     while done < size:
         got = reader.readinto(done, part[: min(PART, size - done)])
         if not got:
-            raise StorageError(f"the source ended after {done} of its {size} bytes")
+            raise StorageError(
+                f"cannot write {target}: the source ended after {done} of its {size} bytes"
+            )
         done += _vectored(os.pwritev, fd, done, [part[:got]])
     return done
 

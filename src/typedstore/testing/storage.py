@@ -21,7 +21,15 @@ import pytest
 
 from typedstore.errors import InvalidKeyError, NotFoundError, StorageError
 from typedstore.policy import PART
-from typedstore.protocols import MapsMemory, OpensReaders, Storage, Syncs, WritesStreams
+from typedstore.protocols import (
+    Buffer,
+    MapsMemory,
+    OpensReaders,
+    Storage,
+    Syncs,
+    WritesStreams,
+    byte_view,
+)
 from typedstore.store import Store
 
 __all__ = ["BAD_KEYS", "BAD_PREFIXES", "StorageTests"]
@@ -235,4 +243,31 @@ class StorageTests:
             pytest.raises(StorageError, match="dst/short"),  # naming the object
         ):
             storage.write_from("dst/short", reader, len(data) + 1)
+        # The source's own errors reach the caller as they are, not as the target's.
+        broken = _BrokenSource(len(data), StorageError("the source broke"))
+        with pytest.raises(StorageError) as caught:
+            storage.write_from("dst/broken", broken, len(data))
+        assert caught.value is broken.error
         assert list(storage.list("dst")) == ["dst/big", "dst/empty"]
+
+
+class _BrokenSource:
+    """A reader whose second read fails with ``error``."""
+
+    def __init__(self, size: int, error: Exception) -> None:
+        self.size = size
+        self.error = error
+        self._reads = 0
+
+    def read(self, start: int, length: int) -> bytes:
+        self._count()
+        return bytes(min(length, self.size - start))
+
+    def readinto(self, start: int, *buffers: Buffer) -> int:
+        self._count()
+        return sum(byte_view(buffer).nbytes for buffer in buffers)
+
+    def _count(self) -> None:
+        self._reads += 1
+        if self._reads == 2:
+            raise self.error
