@@ -214,7 +214,8 @@ class WritesStreams(Protocol):
 
     def write_from(self, key: str, reader: Reader, size: int) -> int:
         """Store ``size`` bytes read from ``reader`` under ``key`` atomically, holding
-        only a few parts in memory at a time; return the size."""
+        only a few parts in memory at a time; return the size. typedstore's own errors
+        from the reader (a damaged source, say) reach the caller as they are."""
         ...
 
 
