@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import json
 import socket
 import threading
 import time
@@ -409,8 +410,6 @@ def test_copy_local_store_to_s3(
         ]
     options = s3_options(s3_endpoint)
     target = f"s3://{bucket}/copied"
-    import json
-
     assert main(["copy", str(local), target, "--storage-options", json.dumps(options)]) == 0
     with ts.options.ctx({"datastore.url": target, "datastore.storage_options": options}):
         assert np.array_equal(ts.DataStoreIO(urls[0]).read_deserialize(np.ndarray), np.arange(10))
@@ -433,8 +432,6 @@ def test_copy_to_s3_leaves_damaged_objects_behind(
     path.write_bytes(data)
     options = s3_options(s3_endpoint)
     target = f"s3://{bucket}/copied"
-    import json
-
     assert main(["copy", str(local), target, "--storage-options", json.dumps(options)]) == 1
     err = capsys.readouterr().err
     assert f"not copied: {ts.Reference.parse(bad).key}: the stored bytes do not match" in err
